@@ -1,0 +1,439 @@
+"""Bytes in, typed core messages out: the one place that raises on bad input.
+
+:func:`decode` turns the payload of an inbound MQTT message (wire contract v1,
+``shared/spec/wire-format.md``) into one of the self-validating messages of
+:mod:`streamproc.core.messages`. Whatever the bytes, it returns a message or
+raises :class:`CodecError`, which carries a short machine-friendly ``code``
+(a metric label), the message ``kind``, the offending ``field`` and a
+``reason`` a person can act on.
+
+Decoding is one ``msgspec`` pass into a wire ``Struct`` per kind (unknown
+fields are ignored, ints are accepted where floats are expected, booleans and
+strings are never numbers), then the core message is built from it; the core
+constructors check ranges and raise ``InvalidMessageError``, which is turned
+into a ``CodecError`` here. The work that only explains a failure is done on
+the failure path, so that the hot path (``abp`` chunks) stays one decode and
+one ``numpy`` conversion.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+
+import msgspec
+import numpy as np
+
+from streamproc.core.messages import (
+    MAX_SAMPLES_PER_CHUNK,
+    AbpChunk,
+    Ack,
+    Drug,
+    Infusion,
+    InvalidMessageError,
+    Labs,
+    Message,
+    Patient,
+    Profile,
+    RateUnit,
+    Vitals,
+    VitalsSource,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_SAMPLES",
+    "ERROR_CODES",
+    "INBOUND_KINDS",
+    "CodecError",
+    "decode",
+    "kinds",
+]
+
+#: Message kinds that arrive on inbound topics, in the order of the contract.
+INBOUND_KINDS: Final[tuple[str, ...]] = ("abp", "vitals", "infusion", "patient", "labs", "ack")
+DEFAULT_MAX_BYTES: Final = 1_048_576
+DEFAULT_MAX_SAMPLES: Final = MAX_SAMPLES_PER_CHUNK
+
+#: Every value :attr:`CodecError.code` can take (so that a metric can
+#: initialise its labels). ``bad_topic`` is used by ``streamproc.topics``.
+ERROR_CODES: Final[frozenset[str]] = frozenset(
+    {
+        "unknown_kind",  # the kind is not one of INBOUND_KINDS
+        "too_large",  # payload over max_bytes, or more samples than max_samples
+        "too_deep",  # JSON nested deeper than the decoder's recursion limit
+        "not_utf8",  # payload bytes are not UTF-8
+        "not_json",  # payload is not (exactly one) JSON value
+        "not_object",  # payload is JSON but not an object
+        "missing_field",  # a required field is absent
+        "wrong_type",  # a field has the wrong JSON type (bool/string for a number, ...)
+        "not_finite",  # a number overflows a float (1e400), or a sample is null
+        "out_of_range",  # a value the message cannot hold (fs <= 0, negative rate, ...)
+        "empty",  # an empty sample array
+        "inconsistent",  # fields contradict each other (sbp < dbp)
+        "unknown_value",  # an enum value not in the contract (drug, unit, profile, source)
+        "bad_topic",  # see streamproc.topics.TopicError
+    }
+)
+
+
+class CodecError(ValueError):
+    """An inbound payload (or topic) the project cannot accept.
+
+    ``CodecError(kind, field, reason, code=...)``; ``str(err)`` is
+    ``"{kind}.{field}: {reason}"`` (leaving out whichever of kind and field is
+    ``None``).
+
+    Attributes:
+        code: short machine-friendly category, one of :data:`ERROR_CODES`
+            (suitable as a metric label).
+        kind: the message kind being decoded, or ``None`` if unknown.
+        field: the offending field as on the wire, or ``None`` when the
+            payload as a whole is bad (not JSON, not an object, too large).
+        reason: what is wrong, in words (lists the valid choices for enums).
+    """
+
+    def __init__(self, kind: str | None, field: str | None, reason: str, *, code: str) -> None:
+        self.kind = kind
+        self.field = field
+        self.reason = reason
+        self.code = code
+        where = ".".join(part for part in (kind, field) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default would call cls(*args), which does not match __init__.
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(
+    cls: type[CodecError], args: tuple[Any, ...], state: dict[str, Any]
+) -> CodecError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+def kinds() -> tuple[str, ...]:
+    """The inbound message kinds :func:`decode` accepts."""
+    return INBOUND_KINDS
+
+
+# --------------------------------------------------------------------------- wire structs
+# One Struct per kind, as on the wire. Enum-valued fields are plain strings
+# here and are looked up below, so that the error can list the valid choices.
+# Optional fields accept an explicit JSON null as "absent".
+
+
+class _AbpWire(msgspec.Struct, gc=False):
+    t0: float
+    fs: float
+    samples: list[float]
+    seq: int | None = None
+
+
+class _VitalsWire(msgspec.Struct, gc=False):
+    ts: float
+    source: str
+    sbp: float | None = None
+    dbp: float | None = None
+    map: float | None = None
+    hr: float | None = None
+
+
+class _InfusionWire(msgspec.Struct, gc=False):
+    ts: float
+    drug: str
+    rate: float
+    unit: str
+    running: bool = True
+    concentration: float | None = None
+
+
+class _PatientWire(msgspec.Struct, gc=False):
+    ts: float
+    profile: str | None = None
+    age: float | None = None
+    weight_kg: float | None = None
+    map_target: float | None = None
+    sbp_target: float | None = None
+    crystalloid_ml: float | None = None
+    peritonitis: bool | None = None
+
+
+class _LabsWire(msgspec.Struct, gc=False):
+    ts: float
+    lactate: float | None = None
+    urine_ml_kg_h: float | None = None
+    scvo2: float | None = None
+
+
+class _AckWire(msgspec.Struct, gc=False):
+    ts: float
+    alarm_id: str
+    by: str | None = None
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _lookup(kind: str, enum: type[_E], table: Mapping[str, _E], what: str, value: str) -> _E:
+    member = table.get(value)
+    if member is None:
+        choices = ", ".join(m.value for m in enum)
+        raise CodecError(
+            kind,
+            what,
+            f"unknown {what} {value[:80]!r}; expected one of: {choices}",
+            code="unknown_value",
+        )
+    return member
+
+
+_DRUGS: Final = {m.value: m for m in Drug}
+_UNITS: Final = {m.value: m for m in RateUnit}
+_PROFILES: Final = {m.value: m for m in Profile}
+_SOURCES: Final = {m.value: m for m in VitalsSource}
+_SEQ_MAX: Final = 2**63 - 1
+
+
+def _build_abp(w: _AbpWire, max_samples: int) -> AbpChunk:
+    n = len(w.samples)
+    if n > max_samples:
+        raise CodecError(
+            "abp",
+            "samples",
+            f"has {n} samples, more than the limit of {max_samples}",
+            code="too_large",
+        )
+    seq = w.seq
+    if seq is not None and not 0 <= seq <= _SEQ_MAX:
+        raise CodecError(
+            "abp",
+            "seq",
+            f"must be an integer between 0 and 2**63-1, got {seq}",
+            code="out_of_range",
+        )
+    return AbpChunk(w.t0, w.fs, np.asarray(w.samples, dtype=np.float64), seq)
+
+
+def _build_vitals(w: _VitalsWire, _max_samples: int) -> Vitals:
+    source = _lookup("vitals", VitalsSource, _SOURCES, "source", w.source)
+    return Vitals(w.ts, source, w.sbp, w.dbp, w.map, w.hr)
+
+
+def _build_infusion(w: _InfusionWire, _max_samples: int) -> Infusion:
+    drug = _lookup("infusion", Drug, _DRUGS, "drug", w.drug)
+    unit = _lookup("infusion", RateUnit, _UNITS, "unit", w.unit)
+    return Infusion(w.ts, drug, w.rate, unit, w.running, w.concentration)
+
+
+def _build_patient(w: _PatientWire, _max_samples: int) -> Patient:
+    profile = (
+        None if w.profile is None else _lookup("patient", Profile, _PROFILES, "profile", w.profile)
+    )
+    return Patient(
+        w.ts,
+        profile,
+        w.age,
+        w.weight_kg,
+        w.map_target,
+        w.sbp_target,
+        w.crystalloid_ml,
+        w.peritonitis,
+    )
+
+
+def _build_labs(w: _LabsWire, _max_samples: int) -> Labs:
+    return Labs(w.ts, w.lactate, w.urine_ml_kg_h, w.scvo2)
+
+
+def _build_ack(w: _AckWire, _max_samples: int) -> Ack:
+    return Ack(w.ts, w.alarm_id) if w.by is None else Ack(w.ts, w.alarm_id, w.by)
+
+
+# kind -> (decoder created once, builder from wire struct to core message)
+_KINDS: Final[dict[str, tuple[msgspec.json.Decoder[Any], Callable[[Any, int], Message]]]] = {
+    "abp": (msgspec.json.Decoder(_AbpWire), _build_abp),
+    "vitals": (msgspec.json.Decoder(_VitalsWire), _build_vitals),
+    "infusion": (msgspec.json.Decoder(_InfusionWire), _build_infusion),
+    "patient": (msgspec.json.Decoder(_PatientWire), _build_patient),
+    "labs": (msgspec.json.Decoder(_LabsWire), _build_labs),
+    "ack": (msgspec.json.Decoder(_AckWire), _build_ack),
+}
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def decode(
+    kind: str,
+    payload: bytes | bytearray | memoryview | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> Message:
+    """Decode one inbound payload of ``kind`` into a validated core message.
+
+    Args:
+        kind: one of :data:`INBOUND_KINDS` (the last level of the topic).
+        payload: the raw MQTT payload (UTF-8 JSON), or its text.
+        max_bytes: payloads larger than this (in UTF-8 bytes) are rejected
+            before any parsing.
+        max_samples: ``abp`` chunks with more samples are rejected.
+
+    Returns:
+        An :class:`AbpChunk`, :class:`Vitals`, :class:`Infusion`,
+        :class:`Patient`, :class:`Labs` or :class:`Ack`.
+
+    Raises:
+        CodecError: for anything that is not a valid message of ``kind``;
+            never any other exception, whatever the payload.
+    """
+    entry = _KINDS.get(kind)
+    if entry is None:
+        raise CodecError(
+            None,
+            None,
+            f"unknown message kind {str(kind)[:80]!r}; expected one of: {', '.join(INBOUND_KINDS)}",
+            code="unknown_kind",
+        )
+    data = _as_bytes(kind, payload, max_bytes)
+    decoder, build = entry
+    try:
+        wire = decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _from_validation(kind, str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise CodecError(kind, None, f"not valid JSON: {exc}", code="not_json") from exc
+    except RecursionError as exc:
+        raise CodecError(kind, None, "JSON is nested too deeply", code="too_deep") from exc
+    except UnicodeDecodeError as exc:  # pragma: no cover - _as_bytes checked UTF-8 already
+        raise CodecError(kind, None, f"not valid UTF-8: {exc.reason}", code="not_utf8") from exc
+    try:
+        return build(wire, max_samples)
+    except InvalidMessageError as exc:
+        raise CodecError(kind, exc.field, exc.reason, code=_classify(wire, exc.field)) from exc
+
+
+def _as_bytes(kind: str, payload: object, max_bytes: int) -> bytes:
+    """Return the payload as UTF-8 bytes within ``max_bytes``, or raise."""
+    if isinstance(payload, bytes):
+        data = payload
+    elif isinstance(payload, str):
+        if len(payload) > max_bytes:  # each character is at least one byte
+            raise _too_large(kind, len(payload), max_bytes)
+        try:
+            data = payload.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CodecError(
+                kind, None, f"text cannot be encoded as UTF-8: {exc.reason}", code="not_utf8"
+            ) from exc
+    elif isinstance(payload, bytearray | memoryview):
+        size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+        if size > max_bytes:
+            raise _too_large(kind, size, max_bytes)
+        data = bytes(payload)
+    else:
+        raise CodecError(
+            kind,
+            None,
+            f"payload must be bytes or text, got {type(payload).__name__}",
+            code="not_json",
+        )
+    if len(data) > max_bytes:
+        raise _too_large(kind, len(data), max_bytes)
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(
+                kind, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", code="not_utf8"
+            ) from exc
+    return data
+
+
+def _too_large(kind: str, size: int, max_bytes: int) -> CodecError:
+    return CodecError(
+        kind, None, f"payload of {size} bytes exceeds the limit of {max_bytes}", code="too_large"
+    )
+
+
+# "Expected `float`, got `bool` - at `$.samples[3]`" -> message, path
+_VALIDATION_RE: Final = re.compile(r"(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?", re.DOTALL)
+_FIELD_RE: Final = re.compile(r"\.(?P<field>[^.\[]+)(?P<rest>.*)", re.DOTALL)
+_MISSING_RE: Final = re.compile(r"Object missing required field `(?P<field>[^`]*)`")
+_EXPECTED_RE: Final = re.compile(r"Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`")
+
+
+def _from_validation(kind: str, text: str) -> CodecError:
+    """Turn a msgspec ``ValidationError`` message into a :class:`CodecError`."""
+    m = _VALIDATION_RE.fullmatch(text)
+    msg, path = (m["msg"], m["path"] or "") if m else (text, "")
+    fm = _FIELD_RE.fullmatch(path)
+    field = fm["field"] if fm else None
+    where = f" (at {field}{fm['rest']})" if fm and fm["rest"] else ""
+
+    if missing := _MISSING_RE.fullmatch(msg):
+        return CodecError(kind, missing["field"], "is required", code="missing_field")
+    if expected := _EXPECTED_RE.fullmatch(msg):
+        want, got = expected["want"], expected["got"]
+        if field is None:
+            return CodecError(
+                kind, None, f"payload must be a JSON object, got {got}", code="not_object"
+            )
+        if field == "samples" and got == "null":
+            return CodecError(
+                kind,
+                field,
+                f"must all be finite numbers (no NaN/inf/null), got null{where}",
+                code="not_finite",
+            )
+        return CodecError(
+            kind, field, f"expected {_describe(want)}, got {got}{where}", code="wrong_type"
+        )
+    if msg == "Number out of range":
+        return CodecError(
+            kind, field, f"number is too large for a 64-bit float{where}", code="not_finite"
+        )
+    return CodecError(kind, field, f"{msg}{where}", code="wrong_type")
+
+
+_TYPE_WORDS: Final = {
+    "float": "a number",
+    "float | null": "a number or null",
+    "int": "an integer",
+    "int | null": "an integer or null",
+    "str": "a string",
+    "str | null": "a string or null",
+    "bool": "true or false",
+    "bool | null": "true, false or null",
+    "array": "an array of numbers",
+}
+
+
+def _describe(msgspec_type: str) -> str:
+    return _TYPE_WORDS.get(msgspec_type, f"`{msgspec_type}`")
+
+
+def _classify(wire: object, field: str) -> str:
+    """The ``code`` for a core ``InvalidMessageError`` on ``field`` (failure path only)."""
+    if isinstance(wire, _AbpWire) and field == "samples":
+        n = len(wire.samples)
+        if n == 0:
+            return "empty"
+        if n > MAX_SAMPLES_PER_CHUNK:
+            return "too_large"
+    if isinstance(wire, _VitalsWire) and field == "sbp" and wire.dbp is not None:
+        # sbp on its own is fine, so it was rejected for being below dbp
+        try:
+            Vitals(wire.ts, VitalsSource.ART, sbp=wire.sbp)
+        except InvalidMessageError:
+            return "out_of_range"
+        return "inconsistent"
+    if isinstance(wire, _AckWire) and field == "alarm_id" and not wire.alarm_id:
+        return "empty"
+    return "out_of_range"

@@ -1,0 +1,625 @@
+"""One bed's monitor: pressures in, alarm transitions out.
+
+Holds everything the protocol needs to know about one bed: the beat detector
+and the rolling MAP, the standing numerics, the patient's profile and target,
+what is infused, the labs, the hold timers (on *data* time) and the open
+alarms. Every public method takes the time it may use as an argument and
+returns the :class:`~streamproc.core.alarms.AlarmEvent` list to publish.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+from streamproc.core.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.beats import Beat, BeatDetector
+from streamproc.core.escalation import (
+    ADVISORY_REASONS,
+    DISCLAIMER,
+    AdvisoryKind,
+    Step,
+    current_step,
+    norepinephrine_dose,
+    recommend,
+    running,
+    vasopressin_u_min,
+)
+from streamproc.core.messages import (
+    AbpChunk,
+    Ack,
+    BedId,
+    Drug,
+    Infusion,
+    Labs,
+    Message,
+    Patient,
+    Profile,
+    Vitals,
+    VitalsSource,
+)
+from streamproc.core.settings import Settings
+
+__all__ = ["HYPOTENSION", "SIGNAL_INVALID", "STALE", "BedMonitor", "BedStatus", "Sustained"]
+
+HYPOTENSION: Final = "hypotension"
+SIGNAL_INVALID: Final = "abp_signal_invalid"
+STALE: Final = "data_stale"
+
+#: Beats further apart than this are not one continuous run of valid data.
+_BEAT_CONTINUITY_S: Final = 3.0
+
+
+class Sustained:
+    """Valid data time for which a condition has held without a break.
+
+    ``observe`` is called with each observation: whether the condition holds,
+    its data time ``ts`` and the valid time ``dt`` it stands for. A false
+    observation ends the run; a gap in valid data longer than ``max_gap`` ends
+    it too, but shorter gaps (artifact) neither break it nor count towards it.
+    """
+
+    __slots__ = ("accum", "last", "start")
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.last: float | None = None
+        self.accum = 0.0
+
+    def observe(self, holds: bool, ts: float, dt: float, max_gap: float) -> None:
+        if not holds:
+            self.reset()
+            return
+        if self.start is None or (self.last is not None and ts - dt - self.last > max_gap):
+            self.start = ts - dt
+            self.accum = 0.0
+        self.accum += dt
+        self.last = ts
+
+    def reset(self) -> None:
+        self.start = None
+        self.last = None
+        self.accum = 0.0
+
+    def held(self, duration: float) -> bool:
+        return self.start is not None and self.accum >= duration - 1e-9
+
+
+@dataclass(slots=True)
+class _Standing:
+    """A numeric that stands for the time after it, until replaced or stale."""
+
+    ts: float
+    map: float | None
+    sbp: float | None
+    valid_until: float
+    evaluated_to: float
+    nibp: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BedStatus:
+    """What a display shows of a bed (not an alarm; a snapshot)."""
+
+    bed: BedId
+    map: float | None
+    sbp: float | None
+    dbp: float | None
+    hr: float | None
+    metric: str
+    target: float
+    profile: str
+    infusions: tuple[tuple[str, float, str], ...]
+    open_alarms: tuple[str, ...]
+    last_data: float | None
+
+
+class BedMonitor:
+    """The protocol applied to one bed."""
+
+    def __init__(self, bed: BedId, settings: Settings) -> None:
+        self.bed = bed
+        self.settings = settings
+        self.detector = BeatDetector(settings.beats)
+        self.window: deque[Beat] = deque()
+        self.infusions: dict[Drug, Infusion] = {}
+        self.patient: dict[str, Any] = {}
+        self.labs: dict[str, tuple[float, float]] = {}
+        self.prev_labs: dict[str, tuple[float, float]] = {}
+        self.ne_doses: deque[tuple[float, float, str]] = deque(maxlen=2)
+        self.alarms: dict[str, Alarm] = {}
+        # hold timers on data time
+        self.below = Sustained()
+        self.critical = Sustained()
+        self.recovered = Sustained()
+        self.sbp_at_target = Sustained()
+        self.valid_run = Sustained()
+        # latest values
+        self.value: float | None = None  # rolling value of the target's metric
+        self.map: float | None = None
+        self.sbp: float | None = None
+        self.dbp: float | None = None
+        self.hr: float | None = None
+        self.standing: _Standing | None = None
+        self.last_wave_ts: float | None = None
+        self.valid_ref: float | None = None  # last valid beat end, or waveform (re)start
+        self.last_data_now: float | None = None
+        self.nibp_only = True
+        self.beats_total = 0
+        self.beats_valid = 0
+        self._flags: tuple[bool, bool] = (False, False)
+
+    # ------------------------------------------------------------------ targets
+    @property
+    def profile(self) -> Profile:
+        prof = self.patient.get("profile")
+        if isinstance(prof, Profile):
+            return prof
+        age = self.patient.get("age")
+        if age is not None and age > self.settings.targets.elderly_age:
+            return Profile.ELDERLY
+        return Profile.STANDARD
+
+    def target(self) -> tuple[str, float]:
+        """The metric (``map`` or ``sbp``) and the value it must not fall below."""
+        if self.patient.get("map_target") is not None:
+            return "map", float(self.patient["map_target"])
+        if self.patient.get("sbp_target") is not None:
+            return "sbp", float(self.patient["sbp_target"])
+        t = self.settings.targets
+        return {
+            Profile.STANDARD: ("map", t.standard_map),
+            Profile.CHRONIC_HYPERTENSION: ("map", t.chronic_hypertension_map),
+            Profile.ELDERLY: ("map", t.elderly_map),
+            Profile.TRAUMA: ("sbp", t.trauma_sbp),
+            Profile.TRAUMA_TBI: ("map", t.trauma_tbi_map),
+        }[self.profile]
+
+    # ------------------------------------------------------------------ input
+    def receive(self, msg: Message, now: float) -> list[AlarmEvent]:
+        """Take one message that arrived at ``now`` (data time in replay)."""
+        out: list[AlarmEvent] = []
+        if isinstance(msg, AbpChunk | Vitals):
+            self._data_arrived(now, msg.ts, out)
+        if isinstance(msg, AbpChunk):
+            self._on_chunk(msg, out)
+        elif isinstance(msg, Vitals):
+            self._on_vitals(msg, out)
+        elif isinstance(msg, Infusion):
+            self._on_infusion(msg, out)
+        elif isinstance(msg, Patient):
+            self._on_patient(msg, out)
+        elif isinstance(msg, Labs):
+            self._on_labs(msg, out)
+        elif isinstance(msg, Ack):
+            self._on_ack(msg, out)
+        return out
+
+    def tick(self, now: float) -> list[AlarmEvent]:
+        """Time passes: standing NIBP readings, staleness, re-announcements."""
+        out: list[AlarmEvent] = []
+        self._advance_standing(now, out, tick=True)
+        self._check_stale(now, out)
+        self._reannounce(now, out)
+        return out
+
+    # ------------------------------------------------------------------ waveform
+    def _on_chunk(self, chunk: AbpChunk, out: list[AlarmEvent]) -> None:
+        self.nibp_only = False
+        prev = self.last_wave_ts
+        if prev is None or chunk.t0 - prev > self.settings.monitor.stale_s:
+            self.valid_ref = chunk.t0  # (re)start of a waveform stream
+        self.last_wave_ts = chunk.ts
+        for beat in self.detector.feed(chunk):
+            self._on_beat(beat, out)
+        ref = self.valid_ref if self.valid_ref is not None else chunk.t0
+        if chunk.ts - ref >= self.settings.monitor.signal_invalid_s:
+            self._raise_simple(
+                SIGNAL_INVALID,
+                ref,
+                chunk.ts,
+                Priority.LOW,
+                out,
+                reason="No valid arterial beats: check the line (flush, "
+                "zeroing, damping, disconnection) and the transducer.",
+            )
+
+    def _on_beat(self, beat: Beat, out: list[AlarmEvent]) -> None:
+        self.beats_total += 1
+        dur = beat.end - beat.onset
+        self.valid_run.observe(beat.valid, beat.end, dur, _BEAT_CONTINUITY_S)
+        if not beat.valid:
+            return
+        self.beats_valid += 1
+        self.valid_ref = beat.end
+        if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
+            self._clear(SIGNAL_INVALID, beat.end, out)
+        hs = self.settings.hypotension
+        win = self.window
+        win.append(beat)
+        while win and win[0].end < beat.end - hs.rolling_window_s:
+            win.popleft()
+        if len(win) < hs.min_beats_in_window:
+            return
+        self.map = statistics.median(b.map for b in win)
+        self.sbp = statistics.median(b.sbp for b in win)
+        self.dbp = statistics.median(b.dbp for b in win)
+        self.hr = statistics.median(b.hr for b in win)
+        self._observe(beat.end, dur, self.map, self.sbp, out)
+
+    # ------------------------------------------------------------------ numerics
+    def _on_vitals(self, v: Vitals, out: list[AlarmEvent]) -> None:
+        hs = self.settings.hypotension
+        if v.source is VitalsSource.ART:
+            self.nibp_only = False
+        wave_fresh = (
+            self.last_wave_ts is not None and v.ts - self.last_wave_ts <= hs.waveform_fresh_s
+        )
+        if wave_fresh:
+            return  # the waveform is the better source; the monitor's numerics come from it
+        self._advance_standing(v.ts, out)
+        mean = v.mean_pressure
+        if mean is None and v.sbp is None:
+            return
+        stands = hs.nibp_stands_s if v.source is VitalsSource.NIBP else hs.art_numeric_stands_s
+        self.standing = _Standing(
+            v.ts, mean, v.sbp, v.ts + stands, v.ts, v.source is VitalsSource.NIBP
+        )
+        self.map, self.sbp, self.dbp = mean, v.sbp, v.dbp
+        if v.hr is not None:
+            self.hr = v.hr
+        # a new reading counts at once (dt 0): it starts or breaks a run
+        self._observe(v.ts, 0.0, mean, v.sbp, out)
+
+    def _advance_standing(self, to: float, out: list[AlarmEvent], *, tick: bool = False) -> None:
+        """Count the time a standing numeric covers, up to ``to``.
+
+        Only an NIBP reading stands on the clock alone (``tick``); an art-line
+        numeric covers the interval to the next numeric, if that comes soon.
+        """
+        s = self.standing
+        if s is None or (tick and not s.nibp):
+            return
+        if not s.nibp and to > s.valid_until:
+            self.standing = None  # the next numeric came too late: a gap, not data
+            return
+        end = min(to, s.valid_until)
+        if end <= s.evaluated_to:
+            return
+        dt = end - s.evaluated_to
+        s.evaluated_to = end
+        self._observe(end, dt, s.map, s.sbp, out)
+        if end >= s.valid_until:
+            self.standing = None
+
+    # ------------------------------------------------------------------ the condition
+    def _observe(
+        self,
+        ts: float,
+        dt: float,
+        map_value: float | None,
+        sbp_value: float | None,
+        out: list[AlarmEvent],
+    ) -> None:
+        hs = self.settings.hypotension
+        metric, target = self.target()
+        value = map_value if metric == "map" else sbp_value
+        if value is None:
+            return
+        self.value = value
+        gap = hs.max_invalid_gap_s
+        self.below.observe(value < target, ts, dt, gap)
+        self.critical.observe(map_value is not None and map_value < hs.critical_map, ts, dt, gap)
+        self.recovered.observe(value >= target + hs.clear_margin, ts, dt, gap)
+        if metric == "sbp":
+            self.sbp_at_target.observe(value >= target, ts, dt, gap)
+        else:
+            self.sbp_at_target.reset()
+        critical = self.critical.held(hs.critical_hold_s)
+        refractory = current_step(self.infusions) is Step.REFRACTORY
+        want = Priority.HIGH if critical or refractory else Priority.MEDIUM
+        alarm = self.alarms.get(HYPOTENSION)
+        if alarm is None:
+            if critical or self.below.held(hs.hold_s):
+                starts = [s for s in (self.below.start, self.critical.start) if s is not None]
+                alarm = Alarm(self.bed, HYPOTENSION, min(starts))
+                self.alarms[HYPOTENSION] = alarm
+                out.append(
+                    alarm.apply(
+                        Trigger.RAISE,
+                        ts,
+                        priority=want,
+                        details=self._hypo_details(metric, value, target),
+                    )
+                )
+        elif self.recovered.held(hs.clear_hold_s):
+            self._clear(HYPOTENSION, ts, out, details=self._hypo_details(metric, value, target))
+        elif alarm.state is AlarmState.ACTIVE and want.rank > alarm.priority.rank:
+            out.append(
+                alarm.apply(
+                    Trigger.ESCALATE,
+                    ts,
+                    priority=want,
+                    details=self._hypo_details(metric, value, target),
+                )
+            )
+        elif alarm.state is AlarmState.ACKNOWLEDGED and (
+            want.rank > alarm.priority.rank
+            or (
+                alarm.ack_value is not None
+                and value <= alarm.ack_value - self.settings.alarms.worsen_mmhg
+            )
+        ):
+            prio = want if want.rank > alarm.priority.rank else None
+            out.append(
+                alarm.apply(
+                    Trigger.WORSEN,
+                    ts,
+                    priority=prio,
+                    details=self._hypo_details(metric, value, target),
+                )
+            )
+        flags = (self.sbp_at_target.held(hs.hold_s), value >= target)
+        if flags != self._flags:
+            self._flags = flags
+            self._advise(ts, out)
+
+    def _hypo_details(self, metric: str, value: float, target: float) -> dict[str, Any]:
+        ms = self.settings.monitor
+        rec = recommend(
+            self.infusions,
+            profile=self.profile,
+            weight_kg=self.patient.get("weight_kg"),
+            crystalloid_ml=self.patient.get("crystalloid_ml"),
+            crystalloid_ml_per_kg=ms.crystalloid_ml_per_kg,
+            peritonitis=bool(self.patient.get("peritonitis")),
+            has_arterial_line=not self.nibp_only,
+        )
+        return {
+            "metric": metric,
+            "value": round(value, 1),
+            "target": round(target, 1),
+            "profile": self.profile.value,
+            "on_norepinephrine": Drug.NOREPINEPHRINE in running(self.infusions),
+            "recommendation": rec.as_text(),
+            "step": rec.step.value,
+            "checks": list(rec.checks),
+            "cautions": list(rec.cautions),
+            "running": sorted(d.value for d in running(self.infusions)),
+            "sources": list(rec.sources),
+            "disclaimer": DISCLAIMER,
+        }
+
+    # ------------------------------------------------------------------ context
+    def _on_infusion(self, inf: Infusion, out: list[AlarmEvent]) -> None:
+        before = current_step(self.infusions)
+        self.infusions[inf.drug] = inf
+        if inf.drug is Drug.NOREPINEPHRINE and inf.running:
+            dose = norepinephrine_dose(inf, self.patient.get("weight_kg"))
+            if not self.ne_doses or self.ne_doses[-1][1:] != dose:
+                self.ne_doses.append((inf.ts, *dose))
+        self._refresh_hypotension(inf.ts, before, out)
+        self._advise(inf.ts, out)
+
+    def _on_patient(self, p: Patient, out: list[AlarmEvent]) -> None:
+        for name in (
+            "profile",
+            "age",
+            "weight_kg",
+            "map_target",
+            "sbp_target",
+            "crystalloid_ml",
+            "peritonitis",
+        ):
+            value = getattr(p, name)
+            if value is not None:
+                self.patient[name] = value
+        self._refresh_hypotension(p.ts, None, out)
+        self._advise(p.ts, out)
+
+    def _on_labs(self, labs: Labs, out: list[AlarmEvent]) -> None:
+        for name in ("lactate", "urine_ml_kg_h", "scvo2"):
+            value = getattr(labs, name)
+            if value is not None:
+                if name in self.labs:
+                    self.prev_labs[name] = self.labs[name]
+                self.labs[name] = (labs.ts, float(value))
+        self._advise(labs.ts, out)
+
+    def _refresh_hypotension(self, ts: float, before: Step | None, out: list[AlarmEvent]) -> None:
+        """Republish an open hypotension alarm whose advice has changed."""
+        alarm = self.alarms.get(HYPOTENSION)
+        if alarm is None or self.value is None:
+            return
+        if before is not None and current_step(self.infusions) is before:
+            return
+        metric, target = self.target()
+        details = self._hypo_details(metric, self.value, target)
+        changed = any(
+            alarm.details.get(k) != details[k]
+            for k in ("step", "target", "profile", "recommendation")
+        )
+        if changed:
+            out.append(alarm.apply(Trigger.UPDATE, ts, details=details))
+
+    # ------------------------------------------------------------------ advisories
+    def _advisories(self, ts: float) -> dict[AdvisoryKind, str]:
+        ms = self.settings.monitor
+        on = running(self.infusions)
+        holds: dict[AdvisoryKind, str] = {}
+        if Drug.DOPAMINE in on:
+            holds[AdvisoryKind.DOPAMINE] = ADVISORY_REASONS[AdvisoryKind.DOPAMINE]
+        if Drug.PHENYLEPHRINE in on:
+            holds[AdvisoryKind.PHENYLEPHRINE] = ADVISORY_REASONS[AdvisoryKind.PHENYLEPHRINE]
+        if Drug.VASOPRESSIN in on:
+            u_min = vasopressin_u_min(self.infusions[Drug.VASOPRESSIN])
+            if u_min is not None and u_min > ms.vasopressin_max_u_min:
+                holds[AdvisoryKind.VASOPRESSIN_DOSE] = (
+                    f"{ADVISORY_REASONS[AdvisoryKind.VASOPRESSIN_DOSE]} Now {u_min:.3g} U/min."
+                )
+            if Drug.NOREPINEPHRINE not in on:
+                holds[AdvisoryKind.VASOPRESSIN_WITHOUT_NE] = ADVISORY_REASONS[
+                    AdvisoryKind.VASOPRESSIN_WITHOUT_NE
+                ]
+        if (
+            self.profile is Profile.TRAUMA
+            and Drug.NOREPINEPHRINE in on
+            and self.sbp_at_target.held(self.settings.hypotension.hold_s)
+        ):
+            holds[AdvisoryKind.PREMATURE_NE_TRAUMA] = ADVISORY_REASONS[
+                AdvisoryKind.PREMATURE_NE_TRAUMA
+            ]
+        fresh = {k: v for k, (t, v) in self.labs.items() if ts - t <= ms.labs_valid_s}
+        abnormal = []
+        if fresh.get("lactate", 0.0) > ms.lactate_high:
+            abnormal.append(f"lactate {fresh['lactate']:g} mmol/L")
+        if "urine_ml_kg_h" in fresh and fresh["urine_ml_kg_h"] < ms.urine_low_ml_kg_h:
+            abnormal.append(f"urine {fresh['urine_ml_kg_h']:g} mL/kg/h")
+        if "scvo2" in fresh and fresh["scvo2"] < ms.scvo2_low:
+            abnormal.append(f"ScvO2 {fresh['scvo2']:g}%")
+        hypo = self.alarms.get(HYPOTENSION)
+        at_target = self.value is not None and self.value >= self.target()[1]
+        if abnormal and at_target and hypo is None:
+            holds[AdvisoryKind.PERFUSION] = (
+                f"{ADVISORY_REASONS[AdvisoryKind.PERFUSION]} ({', '.join(abnormal)})"
+            )
+        if self._vasoconstriction(ts):
+            holds[AdvisoryKind.VASOCONSTRICTION] = ADVISORY_REASONS[AdvisoryKind.VASOCONSTRICTION]
+        return holds
+
+    def _vasoconstriction(self, ts: float) -> bool:
+        window = self.settings.monitor.labs_valid_s
+        if Drug.NOREPINEPHRINE not in running(self.infusions) or len(self.ne_doses) < 2:
+            return False
+        (t0, d0, u0), (_, d1, u1) = self.ne_doses
+        if u0 != u1 or d1 <= d0 or ts - t0 > window:
+            return False
+        for name, worse in (("urine_ml_kg_h", -1.0), ("lactate", 1.0)):
+            if name not in self.labs or name not in self.prev_labs:
+                return False
+            (ta, a), (_, b) = self.prev_labs[name], self.labs[name]
+            if ts - ta > window or (b - a) * worse <= 0:
+                return False
+        return True
+
+    def _advise(self, ts: float, out: list[AlarmEvent]) -> None:
+        holds = self._advisories(ts)
+        for kind in AdvisoryKind:
+            if kind in holds:
+                self._raise_simple(kind.value, ts, ts, Priority.LOW, out, reason=holds[kind])
+            else:
+                self._clear(kind.value, ts, out)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _raise_simple(
+        self,
+        kind: str,
+        onset: float,
+        ts: float,
+        priority: Priority,
+        out: list[AlarmEvent],
+        *,
+        reason: str,
+    ) -> None:
+        alarm = self.alarms.get(kind)
+        if alarm is not None:
+            if alarm.details.get("reason") != reason:
+                out.append(alarm.apply(Trigger.UPDATE, ts, details={"reason": reason}))
+            return
+        alarm = Alarm(self.bed, kind, onset)
+        self.alarms[kind] = alarm
+        out.append(
+            alarm.apply(
+                Trigger.RAISE,
+                ts,
+                priority=priority,
+                details={"reason": reason, "disclaimer": DISCLAIMER},
+            )
+        )
+
+    def _clear(
+        self, kind: str, ts: float, out: list[AlarmEvent], details: dict[str, Any] | None = None
+    ) -> None:
+        alarm = self.alarms.pop(kind, None)
+        if alarm is not None:
+            out.append(alarm.apply(Trigger.CLEAR, ts, details=details))
+
+    def _on_ack(self, ack: Ack, out: list[AlarmEvent]) -> bool:
+        for alarm in self.alarms.values():
+            if alarm.alarm_id == ack.alarm_id:
+                if alarm.state is AlarmState.ACTIVE:
+                    out.append(alarm.apply(Trigger.ACK, ack.ts, by=ack.by, value=self.value))
+                return True
+        return False
+
+    def knows_alarm(self, alarm_id: str) -> bool:
+        return any(a.alarm_id == alarm_id for a in self.alarms.values())
+
+    def _data_arrived(self, now: float, ts: float, out: list[AlarmEvent]) -> None:
+        self.last_data_now = now
+        self._clear(STALE, ts, out)
+
+    def _check_stale(self, now: float, out: list[AlarmEvent]) -> None:
+        if self.last_data_now is None or STALE in self.alarms:
+            return
+        limit = (
+            self.settings.hypotension.nibp_stands_s
+            if self.nibp_only
+            else self.settings.monitor.stale_s
+        )
+        if now - self.last_data_now >= limit:
+            self._raise_simple(
+                STALE,
+                self.last_data_now,
+                now,
+                Priority.LOW,
+                out,
+                reason=f"No data from this bed for {now - self.last_data_now:.0f} s:"
+                " check the monitor, the gateway and the network.",
+            )
+
+    def _reannounce(self, now: float, out: list[AlarmEvent]) -> None:
+        als = self.settings.alarms
+        for alarm in self.alarms.values():
+            if alarm.state is AlarmState.ACTIVE and now - alarm.last_announce >= als.reannounce_s:
+                prio = None
+                if (
+                    alarm.kind == HYPOTENSION
+                    and als.escalate_after_reannounces
+                    and alarm.announce_count + 1 >= als.escalate_after_reannounces
+                ):
+                    prio = Priority.HIGH
+                out.append(alarm.apply(Trigger.REANNOUNCE, now, priority=prio))
+            elif (
+                alarm.state is AlarmState.ACKNOWLEDGED
+                and alarm.ack_ts is not None
+                and now - alarm.ack_ts >= als.ack_silence_s
+            ):
+                out.append(alarm.apply(Trigger.ACK_EXPIRED, now))
+
+    # ------------------------------------------------------------------ views
+    def restore(self, alarm: Alarm) -> None:
+        """Adopt an open alarm published before a restart (same id, same state)."""
+        self.alarms[alarm.kind] = alarm
+
+    def status(self) -> BedStatus:
+        metric, target = self.target()
+        return BedStatus(
+            bed=self.bed,
+            map=self.map,
+            sbp=self.sbp,
+            dbp=self.dbp,
+            hr=self.hr,
+            metric=metric,
+            target=target,
+            profile=self.profile.value,
+            infusions=tuple(
+                sorted(
+                    (d.value, i.rate, i.unit.value) for d, i in self.infusions.items() if i.running
+                )
+            ),
+            open_alarms=tuple(sorted(self.alarms)),
+            last_data=self.last_data_now,
+        )
