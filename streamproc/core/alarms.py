@@ -204,8 +204,15 @@ class Alarm:
         details: Mapping[str, Any] | None = None,
         by: str | None = None,
         value: float | None = None,
+        at: float | None = None,
     ) -> AlarmEvent:
-        """Move by ``trigger`` at data time ``ts``; return the event to publish."""
+        """Move by ``trigger`` at data time ``ts``; return the event to publish.
+
+        ``at`` is the processor's time of the move (default ``ts``): the
+        re-announcement and acknowledgement timers run on it, so that a
+        gateway's clock offset cannot make them fire early or never.
+        """
+        at = ts if at is None else at
         try:
             new_state = TRANSITIONS[(self.state, trigger)]
         except KeyError:
@@ -216,18 +223,18 @@ class Alarm:
         if details:
             self.details.update(details)
         if trigger is Trigger.ACK:
-            self.ack_ts = ts
+            self.ack_ts = at
             self.ack_value = value
             self.acknowledged_by = by
         elif trigger in (Trigger.WORSEN, Trigger.ACK_EXPIRED):
             self.ack_ts = None
             self.ack_value = None
-            self.last_announce = ts
+            self.last_announce = at
         elif trigger is Trigger.REANNOUNCE:
             self.announce_count += 1
-            self.last_announce = ts
+            self.last_announce = at
         elif trigger is Trigger.RAISE:
-            self.last_announce = ts
+            self.last_announce = at
         return AlarmEvent(
             bed=self.bed,
             kind=self.kind,
@@ -244,15 +251,19 @@ class Alarm:
         )
 
     @classmethod
-    def restore(cls, event: AlarmEvent) -> Alarm:
-        """Rebuild an open alarm from its last published state (after a restart)."""
+    def restore(cls, event: AlarmEvent, at: float | None = None) -> Alarm:
+        """Rebuild an open alarm from its last published state (after a restart).
+
+        ``at`` is the processor's time now: timers restart from it.
+        """
+        at = event.ts if at is None else at
         alarm = cls(event.bed, event.kind, event.onset_ts, alarm_id=event.alarm_id)
         alarm.state = event.state
         alarm.priority = event.priority
         alarm.announce_count = event.announce_count
-        alarm.last_announce = event.ts
+        alarm.last_announce = at
         alarm.acknowledged_by = event.acknowledged_by
         if event.state is AlarmState.ACKNOWLEDGED:
-            alarm.ack_ts = event.ts
+            alarm.ack_ts = at
         alarm.details = dict(event.details)
         return alarm

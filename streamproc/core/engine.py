@@ -33,9 +33,12 @@ class EngineStats:
 class Engine:
     """All beds. ``receive`` and ``tick`` return what to publish, in order."""
 
-    def __init__(self, settings: Settings | None = None, *, max_beds: int = 10_000) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, max_beds: int = 10_000, data_clock: bool = False
+    ) -> None:
         self.settings = settings or Settings()
         self.max_beds = max_beds
+        self.data_clock = data_clock
         self._beds: dict[BedId, BedMonitor] = {}
         self.stats = EngineStats()
         self.now: float | None = None
@@ -49,7 +52,7 @@ class Engine:
         if mon is None:
             if len(self._beds) >= self.max_beds:
                 self._evict()
-            mon = self._beds[bed] = BedMonitor(bed, self.settings)
+            mon = self._beds[bed] = BedMonitor(bed, self.settings, data_clock=self.data_clock)
         return mon
 
     def _evict(self) -> None:
@@ -102,13 +105,16 @@ class Engine:
         if self.now is None or now > self.now:
             self.now = now
 
-    def restore(self, events: Iterable[AlarmEvent]) -> int:
-        """Adopt the open alarms last published before a restart; returns how many."""
+    def restore(self, events: Iterable[AlarmEvent], now: float | None = None) -> int:
+        """Adopt the open alarms last published before a restart; returns how many.
+
+        ``now`` is the processor's time (their re-announcement timers restart from it).
+        """
         n = 0
         for ev in events:
             if ev.state.value == "cleared":
                 continue
-            self.monitor(ev.bed).restore(Alarm.restore(ev))
+            self.monitor(ev.bed).restore(Alarm.restore(ev, now))
             n += 1
         return n
 

@@ -119,9 +119,13 @@ class BedStatus:
 class BedMonitor:
     """The protocol applied to one bed."""
 
-    def __init__(self, bed: BedId, settings: Settings) -> None:
+    def __init__(self, bed: BedId, settings: Settings, *, data_clock: bool = False) -> None:
         self.bed = bed
         self.settings = settings
+        #: Replay: alarm timers run on data time, checked at every observation, so
+        #: the output does not depend on how the data was cut into messages. Live:
+        #: they run on the processor's clock (arrival and ticks).
+        self.data_clock = data_clock
         self.detector = BeatDetector(settings.beats)
         self.window: deque[Beat] = deque()
         self.infusions: dict[Drug, Infusion] = {}
@@ -150,6 +154,7 @@ class BedMonitor:
         self.beats_total = 0
         self.beats_valid = 0
         self._flags: tuple[bool, bool] = (False, False)
+        self.now = 0.0  # the processor's time of the current input (arrival or tick)
 
     # ------------------------------------------------------------------ targets
     @property
@@ -180,6 +185,7 @@ class BedMonitor:
     # ------------------------------------------------------------------ input
     def receive(self, msg: Message, now: float) -> list[AlarmEvent]:
         """Take one message that arrived at ``now`` (data time in replay)."""
+        self.now = now
         out: list[AlarmEvent] = []
         if isinstance(msg, AbpChunk | Vitals):
             self._data_arrived(now, msg.ts, out)
@@ -199,6 +205,7 @@ class BedMonitor:
 
     def tick(self, now: float) -> list[AlarmEvent]:
         """Time passes: standing NIBP readings, staleness, re-announcements."""
+        self.now = now
         out: list[AlarmEvent] = []
         self._advance_standing(now, out, tick=True)
         self._check_stale(now, out)
@@ -309,6 +316,8 @@ class BedMonitor:
         if value is None:
             return
         self.value = value
+        if self.data_clock and self.alarms:
+            self._reannounce(ts, out)
         gap = hs.max_invalid_gap_s
         self.below.observe(value < target, ts, dt, gap)
         self.critical.observe(map_value is not None and map_value < hs.critical_map, ts, dt, gap)
@@ -327,7 +336,8 @@ class BedMonitor:
                 alarm = Alarm(self.bed, HYPOTENSION, min(starts))
                 self.alarms[HYPOTENSION] = alarm
                 out.append(
-                    alarm.apply(
+                    self._apply(
+                        alarm,
                         Trigger.RAISE,
                         ts,
                         priority=want,
@@ -338,7 +348,8 @@ class BedMonitor:
             self._clear(HYPOTENSION, ts, out, details=self._hypo_details(metric, value, target))
         elif alarm.state is AlarmState.ACTIVE and want.rank > alarm.priority.rank:
             out.append(
-                alarm.apply(
+                self._apply(
+                    alarm,
                     Trigger.ESCALATE,
                     ts,
                     priority=want,
@@ -354,7 +365,8 @@ class BedMonitor:
         ):
             prio = want if want.rank > alarm.priority.rank else None
             out.append(
-                alarm.apply(
+                self._apply(
+                    alarm,
                     Trigger.WORSEN,
                     ts,
                     priority=prio,
@@ -442,7 +454,7 @@ class BedMonitor:
             for k in ("step", "target", "profile", "recommendation")
         )
         if changed:
-            out.append(alarm.apply(Trigger.UPDATE, ts, details=details))
+            out.append(self._apply(alarm, Trigger.UPDATE, ts, details=details))
 
     # ------------------------------------------------------------------ advisories
     def _advisories(self, ts: float) -> dict[AdvisoryKind, str]:
@@ -513,6 +525,10 @@ class BedMonitor:
                 self._clear(kind.value, ts, out)
 
     # ------------------------------------------------------------------ lifecycle
+    def _apply(self, alarm: Alarm, trigger: Trigger, ts: float, **kw: Any) -> AlarmEvent:
+        """Move an alarm at data time ``ts``; its timers run on the processor's ``now``."""
+        return alarm.apply(trigger, ts, at=None if self.data_clock else self.now, **kw)
+
     def _raise_simple(
         self,
         kind: str,
@@ -526,12 +542,13 @@ class BedMonitor:
         alarm = self.alarms.get(kind)
         if alarm is not None:
             if alarm.details.get("reason") != reason:
-                out.append(alarm.apply(Trigger.UPDATE, ts, details={"reason": reason}))
+                out.append(self._apply(alarm, Trigger.UPDATE, ts, details={"reason": reason}))
             return
         alarm = Alarm(self.bed, kind, onset)
         self.alarms[kind] = alarm
         out.append(
-            alarm.apply(
+            self._apply(
+                alarm,
                 Trigger.RAISE,
                 ts,
                 priority=priority,
@@ -544,13 +561,13 @@ class BedMonitor:
     ) -> None:
         alarm = self.alarms.pop(kind, None)
         if alarm is not None:
-            out.append(alarm.apply(Trigger.CLEAR, ts, details=details))
+            out.append(self._apply(alarm, Trigger.CLEAR, ts, details=details))
 
     def _on_ack(self, ack: Ack, out: list[AlarmEvent]) -> bool:
         for alarm in self.alarms.values():
             if alarm.alarm_id == ack.alarm_id:
                 if alarm.state is AlarmState.ACTIVE:
-                    out.append(alarm.apply(Trigger.ACK, ack.ts, by=ack.by, value=self.value))
+                    out.append(self._apply(alarm, Trigger.ACK, ack.ts, by=ack.by, value=self.value))
                 return True
         return False
 
@@ -591,13 +608,13 @@ class BedMonitor:
                     and alarm.announce_count + 1 >= als.escalate_after_reannounces
                 ):
                     prio = Priority.HIGH
-                out.append(alarm.apply(Trigger.REANNOUNCE, now, priority=prio))
+                out.append(self._apply(alarm, Trigger.REANNOUNCE, now, priority=prio))
             elif (
                 alarm.state is AlarmState.ACKNOWLEDGED
                 and alarm.ack_ts is not None
                 and now - alarm.ack_ts >= als.ack_silence_s
             ):
-                out.append(alarm.apply(Trigger.ACK_EXPIRED, now))
+                out.append(self._apply(alarm, Trigger.ACK_EXPIRED, now))
 
     # ------------------------------------------------------------------ views
     def restore(self, alarm: Alarm) -> None:

@@ -57,7 +57,8 @@ class BeatSettings:
     lowpass_hz: float = 16.0
     ssf_window_s: float = 0.128
     refractory_s: float = 0.25
-    #: Detection threshold as a fraction of the running mean slope-sum peak.
+    #: Detection threshold as a fraction of the slope-sum peak level (the
+    #: largest slope sum over the last ``threshold_window_s``).
     threshold_fraction: float = 0.35
     #: Slope-sum peaks below this (mmHg) are noise, never a beat.
     min_upstroke_mmhg: float = 2.0
@@ -77,6 +78,24 @@ class BeatSettings:
     jump_confirm_beats: int = 3
     #: Fraction of a beat's samples within 2 mmHg of its max that marks a square wave.
     max_plateau_fraction: float = 0.35
+    # --- added with the beat detector (streamproc.core.beats) ---
+    #: Width of the band below a beat's max counted by ``max_plateau_fraction`` (mmHg).
+    plateau_band_mmhg: float = 2.0
+    #: ... but never wider than this fraction of the beat's pulse pressure.
+    plateau_band_pp_fraction: float = 0.1
+    #: Suspect beats confirm a new level (of MAP, or of beat length) if their
+    #: values spread less than this fraction of their median.
+    jump_confirm_fraction: float = 0.25
+    #: Start of each segment: SSF level learnt over this long before the first detection (s).
+    learning_s: float = 2.0
+    #: The SSF peak level is the largest SSF in this trailing window (s): the
+    #: threshold falls back this long after an amplitude drop.
+    threshold_window_s: float = 2.5
+    #: A pulse interval longer than this (s) is a pause or lost signal: no beat.
+    max_beat_s: float = 5.0
+    #: A beat shorter than this fraction of the recent beats' median is premature
+    #: (split by an artifact, or ectopic): not valid.
+    min_rr_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         _validate_positive("beats", self)

@@ -1,0 +1,75 @@
+"""Alarm events ⇄ MQTT messages (topic and retained JSON payload).
+
+Encoding is deterministic (fixed key order, rounded times) so that a replay of
+the same recording gives the same bytes. Decoding reads a retained alarm back
+after a restart; what it cannot read is refused with a ``CodecError``.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Final
+
+import msgspec
+
+from streamproc.codec import CodecError
+from streamproc.core.alarms import AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.messages import BedId, InvalidMessageError
+from streamproc.topics import alarm_topic
+
+__all__ = ["alarm_message", "decode_alarm", "encode_alarm"]
+
+_encoder: Final = msgspec.json.Encoder()
+_REQUIRED: Final = ("alarm_id", "kind", "state", "priority", "ts", "onset_ts", "unit", "bed")
+_LIFECYCLE: Final = ("trigger", "announce_count", "audience", "acknowledged_by")
+
+
+def encode_alarm(event: AlarmEvent) -> bytes:
+    """The retained payload for one alarm transition."""
+    return _encoder.encode(event.payload())
+
+
+def alarm_message(root: str, event: AlarmEvent) -> tuple[str, bytes]:
+    """Topic and payload for one alarm transition."""
+    return alarm_topic(root, event.bed, event.kind), encode_alarm(event)
+
+
+def decode_alarm(payload: bytes) -> AlarmEvent:
+    """Read back a published alarm state (e.g. a retained message on restart)."""
+    try:
+        data = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise CodecError("alarm", None, f"not JSON: {exc}", code="not_json") from None
+    if not isinstance(data, dict):
+        raise CodecError("alarm", None, "expected a JSON object", code="not_object")
+    for name in _REQUIRED:
+        if name not in data:
+            raise CodecError("alarm", name, "missing required field", code="missing_field")
+    try:
+        bed = BedId(str(data["unit"]), str(data["bed"]))
+        event = AlarmEvent(
+            bed=bed,
+            kind=str(data["kind"]),
+            alarm_id=str(data["alarm_id"]),
+            state=AlarmState(data["state"]),
+            priority=Priority(data["priority"]),
+            ts=float(data["ts"]),
+            onset_ts=float(data["onset_ts"]),
+            trigger=Trigger(data.get("trigger", Trigger.RAISE.value)),
+            announce_count=int(data.get("announce_count", 0)),
+            audience=str(data.get("audience", "bedside")),
+            acknowledged_by=data.get("acknowledged_by"),
+            details=MappingProxyType(
+                {k: v for k, v in data.items() if k not in _REQUIRED and k not in _LIFECYCLE}
+            ),
+        )
+    except InvalidMessageError as exc:
+        raise CodecError("alarm", exc.field, exc.reason, code="out_of_range") from None
+    except (TypeError, ValueError) as exc:
+        raise CodecError("alarm", None, str(exc), code="wrong_type") from None
+    return event
+
+
+def as_line(topic: str, payload: dict[str, Any]) -> bytes:
+    """One recording/replay line: ``{"topic": ..., "payload": {...}}``."""
+    return _encoder.encode({"topic": topic, "payload": payload})
