@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import cache
 
 import numpy as np
@@ -27,7 +28,7 @@ def alarms_for(cuts: list[int]) -> list[dict[str, object]]:
     eng = Engine(data_clock=True)
     out = eng.receive(BED, Infusion(t0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t0)
     bounds = [0, *sorted(set(cuts)), x.size]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         if b <= a:
             continue
         chunk = AbpChunk(t0 + a / fs, fs, np.ascontiguousarray(x[a:b]))
