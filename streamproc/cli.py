@@ -1,0 +1,240 @@
+"""The ``streamproc`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from streamproc import __version__
+from streamproc.audit import AuditError, AuditLog, format_table, row_json
+from streamproc.config import ConfigError, ServiceSettings, default_toml, load_config
+from streamproc.core.messages import IDENT_RE
+from streamproc.replay import replay_lines
+
+__all__ = ["main"]
+
+DISCLAIMER_LINE = (
+    "streamproc alarms are decision support for clinicians, never orders: confirm at the bedside."
+)
+
+
+def _lines(fh: BinaryIO) -> Iterator[bytes]:
+    yield from fh
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, assignments=args.set)
+    except ConfigError as exc:
+        print(f"streamproc: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout.buffer
+
+    def emit(line: bytes) -> None:
+        out.write(line)
+        out.write(b"\n")
+
+    try:
+        if args.file == "-":
+            summary = replay_lines(_lines(sys.stdin.buffer), config, emit)
+        else:
+            path = Path(args.file)
+            if not path.is_file():
+                print(f"streamproc: replay: no such file: {path}", file=sys.stderr)
+                return 2
+            with path.open("rb") as fh:
+                summary = replay_lines(_lines(fh), config, emit)
+        out.flush()
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) has gone: not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    print(summary.render(), file=sys.stderr)
+    print(DISCLAIMER_LINE, file=sys.stderr)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamproc.logs import configure_logging  # noqa: PLC0415 - only the service needs it
+    from streamproc.service import run_service  # noqa: PLC0415 - keeps `replay` start-up light
+
+    overrides: dict[str, object] = {}
+    if args.broker:
+        overrides["service.broker"] = args.broker
+    if args.metrics_port is not None:
+        overrides["service.metrics_port"] = args.metrics_port
+    if args.units:
+        overrides["service.units"] = args.units
+    try:
+        config = load_config(args.config, assignments=args.set, overrides=overrides)
+        configure_logging(level=args.log_level)
+        return asyncio.run(run_service(config))
+    except ConfigError as exc:
+        print(f"streamproc: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled in the service
+        return 130
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.check is not None:
+        try:
+            load_config(args.check, environ={})
+        except ConfigError as exc:
+            print(f"streamproc: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.check}: valid")
+        return 0
+    sys.stdout.write(default_toml())
+    return 0
+
+
+def _parse_since(text: str) -> float:
+    """``--since``: epoch seconds, or an ISO-8601 time (UTC when it has no offset)."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected epoch seconds or an ISO-8601 time, got {text!r}"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite time, got {text!r}")
+    return value
+
+
+def _parse_bed(text: str) -> tuple[str, str | None]:
+    """``--bed``: ``UNIT/BED``, or ``UNIT`` for every bed of a unit."""
+    unit, _, bed = text.partition("/")
+    for part in (unit, bed) if bed or "/" in text else (unit,):
+        if not IDENT_RE.fullmatch(part):
+            raise argparse.ArgumentTypeError(
+                f"expected UNIT/BED (each [A-Za-z0-9_-]{{1,64}}), got {text!r}"
+            )
+    return unit, bed or None
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    path = Path(args.db)
+    if not path.is_file():
+        print(f"streamproc: audit: no such file: {path}", file=sys.stderr)
+        return 2
+    unit, bed = args.bed if args.bed is not None else (None, None)
+    try:
+        with AuditLog(path, readonly=True) as log:
+            rows = log.query(unit=unit, bed=bed, since=args.since, kind=args.kind, limit=args.limit)
+    except AuditError as exc:
+        print(f"streamproc: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        for row in rows:
+            print(row_json(row))
+    elif rows:
+        print(format_table(rows))
+    else:
+        print(f"streamproc: audit: no matching transitions in {path}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamproc",
+        description="Arterial-pressure stream processor: sustained hypotension on "
+        "norepinephrine, as decision-support alarms. " + DISCLAIMER_LINE,
+    )
+    parser.add_argument("--version", action="version", version=f"streamproc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rp = sub.add_parser(
+        "replay",
+        help="run the engine over a recording (JSON Lines) and print the alarm messages",
+        description="Replays a recording with the clock taken from the data. Alarm messages "
+        "go to stdout as JSON Lines ({topic, payload}); a summary goes to stderr. Malformed "
+        "lines are counted, never fatal.",
+    )
+    rp.add_argument("file", help="recording file, or - for standard input")
+    rp.add_argument("--config", help="TOML settings file (defaults: the protocol's)")
+    rp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set hypotension.hold_s=90 (repeatable)",
+    )
+    rp.set_defaults(func=_cmd_replay)
+
+    rn = sub.add_parser(
+        "run",
+        help="the live service: consume a broker's inbound topics, publish alarm state",
+        description="Subscribes to {root}/+/+/{abp,vitals,infusion,patient,labs,ack} and "
+        "publishes each alarm transition to {root}/{unit}/{bed}/alarms/{kind} (QoS 1, "
+        "retained). Settings: --config, then STREAMPROC_* variables, then the options here.",
+    )
+    rn.add_argument("--config", help="TOML settings file")
+    rn.add_argument("--broker", help="mqtt://host:port or mqtts://host:port (STREAMPROC_BROKER)")
+    rn.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
+    rn.add_argument("--units", help="comma-separated care units this instance serves (default all)")
+    rn.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
+    rn.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    rn.set_defaults(func=_cmd_run)
+
+    cf = sub.add_parser("config", help="print the default settings, or check a file")
+    cf.add_argument("--check", metavar="FILE", help="validate a TOML settings file")
+    cf.set_defaults(func=_cmd_config)
+
+    au = sub.add_parser(
+        "audit",
+        help="print the recorded alarm transitions (the audit trail)",
+        description="Reads the audit database (read-only) and prints its alarm transitions "
+        "in the order they were recorded, as a table or as JSON Lines.",
+    )
+    au.add_argument(
+        "--db",
+        default=ServiceSettings().audit_db,
+        metavar="FILE",
+        help="audit database (default: %(default)s)",
+    )
+    au.add_argument(
+        "--bed", type=_parse_bed, metavar="UNIT/BED", help="one bed (or UNIT: a whole unit)"
+    )
+    au.add_argument(
+        "--since",
+        type=_parse_since,
+        metavar="T",
+        help="transitions with data time at or after T: epoch seconds or ISO-8601 "
+        "(UTC if no offset)",
+    )
+    au.add_argument("--kind", metavar="K", help="one alarm kind, e.g. hypotension")
+    au.add_argument("--limit", type=int, metavar="N", help="at most N transitions (the first)")
+    au.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+    au.set_defaults(func=_cmd_audit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

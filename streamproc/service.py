@@ -1,0 +1,579 @@
+"""``streamproc run``: the core on a real MQTT broker.
+
+The I/O loop only moves bytes (after ``h11/examples/trio-server.py``): named
+tasks in an :class:`asyncio.TaskGroup` read the broker into a bounded ingress
+buffer, hand the core everything that arrived since the last pass in one
+batch, tick the core with the wall clock, and publish the alarm transitions,
+in order, QoS 1 and retained. Nothing decided is lost:
+
+- alarms decided while the broker is away wait in the outbox (bounded, in
+  memory) and in the audit log, and go out in order after the reconnect;
+- a persistent session (fixed client id, clean start off) has the broker keep
+  the QoS 1 messages that arrive while the processor is away;
+- on start, open alarms are rebuilt from the retained alarm topics and the
+  audit log, so a restarted processor keeps their ids and raises no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiomqtt
+import msgspec
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from streamproc import __version__
+from streamproc.audit import AuditError, AuditLog
+from streamproc.codec import CodecError, decode
+from streamproc.config import ConfigError, StreamprocConfig
+from streamproc.core.alarms import AlarmEvent, AlarmState
+from streamproc.core.engine import Engine
+from streamproc.logs import get_logger
+from streamproc.metrics import Metrics, serve_metrics
+from streamproc.outbound import decode_alarm, encode_alarm
+from streamproc.topics import (
+    alarm_topic,
+    alarms_filter,
+    inbound_filters,
+    parse_alarm_topic,
+    parse_inbound,
+    status_topic,
+)
+
+__all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_service"]
+
+log = get_logger("streamproc.service")
+
+#: Session expiry asked of the broker: queued QoS 1 messages wait this long (s).
+SESSION_EXPIRY_S: Final = 3600
+#: How long to wait for retained alarm state on start when none is arriving.
+RESTORE_QUIET_S: Final = 0.5
+RESTORE_MAX_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the broker is: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS)."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883)."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError("service.broker", f"scheme must be mqtt:// or mqtts://, got {url!r}")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ConfigError("service.broker", f"bad port in {url!r}") from None
+    if not parts.hostname:
+        raise ConfigError("service.broker", f"no host in {url!r}")
+    return BrokerAddress(parts.hostname, port, tls)
+
+
+class Backoff:
+    """Exponential backoff with full jitter (after aiomqtt's reconnect example)."""
+
+    def __init__(
+        self,
+        base: float = 0.2,
+        cap: float = 10.0,
+        rng: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng
+
+    def next(self) -> float:
+        delay = self._rng(0.0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return max(delay, 0.05)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(slots=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+    arrived: float
+
+
+class Service:
+    """The live processor. ``await Service(config).run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        config: StreamprocConfig,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        svc = config.service
+        if not svc.broker:
+            raise ConfigError("service.broker", "no broker configured (use --broker mqtt://...)")
+        self.config = config
+        self.address = parse_broker_url(svc.broker)
+        dead = svc.dead_letter_topic
+        if dead and (any(c in dead for c in "+#\0") or "//" in dead or dead.startswith("/")):
+            raise ConfigError("service.dead_letter_topic", f"must be a plain topic, got {dead!r}")
+        self.root = svc.root
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.engine = Engine(config.core, max_beds=svc.max_beds)
+        self.units = frozenset(u for u in svc.units.split(",") if u)
+        self.client_id = svc.client_id or f"streamproc-{svc.instance}"
+        self._ingress: deque[_Inbound] = deque()
+        self._ingress_event = asyncio.Event()
+        self._outbox: deque[tuple[str, bytes, bool]] = deque()
+        self._outbox_event = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.audit: AuditLog | None = None
+        self.audit_failed: str | None = None
+        #: The last state enqueued per alarm topic: republished after a reconnect so that a
+        #: broker that lost its retained store (crash before autosave) has it back.
+        self._retained: dict[str, bytes] = {}
+        self._connections = 0
+        self.reconnects = 0
+        self.processed = 0
+        self.dropped = 0
+        self.internal_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        """Ask the service to finish: drain, publish, go offline, return from ``run``."""
+        self._stopping.set()
+        self._ingress_event.set()
+        self._outbox_event.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or SIGINT/SIGTERM when ``install_signals`` was called)."""
+        self._open_audit()
+        log.info(
+            "starting",
+            broker=self.config.service.broker,
+            root=self.root,
+            client_id=self.client_id,
+            version=__version__,
+        )
+        try:
+            await self._restore()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._connection_loop(), name="mqtt-connection")
+                tg.create_task(self._process_loop(), name="process")
+                tg.create_task(self._tick_loop(), name="tick")
+        finally:
+            if self.audit is not None:
+                self.audit.close()
+            log.info("stopped", processed=self.processed)
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.connected.is_set() and self.audit_failed is None
+        return ok, {
+            "broker_connected": self.connected.is_set(),
+            "audit": self.audit_failed or "ok",
+            "beds": len(self.engine),
+            "outbox": len(self._outbox),
+            "ingress": len(self._ingress),
+        }
+
+    # ------------------------------------------------------------------ audit
+    def _open_audit(self) -> None:
+        path = self.config.service.audit_db
+        if not path:
+            return
+        try:
+            self.audit = AuditLog(path)
+        except AuditError as exc:
+            self._audit_fault(exc)
+
+    def _audit_fault(self, exc: AuditError) -> None:
+        self.audit_failed = exc.reason
+        self.metrics.audit_errors_total.inc()
+        log.error(
+            "audit_failed",
+            path=str(exc.path),
+            reason=exc.reason,
+            action="alarming continues without the audit trail",
+        )
+
+    def _record(self, events: list[AlarmEvent]) -> None:
+        if self.audit is None or not events:
+            return
+        try:
+            self.audit.append(events, recorded_at=self.clock())
+            self.audit_failed = None
+        except AuditError as exc:
+            self._audit_fault(exc)
+
+    # ------------------------------------------------------------------ restore
+    def _client(self, identifier: str, *, persistent: bool, will: bool) -> aiomqtt.Client:
+        svc = self.config.service
+        tls_context = None
+        if self.address.tls or svc.tls_ca:
+            tls_context = ssl.create_default_context(cafile=svc.tls_ca or None)
+            if svc.tls_cert:
+                tls_context.load_cert_chain(svc.tls_cert, svc.tls_key or None)
+        props = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        return aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            identifier=identifier,
+            username=svc.username or None,
+            password=svc.password or None,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=not persistent,
+            properties=props,
+            will=aiomqtt.Will(
+                status_topic(self.root, svc.instance),
+                self._status(online=False),
+                qos=1,
+                retain=True,
+            )
+            if will
+            else None,
+            tls_context=tls_context,
+            keepalive=10,
+            timeout=10,
+            max_queued_incoming_messages=0,
+        )
+
+    async def _restore(self) -> None:
+        """Adopt open alarms from the audit log and the retained topics (the newer wins)."""
+        latest: dict[str, AlarmEvent] = {}
+        if self.audit is not None:
+            try:
+                for ev in self.audit.open_alarms():
+                    latest[ev.alarm_id] = ev
+            except AuditError as exc:
+                self._audit_fault(exc)
+        retained = await self._read_retained_alarms()
+        republish: list[AlarmEvent] = []
+        for ev in retained:
+            if self.units and ev.bed.unit not in self.units:
+                continue
+            mine = latest.get(ev.alarm_id)
+            if mine is None or ev.ts >= mine.ts:
+                latest[ev.alarm_id] = ev
+        for ev in latest.values():
+            known = next((r for r in retained if r.alarm_id == ev.alarm_id), None)
+            if known is None or known.ts < ev.ts:
+                republish.append(ev)  # decided but never published before the restart
+        # one open alarm per bed and kind: the newest
+        per_kind: dict[tuple[object, str], AlarmEvent] = {}
+        for ev in sorted(latest.values(), key=lambda e: e.ts):
+            if ev.state is not AlarmState.CLEARED:
+                per_kind[(ev.bed, ev.kind)] = ev
+        n = self.engine.restore(per_kind.values(), self.clock())
+        for ev in republish:
+            self._enqueue_alarm(ev)
+        log.info("restored", open_alarms=n, from_retained=len(retained), republish=len(republish))
+
+    async def _read_retained_alarms(self) -> list[AlarmEvent]:
+        events: list[AlarmEvent] = []
+        backoff = Backoff()
+        deadline = time.monotonic() + RESTORE_MAX_S * 3
+        while not self._stopping.is_set():
+            try:
+                async with self._client(
+                    f"{self.client_id}-restore", persistent=False, will=False
+                ) as client:
+                    await client.subscribe(alarms_filter(self.root), qos=1)
+                    end = time.monotonic() + RESTORE_MAX_S
+                    while time.monotonic() < end:
+                        try:
+                            async with asyncio.timeout(RESTORE_QUIET_S):
+                                message = await anext(client.messages)
+                        except TimeoutError:
+                            break
+                        if not message.retain:
+                            continue
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray) or not payload:
+                            continue  # an emptied retained topic
+                        try:
+                            parse_alarm_topic(str(message.topic), self.root)
+                            events.append(decode_alarm(bytes(payload)))
+                        except CodecError as exc:
+                            log.warning(
+                                "restore_skipped", topic=str(message.topic), reason=str(exc)
+                            )
+                    return events
+            except aiomqtt.MqttError as exc:
+                if time.monotonic() > deadline:
+                    log.exception("restore_gave_up", reason=str(exc))
+                    return events
+                delay = backoff.next()
+                log.warning(
+                    "broker_unavailable", phase="restore", reason=str(exc), retry_in=round(delay, 2)
+                )
+                await self._sleep(delay)
+        return events
+
+    # ------------------------------------------------------------------ connection
+    def _status(self, *, online: bool) -> bytes:
+        svc = self.config.service
+        return msgspec.json.encode(
+            {
+                "instance": svc.instance,
+                "state": "online" if online else "offline",
+                "version": __version__,
+                "ts": round(self.clock(), 3),
+                "units": sorted(self.units) or None,
+            }
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def _connection_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            error: BaseException | None = None
+            try:
+                await self._session(backoff)
+            except* aiomqtt.MqttError as group:
+                error = group.exceptions[0]
+            if error is None:
+                return  # graceful stop: everything published, offline status sent
+            self.connected.clear()
+            self.metrics.broker_connected.set(0)
+            if self._stopping.is_set() and not self._outbox:
+                return
+            self.reconnects += 1
+            self.metrics.broker_reconnects_total.inc()
+            delay = backoff.next()
+            log.warning(
+                "broker_disconnected",
+                reason=str(error),
+                retry_in=round(delay, 2),
+                outbox=len(self._outbox),
+            )
+            await self._sleep(delay)
+            if self._stopping.is_set():
+                log.error("stopped_with_unpublished", outbox=len(self._outbox))
+                return
+
+    async def _session(self, backoff: Backoff) -> None:
+        """One connection: subscribe, then read and publish until stopped or cut off."""
+        svc = self.config.service
+        async with self._client(self.client_id, persistent=True, will=True) as client:
+            backoff.reset()
+            await client.publish(
+                status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
+            )
+            for flt in inbound_filters(self.root):
+                await client.subscribe(flt, qos=1)
+            self._connections += 1
+            if self._connections > 1:
+                self._republish_retained()
+            self.connected.set()
+            self.metrics.broker_connected.set(1)
+            log.info("connected", host=self.address.host, port=self.address.port)
+            async with asyncio.TaskGroup() as tg:
+                reader = tg.create_task(self._read(client), name="mqtt-reader")
+                await self._publish_loop(client)
+                reader.cancel()
+            await client.publish(
+                status_topic(self.root, svc.instance),
+                self._status(online=False),
+                qos=1,
+                retain=True,
+            )
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        limit = self.config.service.queue_max
+        ingress = self._ingress
+        async for message in client.messages:
+            payload = message.payload
+            data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            if len(ingress) >= limit:
+                self.dropped += 1
+                self.metrics.ingress_dropped_total.inc()
+                if self.dropped % 1000 == 1:
+                    log.warning("ingress_full_shedding", depth=len(ingress), dropped=self.dropped)
+                continue
+            ingress.append(_Inbound(str(message.topic), data, self.clock()))
+            self._ingress_event.set()
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        outbox = self._outbox
+        while True:
+            while outbox:
+                topic, payload, retain = outbox[0]
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
+                outbox.popleft()
+                self.metrics.publish_queue_depth.set(len(outbox))
+            if self._stopping.is_set() and not self._ingress and self._drained:
+                return
+            self._outbox_event.clear()
+            if outbox:
+                continue
+            await self._outbox_event.wait()
+
+    # ------------------------------------------------------------------ processing
+    _drained = False
+
+    def _republish_retained(self) -> None:
+        """Put every alarm topic's last state in front of the outbox (idempotent)."""
+        pending = {topic for topic, _, _ in self._outbox}
+        again = [(t, p, True) for t, p in self._retained.items() if t not in pending]
+        self._outbox.extendleft(reversed(again))
+        if again:
+            log.info("republishing_alarm_state", topics=len(again))
+            self._outbox_event.set()
+
+    def _enqueue_alarm(self, ev: AlarmEvent) -> None:
+        topic, payload = alarm_topic(self.root, ev.bed, ev.kind), encode_alarm(ev)
+        self._retained[topic] = payload
+        self._outbox.append((topic, payload, True))
+        self.metrics.observe_alarm(ev)
+        self._outbox_event.set()
+
+    def _publish_events(self, events: list[AlarmEvent]) -> None:
+        if not events:
+            return
+        self._record(events)
+        for ev in events:
+            log.info(
+                "alarm",
+                unit=ev.bed.unit,
+                bed=ev.bed.bed,
+                kind=ev.kind,
+                state=ev.state.value,
+                priority=ev.priority.value,
+                trigger=ev.trigger.value,
+                alarm_id=ev.alarm_id,
+            )
+            self._enqueue_alarm(ev)
+        self.metrics.publish_queue_depth.set(len(self._outbox))
+
+    def _dead_letter(self, item: _Inbound, exc: CodecError) -> None:
+        topic = self.config.service.dead_letter_topic
+        if not topic:
+            return
+        self.metrics.dead_letters_total.inc()
+        body = msgspec.json.encode(
+            {
+                "topic": item.topic[:300],
+                "code": exc.code,
+                "field": exc.field,
+                "reason": exc.reason[:300],
+                "payload": item.payload[:2048].decode("utf-8", "replace"),
+                "ts": round(item.arrived, 3),
+            }
+        )
+        self._outbox.append((topic, body, False))
+        self._outbox_event.set()
+
+    def process_batch(self, batch: list[_Inbound]) -> None:
+        """Decode and hand one batch to the core; publish what it decides."""
+        svc = self.config.service
+        events: list[AlarmEvent] = []
+        metrics = self.metrics
+        units = self.units
+        for item in batch:
+            try:
+                topic = parse_inbound(item.topic, self.root)
+                if units and topic.bed.unit not in units:
+                    continue
+                msg = decode(
+                    topic.kind,
+                    item.payload,
+                    max_bytes=svc.max_payload_bytes,
+                    max_samples=svc.max_samples,
+                )
+            except CodecError as exc:
+                metrics.rejected(exc.code)
+                log.warning(
+                    "rejected",
+                    topic=item.topic[:200],
+                    code=exc.code,
+                    field=exc.field,
+                    reason=exc.reason[:300],
+                )
+                self._dead_letter(item, exc)
+                continue
+            metrics.message_in(topic.kind)
+            try:
+                events.extend(self.engine.receive(topic.bed, msg, item.arrived))
+            except Exception:  # a core bug on one message must not stop the ward
+                self.internal_errors += 1
+                log.exception("internal_error", topic=item.topic[:200], kind=topic.kind)
+        self.processed += len(batch)
+        done = self.clock()
+        for item in batch:
+            metrics.processing_latency_seconds.observe(max(0.0, done - item.arrived))
+        st = self.engine.stats
+        metrics.sync_engine(st.beats, st.beats_valid, len(self.engine), st.beds_evicted)
+        self._publish_events(events)
+
+    async def _process_loop(self) -> None:
+        ingress = self._ingress
+        while True:
+            await self._ingress_event.wait()
+            self._ingress_event.clear()
+            while ingress:
+                n = len(ingress)
+                batch = [ingress.popleft() for _ in range(n)]
+                self.metrics.ingress_queue_depth.set(len(ingress))
+                self.process_batch(batch)
+                await asyncio.sleep(0)  # let the reader and publisher run
+            if self._stopping.is_set():
+                self._drained = True
+                self._outbox_event.set()
+                return
+
+    async def _tick_loop(self) -> None:
+        step = self.config.service.tick_s
+        while not self._stopping.is_set():
+            await self._sleep(step)
+            events = self.engine.tick(self.clock())
+            self._publish_events(events)
+            self.metrics.alarms_open_from(self.engine)
+
+
+async def run_service(config: StreamprocConfig) -> int:
+    """Run the service with its metrics endpoint until SIGINT/SIGTERM; the exit status."""
+    service = Service(config)
+    service.install_signals()
+    server = None
+    port = config.service.metrics_port
+    if port:
+        server = await serve_metrics(service.metrics, "0.0.0.0", port, service.healthy)  # noqa: S104 - scraped by Prometheus from other hosts
+    try:
+        await service.run()
+    finally:
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+    return 0
