@@ -147,6 +147,12 @@ class Metrics:
         self.publish_queue_depth = Gauge(
             name("publish_queue_depth"), "Outbound messages waiting for the broker.", registry=reg
         )
+        self.publish_dropped_total = Counter(
+            name("publish_dropped"),
+            "Queued transitions that gave way to newer ones while the broker was away "
+            "(their topic's latest state is republished on reconnect).",
+            registry=reg,
+        )
         # ----------------------------------------------------------------- faults
         self.audit_errors_total = Counter(
             name("audit_errors"), "Failures of the audit log.", registry=reg

@@ -156,6 +156,7 @@ class Service:
         self.reconnects = 0
         self.processed = 0
         self.dropped = 0
+        self.outbox_dropped = 0
         self.internal_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -443,6 +444,21 @@ class Service:
     # ------------------------------------------------------------------ processing
     _drained = False
 
+    def _bounded_append(self, item: tuple[str, bytes, bool]) -> None:
+        """Queue for publishing; past ``queue_max`` the oldest entry gives way (counted).
+
+        A transition that gives way is still in the audit log, and its topic's
+        latest state is republished after the reconnect, so subscribers lose
+        intermediate steps, never the current state.
+        """
+        if len(self._outbox) >= self.config.service.queue_max:
+            self._outbox.popleft()
+            self.outbox_dropped += 1
+            self.metrics.publish_dropped_total.inc()
+            if self.outbox_dropped % 1000 == 1:
+                log.warning("outbox_full", depth=len(self._outbox), dropped=self.outbox_dropped)
+        self._outbox.append(item)
+
     def _republish_retained(self) -> None:
         """Put every alarm topic's last state in front of the outbox (idempotent)."""
         pending = {topic for topic, _, _ in self._outbox}
@@ -455,7 +471,7 @@ class Service:
     def _enqueue_alarm(self, ev: AlarmEvent) -> None:
         topic, payload = alarm_topic(self.root, ev.bed, ev.kind), encode_alarm(ev)
         self._retained[topic] = payload
-        self._outbox.append((topic, payload, True))
+        self._bounded_append((topic, payload, True))
         self.metrics.observe_alarm(ev)
         self._outbox_event.set()
 
@@ -492,7 +508,7 @@ class Service:
                 "ts": round(item.arrived, 3),
             }
         )
-        self._outbox.append((topic, body, False))
+        self._bounded_append((topic, body, False))
         self._outbox_event.set()
 
     def process_batch(self, batch: list[_Inbound]) -> None:

@@ -84,6 +84,35 @@ class TestBackoff:
         assert b.next() == 0.5
 
 
+class TestOutbox:
+    def test_bounded_and_republished(self) -> None:
+        """Past queue_max the oldest queued transition gives way (counted); after a
+        reconnect every alarm topic's latest state goes out first, once."""
+        from streamproc.config import load_config  # noqa: PLC0415
+        from streamproc.core.alarms import Alarm, Priority, Trigger  # noqa: PLC0415
+        from streamproc.core.messages import BedId  # noqa: PLC0415
+        from streamproc.service import Service  # noqa: PLC0415
+
+        cfg = load_config(
+            environ={}, overrides={"service.broker": "mqtt://127.0.0.1:1", "service.queue_max": 3}
+        )
+        svc = Service(cfg)
+        events = []
+        for i in range(5):
+            a = Alarm(BedId("w", f"b{i}"), "hypotension", 100.0 + i)
+            events.append(a.apply(Trigger.RAISE, 160.0 + i, priority=Priority.HIGH))
+        for ev in events:
+            svc._enqueue_alarm(ev)
+        assert [t for t, _, _ in svc._outbox] == [
+            f"icu/w/b{i}/alarms/hypotension" for i in (2, 3, 4)
+        ]
+        assert svc.outbox_dropped == 2
+        svc._republish_retained()
+        topics = [t for t, _, _ in svc._outbox]
+        assert topics[:2] == ["icu/w/b0/alarms/hypotension", "icu/w/b1/alarms/hypotension"]
+        assert sorted(topics) == sorted(set(topics))
+
+
 class TestLive:
     def test_headline_alarm_retained_for_late_subscriber(
         self, broker: MosquittoBroker, service: ServiceProcess, gateway: Publisher
