@@ -97,6 +97,9 @@ class Scenario:
     af: bool = False
     noise_mmhg: float = 0.3
     waveform: bool = True
+    #: Monitor numerics to send as ``vitals``: None, "art" (continuous) or "nibp" (cuff).
+    numerics: str | None = None
+    numerics_every_s: float = 2.0
     silent_after_s: float | None = None
     description: str = ""
     events: tuple[tuple[float, str, dict[str, Any]], ...] = ()
@@ -139,6 +142,8 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
         af=bool(data.get("af", False)),
         noise_mmhg=float(data.get("noise_mmhg", 0.3)),
         waveform=bool(data.get("waveform", True)),
+        numerics=data.get("numerics"),
+        numerics_every_s=float(data.get("numerics_every_s", 2.0)),
         silent_after_s=data.get("silent_after_s"),
         events=tuple(sorted(events, key=lambda e: e[0])),
         artifacts=tuple(
@@ -201,6 +206,23 @@ def render_timed(sc: Scenario, root: str = "icu") -> list[tuple[float, int, dict
         if t > end:
             continue
         timed.append((t, 0, {"topic": f"{prefix}/{kind}", "payload": {"ts": sc.t0 + t, **payload}}))
+    if sc.numerics is not None and sc.knots:
+        if sc.numerics not in ("art", "nibp"):
+            raise ValueError(f"{sc.name}: numerics must be 'art' or 'nibp', got {sc.numerics!r}")
+        sbp_f, dbp_f, hr_f = (_trajectory(sc.knots, c) for c in (1, 2, 3))
+        times = np.arange(0.0, end + 1e-9, sc.numerics_every_s)
+        sbp, dbp, hr = sbp_f(times), dbp_f(times), hr_f(times)
+        for t, s_, d_, h_ in zip(times, sbp, dbp, hr, strict=True):
+            payload: dict[str, Any] = {
+                "ts": round(sc.t0 + float(t), 3),
+                "source": sc.numerics,
+                "sbp": round(float(s_)),
+                "dbp": round(float(d_)),
+                "hr": round(float(h_)),
+            }
+            if sc.numerics == "art":
+                payload["map"] = round(float(d_ + (s_ - d_) / 3.0))
+            timed.append((float(t), 1, {"topic": f"{prefix}/vitals", "payload": payload}))
     if sc.waveform and sc.knots:
         x = waveform(sc)
         n_chunk = max(1, round(sc.chunk_s * sc.fs))
