@@ -159,7 +159,7 @@ def _trajectory(knots: tuple[tuple[float, float, float, float], ...], col: int) 
     vs = np.array([k[col] for k in knots])
 
     def f(t: np.ndarray) -> np.ndarray:
-        return np.interp(t, ts, vs)
+        return np.asarray(np.interp(t, ts, vs), dtype=np.float64)
 
     return f
 
@@ -213,7 +213,7 @@ def render_timed(sc: Scenario, root: str = "icu") -> list[tuple[float, int, dict
         times = np.arange(0.0, end + 1e-9, sc.numerics_every_s)
         sbp, dbp, hr = sbp_f(times), dbp_f(times), hr_f(times)
         for t, s_, d_, h_ in zip(times, sbp, dbp, hr, strict=True):
-            payload: dict[str, Any] = {
+            vitals: dict[str, Any] = {
                 "ts": round(sc.t0 + float(t), 3),
                 "source": sc.numerics,
                 "sbp": round(float(s_)),
@@ -221,8 +221,8 @@ def render_timed(sc: Scenario, root: str = "icu") -> list[tuple[float, int, dict
                 "hr": round(float(h_)),
             }
             if sc.numerics == "art":
-                payload["map"] = round(float(d_ + (s_ - d_) / 3.0))
-            timed.append((float(t), 1, {"topic": f"{prefix}/vitals", "payload": payload}))
+                vitals["map"] = round(float(d_ + (s_ - d_) / 3.0))
+            timed.append((float(t), 1, {"topic": f"{prefix}/vitals", "payload": vitals}))
     if sc.waveform and sc.knots:
         x = waveform(sc)
         n_chunk = max(1, round(sc.chunk_s * sc.fs))

@@ -84,6 +84,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamproc.demo import run_demo  # noqa: PLC0415 - keeps other commands light
+
+    live = None if not args.no_live else False
+    try:
+        return asyncio.run(
+            run_demo(
+                broker_url=args.broker,
+                embedded=args.embedded,
+                speed=args.speed,
+                live=live,
+                linger_s=args.linger,
+            )
+        )
+    except KeyboardInterrupt:
+        print("streamproc demo: stopped", file=sys.stderr)
+        return 130
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.check is not None:
         try:
@@ -196,6 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--log-level", default="info", help="debug, info, warning or error")
     rn.set_defaults(func=_cmd_run)
+
+    dm = sub.add_parser(
+        "demo",
+        help="a six-bed ward on a private broker with the service and a live view",
+        description="Starts a private broker on a free port of 127.0.0.1 (the system's "
+        "mosquitto, else amqtt in-process) unless --broker is given, the service, and the "
+        "simulator with six beds (the 60/40 patient on norepinephrine first), accelerated, "
+        "and shows the beds and their alarms until the scenarios end or Ctrl-C.",
+    )
+    dm.add_argument("--broker", help="use this broker instead of a private one")
+    dm.add_argument(
+        "--embedded",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="which private broker (default: mosquitto if installed, else amqtt)",
+    )
+    dm.add_argument("--speed", type=float, default=10.0, help="simulation speed (default 10x)")
+    dm.add_argument("--linger", type=float, default=5.0, help="seconds to stay after the end")
+    dm.add_argument(
+        "--no-live",
+        action="store_true",
+        help="print alarm lines instead of the live table (default when not a TTY)",
+    )
+    dm.set_defaults(func=_cmd_demo)
 
     cf = sub.add_parser("config", help="print the default settings, or check a file")
     cf.add_argument("--check", metavar="FILE", help="validate a TOML settings file")

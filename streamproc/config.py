@@ -55,11 +55,14 @@ class ServiceSettings:
     audit_db: str = "streamproc-audit.sqlite3"
     queue_max: int = 100_000
     units: str = ""  # comma-separated unit ids this instance serves; empty: all
+    mqtt_version: int = 5  # 5 (MQTT 5) or 4 (MQTT 3.1.1, e.g. for brokers without MQTT 5)
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_samples", "max_beds", "queue_max", "tick_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"service.{name}", f"must be > 0, got {getattr(self, name)!r}")
+        if self.mqtt_version not in (4, 5):
+            raise ConfigError("service.mqtt_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("service.metrics_port", "must be a TCP port (0 for none)")
 

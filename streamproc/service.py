@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import msgspec
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -232,34 +233,37 @@ class Service:
             self._audit_fault(exc)
 
     # ------------------------------------------------------------------ restore
-    def _client(self, identifier: str, *, persistent: bool, will: bool) -> aiomqtt.Client:
+    def _client(self, identifier: str, *, persistent: bool, with_will: bool) -> aiomqtt.Client:
         svc = self.config.service
         tls_context = None
         if self.address.tls or svc.tls_ca:
             tls_context = ssl.create_default_context(cafile=svc.tls_ca or None)
             if svc.tls_cert:
                 tls_context.load_cert_chain(svc.tls_cert, svc.tls_key or None)
+        v5 = svc.mqtt_version == 5
         props = None
-        if persistent:
+        if persistent and v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
+        will = None
+        if with_will:
+            will = aiomqtt.Will(
+                status_topic(self.root, svc.instance),
+                self._status(online=False),
+                qos=1,
+                retain=True,
+            )
         return aiomqtt.Client(
             self.address.host,
             self.address.port,
             identifier=identifier,
             username=svc.username or None,
             password=svc.password or None,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=not persistent,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_start=(not persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_session=None if v5 else not persistent,
             properties=props,
-            will=aiomqtt.Will(
-                status_topic(self.root, svc.instance),
-                self._status(online=False),
-                qos=1,
-                retain=True,
-            )
-            if will
-            else None,
+            will=will,
             tls_context=tls_context,
             keepalive=10,
             timeout=10,
@@ -304,7 +308,7 @@ class Service:
         while not self._stopping.is_set():
             try:
                 async with self._client(
-                    f"{self.client_id}-restore", persistent=False, will=False
+                    f"{self.client_id}-restore", persistent=False, with_will=False
                 ) as client:
                     await client.subscribe(alarms_filter(self.root), qos=1)
                     end = time.monotonic() + RESTORE_MAX_S
@@ -387,7 +391,7 @@ class Service:
     async def _session(self, backoff: Backoff) -> None:
         """One connection: subscribe, then read and publish until stopped or cut off."""
         svc = self.config.service
-        async with self._client(self.client_id, persistent=True, will=True) as client:
+        async with self._client(self.client_id, persistent=True, with_will=True) as client:
             backoff.reset()
             await client.publish(
                 status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
