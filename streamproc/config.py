@@ -55,6 +55,7 @@ class ServiceSettings:
     audit_db: str = "streamproc-audit.sqlite3"
     queue_max: int = 100_000
     units: str = ""  # comma-separated unit ids this instance serves; empty: all
+    summary_s: float = 2.0  # publish each bed's summary at most this often (0: never)
     mqtt_version: int = 5  # 5 (MQTT 5) or 4 (MQTT 3.1.1, e.g. for brokers without MQTT 5)
 
     def __post_init__(self) -> None:

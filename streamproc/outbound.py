@@ -15,9 +15,10 @@ import msgspec
 from streamproc.codec import CodecError
 from streamproc.core.alarms import AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.messages import BedId, InvalidMessageError
+from streamproc.core.monitor import BedStatus
 from streamproc.topics import alarm_topic
 
-__all__ = ["alarm_message", "decode_alarm", "encode_alarm"]
+__all__ = ["alarm_message", "as_line", "decode_alarm", "encode_alarm", "encode_summary"]
 
 _encoder: Final = msgspec.json.Encoder()
 _REQUIRED: Final = ("alarm_id", "kind", "state", "priority", "ts", "onset_ts", "unit", "bed")
@@ -68,6 +69,34 @@ def decode_alarm(payload: bytes) -> AlarmEvent:
     except (TypeError, ValueError) as exc:
         raise CodecError("alarm", None, str(exc), code="wrong_type") from None
     return event
+
+
+def encode_summary(status: BedStatus) -> bytes:
+    """A bed's summary for displays (``{root}/{unit}/{bed}/summary``, retained)."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 1)
+
+    return _encoder.encode(
+        {
+            "unit": status.bed.unit,
+            "bed": status.bed.bed,
+            "ts": None if status.ts is None else round(status.ts, 3),
+            "map": r(status.map),
+            "sbp": r(status.sbp),
+            "dbp": r(status.dbp),
+            "hr": r(status.hr),
+            "metric": status.metric,
+            "target": status.target,
+            "profile": status.profile,
+            "infusions": [
+                {"drug": d, "rate": rate, "unit": unit} for d, rate, unit in status.infusions
+            ],
+            "open_alarms": list(status.open_alarms),
+            "trend": list(status.trend),
+            "trend_step_s": status.trend_step_s,
+        }
+    )
 
 
 def as_line(topic: str, payload: dict[str, Any]) -> bytes:

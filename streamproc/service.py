@@ -40,9 +40,10 @@ from streamproc.codec import CodecError, decode
 from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
 from streamproc.core.engine import Engine
+from streamproc.core.messages import BedId
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
-from streamproc.outbound import decode_alarm, encode_alarm
+from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
 from streamproc.topics import (
     alarm_topic,
     alarms_filter,
@@ -50,6 +51,7 @@ from streamproc.topics import (
     parse_alarm_topic,
     parse_inbound,
     status_topic,
+    summary_topic,
 )
 
 __all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_service"]
@@ -154,6 +156,7 @@ class Service:
         #: broker that lost its retained store (crash before autosave) has it back.
         self._retained: dict[str, bytes] = {}
         self._connections = 0
+        self._summaries: dict[BedId, tuple[object, ...]] = {}
         self.reconnects = 0
         self.processed = 0
         self.dropped = 0
@@ -573,13 +576,30 @@ class Service:
                 self._outbox_event.set()
                 return
 
+    def _publish_summaries(self) -> None:
+        """Each bed's summary (latest pressures, target, drugs, trend), when it changed."""
+        for mon in self.engine.beds():
+            st = mon.status()
+            key = (st.ts, st.open_alarms, st.infusions, st.target, len(st.trend))
+            if self._summaries.get(st.bed) == key:
+                continue
+            self._summaries[st.bed] = key
+            self._bounded_append((summary_topic(self.root, st.bed), encode_summary(st), True))
+        self._outbox_event.set()
+
     async def _tick_loop(self) -> None:
         step = self.config.service.tick_s
+        every = self.config.service.summary_s
+        next_summary = 0.0
         while not self._stopping.is_set():
             await self._sleep(step)
-            events = self.engine.tick(self.clock())
+            now = self.clock()
+            events = self.engine.tick(now)
             self._publish_events(events)
             self.metrics.alarms_open_from(self.engine)
+            if every > 0 and now >= next_summary and self.connected.is_set():
+                self._publish_summaries()
+                next_summary = now + every
 
 
 async def run_service(config: StreamprocConfig) -> int:

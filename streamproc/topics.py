@@ -230,6 +230,18 @@ def alarm_topic(root: str, bed: BedId, alarm_kind: str) -> str:
     return f"{root}/{_bed_levels(bed)}/{ALARMS_LEVEL}/{alarm_kind}"
 
 
+def summary_topic(root: str, bed: BedId) -> str:
+    """``{root}/{unit}/{bed}/summary``: the bed's latest pressures, target, drugs, trend."""
+    _root_levels(root)
+    return f"{root}/{_bed_levels(bed)}/summary"
+
+
+def summary_filter(root: str = "icu") -> str:
+    """Every bed's summary: ``{root}/+/+/summary``."""
+    _root_levels(root)
+    return f"{root}/+/+/summary"
+
+
 def status_topic(root: str, instance: str) -> str:
     """``{root}/_status/{instance}``; ``instance`` matches ``[A-Za-z0-9_-]{1,64}``."""
     _root_levels(root)

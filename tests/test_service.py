@@ -130,6 +130,19 @@ class TestLive:
         p = alarm(msg)
         assert (p["state"], p["priority"]) == ("active", "high")
         assert "vasopressin 0.03 U/min" in p["recommendation"]
+        with Subscriber(broker, "icu/+/+/summary") as sums:
+            summary = json.loads(
+                sums.wait_for(lambda m: json.loads(m.payload)["map"] < 50, timeout=10).payload
+            )
+        assert (summary["unit"], summary["bed"], summary["metric"]) == ("ward7", "bed03", "map")
+        assert 44 <= summary["map"] <= 50
+        assert summary["target"] == 65
+        assert summary["open_alarms"] == ["hypotension"]
+        assert summary["infusions"] == [
+            {"drug": "norepinephrine", "rate": 0.35, "unit": "mcg/kg/min"}
+        ]
+        assert len(summary["trend"]) >= 7  # one point per 30 s of the 240 s episode
+        assert summary["trend"][0] > 65 > summary["trend"][-1]
         deadline = time.monotonic() + 10
         while service.metric("streamproc_messages_in_total", kind="abp") < 240:
             assert time.monotonic() < deadline, service.metrics()

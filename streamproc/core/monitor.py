@@ -114,6 +114,11 @@ class BedStatus:
     infusions: tuple[tuple[str, float, str], ...]
     open_alarms: tuple[str, ...]
     last_data: float | None
+    #: Data time of the latest pressure observation.
+    ts: float | None = None
+    #: Rolling MAP every ``monitor.trend_step_s`` of data time, oldest first.
+    trend: tuple[float, ...] = ()
+    trend_step_s: float = 30.0
 
 
 class BedMonitor:
@@ -155,6 +160,9 @@ class BedMonitor:
         self.beats_valid = 0
         self._flags: tuple[bool, bool] = (False, False)
         self.now = 0.0  # the processor's time of the current input (arrival or tick)
+        self.obs_ts: float | None = None
+        self.trend: deque[float] = deque(maxlen=settings.monitor.trend_points)
+        self._trend_ts: float | None = None
 
     # ------------------------------------------------------------------ targets
     @property
@@ -316,6 +324,12 @@ class BedMonitor:
         if value is None:
             return
         self.value = value
+        self.obs_ts = ts
+        if map_value is not None and (
+            self._trend_ts is None or ts - self._trend_ts >= self.settings.monitor.trend_step_s
+        ):
+            self.trend.append(round(map_value, 1))
+            self._trend_ts = ts
         if self.data_clock and self.alarms:
             self._reannounce(ts, out)
         gap = hs.max_invalid_gap_s
@@ -639,4 +653,7 @@ class BedMonitor:
             ),
             open_alarms=tuple(sorted(self.alarms)),
             last_data=self.last_data_now,
+            ts=self.obs_ts,
+            trend=tuple(self.trend),
+            trend_step_s=self.settings.monitor.trend_step_s,
         )

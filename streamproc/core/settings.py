@@ -157,6 +157,9 @@ class MonitorSettings:
     urine_low_ml_kg_h: float = 0.5
     scvo2_low: float = 70.0
     vasopressin_max_u_min: float = 0.04
+    #: Trend kept per bed for displays: one rolling-MAP point every trend_step_s.
+    trend_step_s: float = 30.0
+    trend_points: int = 60
     crystalloid_ml_per_kg: float = 30.0
 
     def __post_init__(self) -> None:

@@ -402,6 +402,24 @@ class TestTechnical:
         assert {e.alarm_id for e in hyp} <= {last["hypotension"].alarm_id}
 
 
+class TestStatus:
+    def test_status_and_trend(self) -> None:
+        """The bed's status carries the latest pressures, target, drugs and a 30 s trend."""
+        b = Bed()
+        b.ne(0.2)
+        b.pressure(95, 110, 70, map_=83)
+        b.pressure(65, 60, 40)
+        st = b.engine.monitor(BED).status()
+        assert st.map == pytest.approx(46.7, abs=0.1)
+        assert (st.metric, st.target, st.profile) == ("map", 65.0, "standard")
+        assert st.infusions == (("norepinephrine", 0.2, "mcg/kg/min"),)
+        assert st.open_alarms == ("hypotension",)
+        assert st.trend[:4] == (83.0, 83.0, 83.0, 83.0)
+        assert st.trend[-1] == pytest.approx(46.7, abs=0.1)
+        assert len(st.trend) == 6  # one point per 30 s over 160 s
+        assert st.ts == b.t
+
+
 class TestEngine:
     def test_bed_cap_evicts_idle_bed(self) -> None:
         """Past max_beds, the bed idle longest (without alarms) is evicted and counted."""
