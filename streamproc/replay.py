@@ -136,8 +136,14 @@ class Replayer:
             s.rejected[exc.code] += 1
             return
         s.messages[topic.kind] += 1
+        begins = msg.ts
         if isinstance(msg, AbpChunk):
             s.samples += msg.samples.size
+            begins = msg.t0
+        # time passes up to where this message begins (a silent bed goes stale,
+        # a standing NIBP reading is judged) before the message is taken
+        if s.last_ts is not None and begins > s.last_ts:
+            self._tick(begins)
         ts = msg.ts
         if s.first_ts is None:
             s.first_ts = ts

@@ -132,6 +132,29 @@ class TestProfiles:
         assert bool(hypo) is alarm, hypo[:1]
 
 
+class TestClock:
+    def test_gap_in_one_bed_recording_goes_stale(self) -> None:
+        """A lone bed that stops for 45 s and resumes: data_stale is raised during the gap
+        (time passes up to the next message before it is taken), then cleared."""
+        sc = steady("gap", 118, 70, {}, seconds=150)
+        lines = render(sc)
+        t0 = sc.t0
+        kept = [x for x in lines if not 60 < x["payload"].get("t0", 0) - t0 < 105]
+        out, _ = run_replay(kept)
+        stale = [p for p in payloads(out) if p["kind"] == "data_stale"]
+        assert [p["state"] for p in stale] == ["active", "cleared"]
+        assert 90 <= stale[0]["ts"] - t0 <= 92
+        assert 104 <= stale[1]["ts"] - t0 <= 106
+
+    def test_standing_nibp_judged_between_readings(self) -> None:
+        """With a 30 s hold and a cuff reading every 60 s, the alarm comes 30 s after the
+        first low reading, not at the next reading."""
+        sc = load_scenario(scenario_dir() / "nibp_only.toml")
+        out, _ = run_replay(render(sc), **{"hypotension.hold_s": 30})
+        hypo = [p for p in payloads(out) if p["kind"] == "hypotension"]
+        assert 30 <= hypo[0]["ts"] - sc.t0 <= 31
+
+
 class TestMalformed:
     def test_garbage_lines_counted_not_fatal(self) -> None:
         """Malformed lines and payloads are counted by reason; the episode's alarms stay the same."""
