@@ -254,31 +254,6 @@ def to_jsonl(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(enc.encode(line) + b"\n" for line in lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m simulators.scenario FILE.toml [--out F.jsonl]``: render a recording."""
-    parser = argparse.ArgumentParser(
-        prog="python -m simulators.scenario",
-        description="Render a scenario file into a recording (JSON Lines) for streamproc replay.",
-    )
-    parser.add_argument("scenario", nargs="+", help="scenario TOML file(s); several make a ward")
-    parser.add_argument("--out", help="output file (default: standard output)")
-    parser.add_argument("--seed", type=int, help="override the scenarios' seeds")
-    parser.add_argument("--root", default="icu", help="topic root (default: icu)")
-    args = parser.parse_args(argv)
-    extra = {} if args.seed is None else {"seed": args.seed}
-    scenarios = [load_scenario(p, **extra) for p in args.scenario]
-    data = to_jsonl(merge(*scenarios, root=args.root))
-    if args.out:
-        Path(args.out).write_bytes(data)
-    else:
-        sys.stdout.buffer.write(data)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def check(sc: Scenario, alarms: list[dict[str, Any]]) -> list[str]:
     """Compare alarm payloads of this scenario's bed with its ground truth.
 
@@ -320,3 +295,28 @@ def check(sc: Scenario, alarms: list[dict[str, Any]]) -> list[str]:
         if exp.contains is not None and exp.contains not in str(hits[0].get("recommendation")):
             problems.append(f"{sc.name}: recommendation lacks {exp.contains!r}")
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulators.scenario FILE.toml [--out F.jsonl]``: render a recording."""
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.scenario",
+        description="Render a scenario file into a recording (JSON Lines) for streamproc replay.",
+    )
+    parser.add_argument("scenario", nargs="+", help="scenario TOML file(s); several make a ward")
+    parser.add_argument("--out", help="output file (default: standard output)")
+    parser.add_argument("--seed", type=int, help="override the scenarios' seeds")
+    parser.add_argument("--root", default="icu", help="topic root (default: icu)")
+    args = parser.parse_args(argv)
+    extra = {} if args.seed is None else {"seed": args.seed}
+    scenarios = [load_scenario(p, **extra) for p in args.scenario]
+    data = to_jsonl(merge(*scenarios, root=args.root))
+    if args.out:
+        Path(args.out).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
