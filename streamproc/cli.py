@@ -96,11 +96,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 speed=args.speed,
                 live=live,
                 linger_s=args.linger,
+                handle_signals=True,
+                dashboard_port=None if args.no_dashboard else args.dashboard_port,
             )
         )
     except KeyboardInterrupt:
         print("streamproc demo: stopped", file=sys.stderr)
         return 130
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from streamproc.dashboard import serve_dashboard  # noqa: PLC0415 - web stack only here
+    from streamproc.logs import configure_logging  # noqa: PLC0415
+
+    def ready(url: str) -> None:
+        print(f"streamproc dashboard: {url} (broker {args.broker}). {DISCLAIMER_LINE}", flush=True)
+
+    try:
+        configure_logging(level=args.log_level)
+        asyncio.run(
+            serve_dashboard(
+                args.broker,
+                host=args.host,
+                port=args.port,
+                root=args.root,
+                station=args.station,
+                mqtt_version=args.mqtt_version,
+                username=args.username,
+                password=os.environ.get("STREAMPROC_DASHBOARD_PASSWORD") or None,
+                on_ready=ready,
+                handle_signals=True,
+            )
+        )
+    except ValueError as exc:  # ConfigError, a bad root or station
+        print(f"streamproc: dashboard: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"streamproc: dashboard: cannot listen on {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -166,6 +203,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(f"streamproc: audit: no matching transitions in {path}", file=sys.stderr)
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from streamproc.evaluate import run_command  # noqa: PLC0415 - keeps other commands light
+
+    return run_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,11 +277,47 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--speed", type=float, default=10.0, help="simulation speed (default 10x)")
     dm.add_argument("--linger", type=float, default=5.0, help="seconds to stay after the end")
     dm.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8080,
+        help="serve the nursing-station dashboard here (0: a free port; default 8080, or a "
+        "free port when 8080 is taken)",
+    )
+    dm.add_argument("--no-dashboard", action="store_true", help="no web dashboard")
+    dm.add_argument(
         "--no-live",
         action="store_true",
         help="print alarm lines instead of the live table (default when not a TTY)",
     )
     dm.set_defaults(func=_cmd_demo)
+
+    db = sub.add_parser(
+        "dashboard",
+        help="the central-station web page: beds, alarms, acknowledgements (SSE over MQTT)",
+        description="Serves a web dashboard that reads the retained alarm, summary and status "
+        "topics from the broker and streams them to browsers (Server-Sent Events); its "
+        "Acknowledge buttons publish {root}/{unit}/{bed}/ack. Password: "
+        "STREAMPROC_DASHBOARD_PASSWORD. " + DISCLAIMER_LINE,
+    )
+    db.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    db.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any)")
+    db.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    db.add_argument("--root", default="icu", help="topic root (default icu)")
+    db.add_argument(
+        "--station",
+        default="station-1",
+        help="default name acknowledgements are sent by (each browser can change it)",
+    )
+    db.add_argument(
+        "--mqtt-version",
+        type=int,
+        choices=(4, 5),
+        default=5,
+        help="5 (MQTT 5, default) or 4 (MQTT 3.1.1, e.g. amqtt)",
+    )
+    db.add_argument("--username", help="broker user name (password: STREAMPROC_DASHBOARD_PASSWORD)")
+    db.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    db.set_defaults(func=_cmd_dashboard)
 
     cf = sub.add_parser("config", help="print the default settings, or check a file")
     cf.add_argument("--check", metavar="FILE", help="validate a TOML settings file")
@@ -270,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--limit", type=int, metavar="N", help="at most N transitions (the first)")
     au.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
     au.set_defaults(func=_cmd_audit)
+
+    from streamproc.evaluate import add_arguments  # noqa: PLC0415
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score the alarms of recordings with ground truth: sensitivity, false alarms, latency",
+        description="Replays recordings with known truth (NAME.jsonl + NAME.truth.json from "
+        "python -m simulators.evalset, scenario TOML files, or labels TOML files naming a real "
+        "WFDB record) through the replay engine, and reports sensitivity, false alarms per "
+        "bed-day, detection latency, time in alarm, technical alarms and re-announcements, "
+        "per scenario, per profile and overall. See docs/evaluation.md.",
+    )
+    add_arguments(ev)
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +62,18 @@ def find_mosquitto() -> str | None:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()),
         None,
     )
+
+
+def _port_or_free(port: int) -> int:
+    """``port`` when it can be bound on 127.0.0.1, else 0 (any free port)."""
+    if port == 0:
+        return 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 class DemoBroker:
@@ -232,7 +245,11 @@ async def _watch(
             payload = message.payload
             if not isinstance(payload, bytes | bytearray) or not payload:
                 continue
+            if "/alarms/" not in str(message.topic):
+                continue  # amqtt may deliver other retained topics to a wildcard
             data = msgspec.json.decode(payload)
+            if not isinstance(data, dict) or "priority" not in data:
+                continue
             view.on_alarm(data, time.monotonic())
             if emit is not None:
                 emit(_line(data))
@@ -301,11 +318,23 @@ async def run_demo(
     live: bool | None = None,
     linger_s: float = 5.0,
     out: TextIO | None = None,
+    dashboard_port: int | None = 8080,
+    handle_signals: bool = False,
 ) -> int:
-    """Run the demo until the ward's scenarios end (plus ``linger_s``) or Ctrl-C."""
+    """Run the demo until the ward's scenarios end (plus ``linger_s``), Ctrl-C or SIGTERM.
+
+    ``dashboard_port``: serve the nursing-station dashboard there (0: a free
+    port; ``None``: no dashboard). With ``handle_signals``, SIGINT/SIGTERM end
+    the demo cleanly (service offline, private broker stopped).
+    """
     out = out or sys.stdout
     live = out.isatty() if live is None else live
     configure_logging(level="warning", stream=sys.stderr)
+    finished = asyncio.Event()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, finished.set)
     async with _broker(broker_url, embedded) as (url, version, described):
         tmp = tempfile.TemporaryDirectory(prefix="streamproc-demo-")
         config: StreamprocConfig = load_config(
@@ -338,31 +367,64 @@ async def run_demo(
             file=out,
             flush=True,
         )
+        from streamproc.dashboard import serve_dashboard  # noqa: PLC0415 - the web stack
+
+        dash_stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
                 svc_task = tg.create_task(service.run(), name="service")
                 await asyncio.wait_for(service.connected.wait(), 30)
+                if dashboard_port is not None:
+                    dash_ready = asyncio.Event()
+
+                    def ready(page: str) -> None:
+                        emit(f"dashboard: {page}")
+                        dash_ready.set()
+
+                    tg.create_task(
+                        serve_dashboard(
+                            url,
+                            port=dashboard_port,
+                            mqtt_version=version,
+                            stop=dash_stop,
+                            on_ready=ready,
+                            station="demo-station",
+                        ),
+                        name="dashboard",
+                    )
+                    await asyncio.wait_for(dash_ready.wait(), 30)
                 watch = tg.create_task(
                     _watch(url, root, version, view, emit=None if live else emit), name="watch"
                 )
                 sim = tg.create_task(_simulate(url, version, speed, view, lines), name="simulator")
+
+                async def until(done: Callable[[], bool], step: Callable[[], None]) -> None:
+                    while not done() and not finished.is_set():
+                        step()
+                        await asyncio.sleep(0.25)
+
+                end: list[float] = []
+
+                def lingered() -> bool:
+                    if not view.done:
+                        return False
+                    end.append(end[0] if end else time.monotonic() + linger_s)
+                    return time.monotonic() >= end[0]
+
                 if live:
                     from rich.console import Console  # noqa: PLC0415
                     from rich.live import Live  # noqa: PLC0415
 
                     console = Console(file=out)
                     with Live(console=console, refresh_per_second=4, screen=False) as lv:
-                        while not view.done:
-                            lv.update(_render(view, service, speed, described))
-                            await asyncio.sleep(0.25)
-                        end = time.monotonic() + linger_s
-                        while time.monotonic() < end:
-                            lv.update(_render(view, service, speed, described))
-                            await asyncio.sleep(0.25)
+                        await until(
+                            lingered, lambda: lv.update(_render(view, service, speed, described))
+                        )
                 else:
-                    await sim
-                    await asyncio.sleep(linger_s)
+                    await until(lingered, lambda: None)
+                sim.cancel()
                 watch.cancel()
+                dash_stop.set()
                 service.stop()
                 await svc_task
         except* KeyboardInterrupt:  # pragma: no cover - interactive

@@ -15,9 +15,16 @@ import pytest
 from streamproc.demo import DemoBroker, build_ward, run_demo
 
 
+def _parent(pid: str) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().split()[3])
+    except OSError:
+        return -1
+
+
 def demo_output(**kwargs: object) -> str:
     out = io.StringIO()
-    rc = asyncio.run(run_demo(out=out, **kwargs))  # type: ignore[arg-type]
+    rc = asyncio.run(run_demo(out=out, dashboard_port=0, **kwargs))  # type: ignore[arg-type]
     assert rc == 0
     return out.getvalue()
 
@@ -29,7 +36,17 @@ class TestDemo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamproc", "demo", "--no-live", "--linger", "0"],
+            [
+                sys.executable,
+                "-m",
+                "streamproc",
+                "demo",
+                "--no-live",
+                "--linger",
+                "0",
+                "--dashboard-port",
+                "0",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
@@ -39,17 +56,29 @@ class TestDemo:
         assert proc.stdout is not None
         seen_at = None
         lines = []
+        dashboard = None
         with proc.stdout:
             for line in proc.stdout:
                 lines.append(line)
+                if line.startswith("dashboard: http://127.0.0.1:"):
+                    dashboard = line.split(": ", 1)[1].strip()
                 if "demo/bed03 hypotension active" in line and seen_at is None:
                     seen_at = time.monotonic() - start
                     assert "[HIGH" in line
                     assert "vasopressin 0.03 U/min" in line
                     proc.terminate()
-        proc.wait(30)
+        assert proc.wait(30) == 0  # SIGTERM ends the demo cleanly
         assert seen_at is not None, "".join(lines)
         assert seen_at < 60
+        assert dashboard is not None, "".join(lines)
+        leftover = subprocess.run(
+            ["/usr/bin/pgrep", "-f", "mosquitto -c /tmp/streamproc-demo"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert str(proc.pid) not in leftover
+        assert not [p for p in leftover if _parent(p) == proc.pid]
         print(f"\nheadline alarm shown {seen_at:.1f} s after `streamproc demo` started")  # noqa: T201
 
     def test_amqtt_fallback(self) -> None:

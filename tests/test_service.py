@@ -132,7 +132,9 @@ class TestLive:
         assert "vasopressin 0.03 U/min" in p["recommendation"]
         with Subscriber(broker, "icu/+/+/summary") as sums:
             summary = json.loads(
-                sums.wait_for(lambda m: json.loads(m.payload)["map"] < 50, timeout=10).payload
+                sums.wait_for(
+                    lambda m: json.loads(m.payload)["open_alarms"] == ["hypotension"], timeout=10
+                ).payload
             )
         assert (summary["unit"], summary["bed"], summary["metric"]) == ("ward7", "bed03", "map")
         assert 44 <= summary["map"] <= 50
