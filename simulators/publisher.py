@@ -97,6 +97,21 @@ def kind_of(topic: str) -> str:
 # --------------------------------------------------------------------------- MQTT
 
 
+def sim_client(client_id: str = "", *, tls: bool = False) -> mqtt.Client:
+    """A paho client for the simulator, with credentials from the environment.
+
+    ``STREAMPROC_SIM_USERNAME`` / ``STREAMPROC_SIM_PASSWORD`` log in to a broker
+    that refuses anonymous clients (the shipped config: the ``simulator`` role).
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if tls:
+        client.tls_set()
+    user = os.environ.get("STREAMPROC_SIM_USERNAME")
+    if user:
+        client.username_pw_set(user, os.environ.get("STREAMPROC_SIM_PASSWORD"))
+    return client
+
+
 class MqttSink:
     """A connected paho client publishing from the caller's thread; counts what the broker took.
 
@@ -106,13 +121,9 @@ class MqttSink:
     def __init__(self, url: str, *, client_id: str | None = None, timeout: float = 10.0) -> None:
         self.url = url
         self.host, self.port, tls = parse_broker_url(url)
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"streamproc-sim-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv311,
+        self.client = sim_client(
+            client_id or f"streamproc-sim-{os.getpid()}-{uuid.uuid4().hex[:6]}", tls=tls
         )
-        if tls:
-            self.client.tls_set()
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
@@ -226,9 +237,7 @@ def retained_topics(
     found: set[str] = set()
     last = [time.monotonic()]
     ready = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    if tls:
-        client.tls_set()
+    client = sim_client(tls=tls)
 
     def on_connect(c: mqtt.Client, *_: Any) -> None:
         c.subscribe(f"{root}/#", qos=1)

@@ -60,6 +60,7 @@ from simulators.publisher import (
     parse_broker_url,
     retained_topics,
     send_ward,
+    sim_client,
 )
 from simulators.scenario import Expectation, Scenario, check
 from simulators.ward import Bed
@@ -115,13 +116,9 @@ class AlarmCollector:
         self.host, self.port, tls = parse_broker_url(url)
         self.filter = f"{root}/+/+/alarms/#"
         self.timeout = timeout
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"streamproc-sim-soak-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv311,
+        self.client = sim_client(
+            f"streamproc-sim-soak-{os.getpid()}-{uuid.uuid4().hex[:6]}", tls=tls
         )
-        if tls:
-            self.client.tls_set()
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -352,6 +355,64 @@ class TestSimulatorRole:
         assert not rc.is_failure
         with login(secure_broker, "simulator", "icu/+/+/alarms/#") as sim:
             assert sim.wait_for(timeout=5).retain
+
+    def test_streamproc_sim_logs_in_from_the_environment(
+        self, secure_broker: MosquittoBroker, observer: Subscriber
+    ) -> None:
+        """`streamproc-sim publish` as the compose file runs it: credentials from
+        STREAMPROC_SIM_USERNAME/PASSWORD; the ward's messages reach the processor role."""
+        env = dict(
+            os.environ,
+            STREAMPROC_SIM_USERNAME="simulator",
+            STREAMPROC_SIM_PASSWORD=DEMO_PASSWORDS["simulator"],
+        )
+        done = subprocess.run(  # noqa: S603 - our own entry point
+            [
+                sys.executable,
+                "-m",
+                "simulators.cli",
+                "publish",
+                str(scenario_dir() / "stable.toml"),
+                "--beds",
+                "1",
+                "--duration",
+                "5s",
+                "--broker",
+                secure_broker.url,
+                "--as-fast-as-possible",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        observer.wait_for(lambda m: m.topic.endswith("/abp"), timeout=10)
+        observer.wait_for(lambda m: m.topic.endswith("/infusion"), timeout=10)
+        env.pop("STREAMPROC_SIM_USERNAME")
+        refused = subprocess.run(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "simulators.cli",
+                "publish",
+                str(scenario_dir() / "stable.toml"),
+                "--beds",
+                "1",
+                "--duration",
+                "5s",
+                "--broker",
+                secure_broker.url,
+                "--as-fast-as-possible",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert refused.returncode != 0
 
 
 class TestProcessorRole:
