@@ -62,6 +62,7 @@ DEFAULT_MAX_SAMPLES: Final = MAX_SAMPLES_PER_CHUNK
 ERROR_CODES: Final[frozenset[str]] = frozenset(
     {
         "unknown_kind",  # the kind is not one of INBOUND_KINDS
+        "clock_skew",  # (service) data time too far ahead of arrival: a gateway clock error
         "too_large",  # payload over max_bytes, or more samples than max_samples
         "too_deep",  # JSON nested deeper than the decoder's recursion limit
         "not_utf8",  # payload bytes are not UTF-8

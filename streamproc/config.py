@@ -55,6 +55,9 @@ class ServiceSettings:
     audit_db: str = "streamproc-audit.sqlite3"
     queue_max: int = 100_000
     units: str = ""  # comma-separated unit ids this instance serves; empty: all
+    #: Data stamped further ahead of the arrival time than this is refused
+    #: (code clock_skew): a gateway clock error, not a patient. 0: no check.
+    max_future_s: float = 300.0
     summary_s: float = 2.0  # publish each bed's summary at most this often (0: never)
     mqtt_version: int = 5  # 5 (MQTT 5) or 4 (MQTT 3.1.1, e.g. for brokers without MQTT 5)
 

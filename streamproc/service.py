@@ -40,7 +40,7 @@ from streamproc.codec import CodecError, decode
 from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
 from streamproc.core.engine import Engine
-from streamproc.core.messages import BedId
+from streamproc.core.messages import Ack, BedId, Message
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
 from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
@@ -117,6 +117,19 @@ class _Inbound:
     topic: str
     payload: bytes
     arrived: float
+
+
+def _check_clock(kind: str, msg: Message, arrived: float, max_future: float) -> None:
+    """Refuse data stamped too far ahead of its arrival: a gateway clock error, not a patient."""
+    ahead = msg.ts - arrived
+    if ahead > max_future and not isinstance(msg, Ack):
+        raise CodecError(
+            kind,
+            "ts",
+            f"data time is {ahead:.0f} s ahead of the processor's clock (more than "
+            f"service.max_future_s={max_future:g}): check the gateway's clock",
+            code="clock_skew",
+        )
 
 
 class Service:
@@ -524,6 +537,7 @@ class Service:
         events: list[AlarmEvent] = []
         metrics = self.metrics
         units = self.units
+        max_future = svc.max_future_s
         for item in batch:
             try:
                 topic = parse_inbound(item.topic, self.root)
@@ -535,6 +549,8 @@ class Service:
                     max_bytes=svc.max_payload_bytes,
                     max_samples=svc.max_samples,
                 )
+                if max_future:
+                    _check_clock(topic.kind, msg, item.arrived, max_future)
             except CodecError as exc:
                 metrics.rejected(exc.code)
                 log.warning(

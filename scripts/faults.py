@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Run each fault of ``tests/faults`` N times and print/write the reliability table.
+
+    python scripts/faults.py --repeat 3 [--stall-s 30] [--out docs/reliability-table.md]
+    python scripts/faults.py --only broker_kill stall --repeat 10
+
+Each run starts its own Mosquitto (free port, temp dir) and its own ``streamproc run``;
+the fault bodies are :mod:`tests.faults.harness` (the same code the tests run). The table:
+fault | tries | alarms expected | lost | duplicate ids | recovery median / max. Exit
+status 1 if any run lost an alarm, duplicated an id, or hit a problem (listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.faults.harness import FAULTS, FaultResult, markdown_table  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per fault (default 3)")
+    parser.add_argument("--stall-s", type=float, default=30.0, help="broker SIGSTOP length")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--only", nargs="+", choices=sorted(FAULTS), help="these faults only")
+    parser.add_argument("--keep", action="store_true", help="keep each run's work directory")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    names = args.only or list(FAULTS)
+    results: dict[str, list[FaultResult]] = {name: [] for name in names}
+    started = time.monotonic()
+    for i in range(args.repeat):
+        for name in names:
+            workdir = Path(tempfile.mkdtemp(prefix=f"fault-{name}-"))
+            kwargs = {"stall_s": args.stall_s} if name == "stall" else {}
+            t = time.monotonic()
+            try:
+                res = FAULTS[name](workdir, **kwargs)
+            finally:
+                if not args.keep:
+                    shutil.rmtree(workdir, ignore_errors=True)
+            results[name].append(res)
+            status = "ok " if res.ok else "FAIL"
+            print(
+                f"[{i + 1}/{args.repeat}] {status} {time.monotonic() - t:5.1f}s {res.summary()}",
+                flush=True,
+            )
+            if not res.ok and args.keep:
+                print(f"    work directory kept: {workdir}", flush=True)
+
+    table = markdown_table(results)
+    elapsed = time.monotonic() - started
+    header = (
+        f"`python scripts/faults.py --repeat {args.repeat} --stall-s {args.stall_s:g}` "
+        f"({elapsed / 60:.1f} min, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
+    )
+    print("\n" + header + table)
+    failures = [r for runs in results.values() for r in runs if not r.ok]
+    for res in failures:
+        print(f"FAILED: {res.summary()}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(header + table)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
