@@ -139,6 +139,7 @@ class BedMonitor:
         self.prev_labs: dict[str, tuple[float, float]] = {}
         self.ne_doses: deque[tuple[float, float, str]] = deque(maxlen=2)
         self.alarms: dict[str, Alarm] = {}
+        self._id_ms: dict[str, int] = {}  # last id number issued per alarm kind
         # hold timers on data time
         self.below = Sustained()
         self.critical = Sustained()
@@ -253,6 +254,8 @@ class BedMonitor:
             self._clear(SIGNAL_INVALID, beat.end, out)
         hs = self.settings.hypotension
         win = self.window
+        if win and beat.end < win[-1].end:
+            win.clear()  # data time went back (gateway clock): the window restarts
         win.append(beat)
         while win and win[0].end < beat.end - hs.rolling_window_s:
             win.popleft()
@@ -325,6 +328,8 @@ class BedMonitor:
             return
         self.value = value
         self.obs_ts = ts
+        if self._trend_ts is not None and ts < self._trend_ts:
+            self._trend_ts = None  # data time went back: restart the trend's clock
         if map_value is not None and (
             self._trend_ts is None or ts - self._trend_ts >= self.settings.monitor.trend_step_s
         ):
@@ -347,7 +352,7 @@ class BedMonitor:
         if alarm is None:
             if critical or self.below.held(hs.hold_s):
                 starts = [s for s in (self.below.start, self.critical.start) if s is not None]
-                alarm = Alarm(self.bed, HYPOTENSION, min(starts))
+                alarm = self._new_alarm(HYPOTENSION, min(starts))
                 self.alarms[HYPOTENSION] = alarm
                 out.append(
                     self._apply(
@@ -558,7 +563,7 @@ class BedMonitor:
             if alarm.details.get("reason") != reason:
                 out.append(self._apply(alarm, Trigger.UPDATE, ts, details={"reason": reason}))
             return
-        alarm = Alarm(self.bed, kind, onset)
+        alarm = self._new_alarm(kind, onset)
         self.alarms[kind] = alarm
         out.append(
             self._apply(
@@ -634,6 +639,20 @@ class BedMonitor:
     def restore(self, alarm: Alarm) -> None:
         """Adopt an open alarm published before a restart (same id, same state)."""
         self.alarms[alarm.kind] = alarm
+        tail = alarm.alarm_id.rsplit(".", 1)[-1]
+        if tail.isdigit():
+            self._id_ms[alarm.kind] = max(self._id_ms.get(alarm.kind, 0), int(tail))
+
+    def _new_alarm(self, kind: str, onset: float) -> Alarm:
+        """A new episode; its id is never one this bed has used for the kind before.
+
+        The id carries the onset in ms; when data time repeats or goes back (a pump
+        re-sending the same ts, a gateway clock jump) the number is bumped past the
+        last one issued, so an id always names one episode.
+        """
+        ms = max(round(onset * 1000), self._id_ms.get(kind, -1) + 1)
+        self._id_ms[kind] = ms
+        return Alarm(self.bed, kind, onset, alarm_id=f"{self.bed.unit}.{self.bed.bed}.{kind}.{ms}")
 
     def status(self) -> BedStatus:
         metric, target = self.target()
