@@ -133,7 +133,12 @@ class TestLive:
         with Subscriber(broker, "icu/+/+/summary") as sums:
             summary = json.loads(
                 sums.wait_for(
-                    lambda m: json.loads(m.payload)["open_alarms"] == ["hypotension"], timeout=10
+                    # the summary after the whole episode (under load one may come mid-way)
+                    lambda m: (
+                        json.loads(m.payload)["open_alarms"] == ["hypotension"]
+                        and len(json.loads(m.payload)["trend"]) >= 7
+                    ),
+                    timeout=30,
                 ).payload
             )
         assert (summary["unit"], summary["bed"], summary["metric"]) == ("ward7", "bed03", "map")
