@@ -22,7 +22,7 @@ import random
 import signal
 import ssl
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -60,6 +60,10 @@ log = get_logger("streamproc.service")
 
 #: Session expiry asked of the broker: queued QoS 1 messages wait this long (s).
 SESSION_EXPIRY_S: Final = 3600
+#: Most inbound messages handed to the core in one pass (then the loop breathes).
+BATCH_MAX: Final = 500
+#: Most bed summaries published between two looks at the alarm outbox.
+SUMMARY_BURST: Final = 50
 #: How long to wait for retained alarm state on start when none is arriving.
 RESTORE_QUIET_S: Final = 0.5
 RESTORE_MAX_S: Final = 10.0
@@ -170,6 +174,7 @@ class Service:
         self._retained: dict[str, bytes] = {}
         self._connections = 0
         self._summaries: dict[BedId, tuple[object, ...]] = {}
+        self._summary_box: OrderedDict[str, bytes] = OrderedDict()
         self.reconnects = 0
         self.processed = 0
         self.dropped = 0
@@ -447,17 +452,28 @@ class Service:
             self._ingress_event.set()
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        """Alarms first, in order, QoS 1 (each confirmed); then bed summaries, QoS 0.
+
+        Summaries are display data, replaced every few seconds: they never wait
+        for a PUBACK and never delay an alarm.
+        """
         outbox = self._outbox
+        summaries = self._summary_box
         while True:
-            while outbox:
-                topic, payload, retain = outbox[0]
-                await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
-                outbox.popleft()
-                self.metrics.publish_queue_depth.set(len(outbox))
+            while outbox or summaries:
+                while outbox:
+                    topic, payload, retain = outbox[0]
+                    await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
+                    outbox.popleft()
+                    self.metrics.publish_queue_depth.set(len(outbox))
+                for _ in range(min(len(summaries), SUMMARY_BURST)):
+                    topic, payload = summaries.popitem(last=False)
+                    await client.publish(topic, payload, qos=0, retain=True)
+                await asyncio.sleep(0)
             if self._stopping.is_set() and not self._ingress and self._drained:
                 return
             self._outbox_event.clear()
-            if outbox:
+            if outbox or summaries:
                 continue
             await self._outbox_event.wait()
 
@@ -582,7 +598,8 @@ class Service:
             await self._ingress_event.wait()
             self._ingress_event.clear()
             while ingress:
-                n = len(ingress)
+                # bounded batches: the loop must keep answering the broker (keepalive)
+                n = min(len(ingress), BATCH_MAX)
                 batch = [ingress.popleft() for _ in range(n)]
                 self.metrics.ingress_queue_depth.set(len(ingress))
                 self.process_batch(batch)
@@ -600,7 +617,9 @@ class Service:
             if self._summaries.get(st.bed) == key:
                 continue
             self._summaries[st.bed] = key
-            self._bounded_append((summary_topic(self.root, st.bed), encode_summary(st), True))
+            topic = summary_topic(self.root, st.bed)
+            self._summary_box.pop(topic, None)
+            self._summary_box[topic] = encode_summary(st)  # only the latest per bed waits
         self._outbox_event.set()
 
     async def _tick_loop(self) -> None:

@@ -63,6 +63,7 @@ Pure: no I/O, no logging, no clock.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -163,6 +164,23 @@ def _median(values: deque[float]) -> float:
     return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
 
 
+@functools.lru_cache(maxsize=64)
+def _design(cutoff: float, fs: float) -> tuple[FloatArray, FloatArray, FloatArray, float]:
+    """The low-pass filter for ``fs``: coefficients, unit initial state, group delay.
+
+    Designed once per sampling rate (a new segment starts at every gap, and
+    scipy's design costs more than filtering a chunk).
+    """
+    b, a = bessel(2, cutoff, fs=fs, norm="mag")
+    b = np.asarray(b, np.float64)
+    a = np.asarray(a, np.float64)
+    zi = np.asarray(lfilter_zi(b, a), np.float64)
+    for arr in (b, a, zi):
+        arr.flags.writeable = False
+    delay = float(group_delay((b, a), w=[1.0], fs=fs)[1][0])
+    return b, a, zi, delay
+
+
 class _Segment:
     """Detection state over one continuous run of samples."""
 
@@ -202,11 +220,8 @@ class _Segment:
         # step response barely overshoots (0.4%), so a flush plateau stays
         # flat. A single biquad: lfilter's direct form is as accurate as
         # sections here, and much cheaper to call on small chunks.
-        b, a = bessel(2, cutoff, fs=fs, norm="mag")
-        self.b: FloatArray = np.asarray(b, np.float64)
-        self.a: FloatArray = np.asarray(a, np.float64)
-        self.zi: FloatArray = np.asarray(lfilter_zi(self.b, self.a), np.float64) * first
-        self.delay = float(group_delay((self.b, self.a), w=[1.0], fs=fs)[1][0])
+        self.b, self.a, zi_unit, self.delay = _design(cutoff, fs)
+        self.zi: FloatArray = zi_unit * first
         self.w = max(round(settings.ssf_window_s * fs), 1)
         h = max(round(settings.threshold_window_s * fs), 1)
         self.h = h | 1  # odd: the causal maximum filter's origin is exact
