@@ -1,17 +1,19 @@
 """``streamproc run`` beside a bare aiomqtt consumer and a naive pipeline, on the same load.
 
-    python benchmarks/bench_service.py [--messages 200000] [--beds 1000] [--qos 0|1]
+    python benchmarks/bench_service.py [--messages 200000] [--beds 1000] [--qos 1|0]
         [--mqtt 5|4] [--repeat 3] [--duration 30] [--latency-beds 1000,5000]
         [--only bare,naive,service,latency] [--mode backlog|live] [--py-spy PREFIX]
-        [--json FILE] [--smoke]
+        [--service-env KEY=VALUE] [--json FILE] [--smoke]
 
-Runs from the repository root. Every measurement gets a fresh Mosquitto
-(``tests.broker.MosquittoBroker``: ``set_tcp_nodelay true``, no persistence,
-``max_queued_messages 0`` and ``max_queued_bytes 0`` -- no per-client limit, so
-the broker never drops for a slow consumer -- and ``queue_qos0_messages true``)
-and the load of ``benchmarks/load.py``: ``--beds`` beds, one ~820-byte
-125-sample ABP chunk per bed per second of data, a tenth of the beds going to
-60/40 mmHg so that the service raises alarms.
+Runs from the repository root (``benchmarks/README.md`` explains every number).
+Every measurement gets a fresh Mosquitto (``tests.broker.MosquittoBroker``:
+``set_tcp_nodelay true``, no persistence, ``max_queued_messages 0`` and
+``max_queued_bytes 0`` -- no per-client limit, so the broker never drops for a
+slow consumer -- ``queue_qos0_messages true`` and ``max_inflight_messages``
+``--max-inflight``, default 1000) and the load of ``benchmarks/load.py``:
+``--beds`` beds, one ~820-byte 125-sample ABP chunk per bed per second of
+data, a tenth of the beds going to 60/40 mmHg so that the service raises
+alarms.
 
 1. Drain rate (``--messages`` N, ``--repeat`` times, the three in turn):
 
@@ -27,9 +29,10 @@ and the load of ``benchmarks/load.py``: ``--beds`` beds, one ~820-byte
    drain (the publisher would steal one of the two cores), and the backlog is
    always ahead of the consumer. The rate is N / (time from the consumer's
    connection to its N-th message) -- from the connection rather than the
-   first message because at QoS 0 the broker pours the whole backlog out at
-   once, and the service reads it all before its first message is processed
-   (its status PUBACK and SUBACKs queue behind the backlog). ``--mode live``:
+   first message because the service reads a backlog into memory before its
+   first message is processed (its SUBACKs come after the backlog). A run
+   with loss or a broker reconnect is shown in brackets and left out of the
+   medians. ``--mode live``:
    the consumer is online and the publisher blasts N messages at it; the rate
    is then bounded by the publisher too.
 

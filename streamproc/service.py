@@ -417,16 +417,18 @@ class Service:
             await client.publish(
                 status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
             )
-            for flt in inbound_filters(self.root):
-                await client.subscribe(flt, qos=1)
-            self._connections += 1
-            if self._connections > 1:
-                self._republish_retained()
-            self.connected.set()
-            self.metrics.broker_connected.set(1)
-            log.info("connected", host=self.address.host, port=self.address.port)
             async with asyncio.TaskGroup() as tg:
+                # read first: a resumed session delivers its backlog before the SUBACKs,
+                # and what was read must reach the core even if a subscribe times out
                 reader = tg.create_task(self._read(client), name="mqtt-reader")
+                for flt in inbound_filters(self.root):
+                    await client.subscribe(flt, qos=1, timeout=60)
+                self._connections += 1
+                if self._connections > 1:
+                    self._republish_retained()
+                self.connected.set()
+                self.metrics.broker_connected.set(1)
+                log.info("connected", host=self.address.host, port=self.address.port)
                 await self._publish_loop(client)
                 reader.cancel()
             await client.publish(
