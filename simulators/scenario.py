@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
     "Expectation",
     "Scenario",
     "check",
+    "chunk_runs",
     "load_scenario",
     "merge",
     "render",
@@ -225,27 +227,28 @@ def render_timed(sc: Scenario, root: str = "icu") -> list[tuple[float, int, dict
             timed.append((float(t), 1, {"topic": f"{prefix}/vitals", "payload": vitals}))
     if sc.waveform and sc.knots:
         x = waveform(sc)
-        n_chunk = max(1, round(sc.chunk_s * sc.fs))
         n_end = min(x.size, round(end * sc.fs))
-        for i in range(0, n_end, n_chunk):
-            block = x[i : min(i + n_chunk, n_end)]
-            good = ~np.isnan(block)
-            if not good.any():
-                continue
-            # a gap inside a chunk splits it: each run of samples is its own chunk
-            edges = np.flatnonzero(np.diff(np.concatenate(([0], good.astype(np.int8), [0]))))
-            for a, b in zip(edges[::2], edges[1::2], strict=True):
-                t0 = sc.t0 + float(i + a) / sc.fs
-                payload = {
-                    "t0": round(t0, 6),
-                    "fs": sc.fs,
-                    "samples": [round(float(v), 2) for v in block[a:b]],
-                }
-                timed.append(
-                    (float(i + b) / sc.fs, 1, {"topic": f"{prefix}/abp", "payload": payload})
-                )
+        for a, b in chunk_runs(~np.isnan(x[:n_end]), max(1, round(sc.chunk_s * sc.fs))):
+            payload = {
+                "t0": round(sc.t0 + float(a) / sc.fs, 6),
+                "fs": sc.fs,
+                "samples": [round(float(v), 2) for v in x[a:b]],
+            }
+            timed.append((float(b) / sc.fs, 1, {"topic": f"{prefix}/abp", "payload": payload}))
     timed.sort(key=lambda e: (e[0], e[1]))
     return timed
+
+
+def chunk_runs(valid: np.ndarray, n_chunk: int) -> Iterator[tuple[int, int]]:
+    """Sample ranges ``[a, b)`` of the waveform chunks: ``n_chunk`` samples each,
+    split around invalid samples (a gap inside a chunk makes each run its own chunk)."""
+    for i in range(0, valid.size, n_chunk):
+        good = valid[i : i + n_chunk]
+        if not good.any():
+            continue
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], good.astype(np.int8), [0]))))
+        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+            yield i + a, i + b
 
 
 def to_jsonl(lines: list[dict[str, Any]]) -> bytes:

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from simulators.scenario import (
     Expectation,
     Scenario,
+    chunk_runs,
     load_scenario,
     render_timed,
     scenario_dir,
@@ -276,24 +277,16 @@ def _chunks(
     """The waveform chunks of ``render_timed``: (scenario time, 1, line)."""
     cents, missing, negative_zero = compact if compact is not None else _compact(waveform(sc))
 
-    n_chunk = max(1, round(sc.chunk_s * sc.fs))
     n_end = min(cents.size, round(end * sc.fs))
     topic = f"{prefix}/abp"
-    for i in range(0, n_end, n_chunk):
-        block = cents[i : min(i + n_chunk, n_end)]
-        good = block != missing
-        if not good.any():
-            continue
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], good.astype(np.int8), [0]))))
-        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
-            t0 = sc.t0 + float(i + a) / sc.fs
-            samples = (block[a:b] / 100.0).tolist()
-            if negative_zero.size:
-                lo, hi = np.searchsorted(negative_zero, (i + a, i + b)).tolist()
-                for j in negative_zero[lo:hi].tolist():
-                    samples[j - i - a] = -0.0
-            payload = {"t0": round(t0, 6), "fs": sc.fs, "samples": samples}
-            yield float(i + b) / sc.fs, 1, {"topic": topic, "payload": payload}
+    for a, b in chunk_runs(cents[:n_end] != missing, max(1, round(sc.chunk_s * sc.fs))):
+        samples = (cents[a:b] / 100.0).tolist()
+        if negative_zero.size:
+            lo, hi = np.searchsorted(negative_zero, (a, b)).tolist()
+            for j in negative_zero[lo:hi].tolist():
+                samples[j - a] = -0.0
+        payload = {"t0": round(sc.t0 + float(a) / sc.fs, 6), "fs": sc.fs, "samples": samples}
+        yield float(b) / sc.fs, 1, {"topic": topic, "payload": payload}
 
 
 def bed_stream(sc: Scenario, root: str = "icu", compact: Compact | None = None) -> Iterator[Timed]:
