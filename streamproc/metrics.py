@@ -128,6 +128,12 @@ class Metrics:
         self.beds_evicted_total = Counter(
             name("beds_evicted"), "Beds dropped to stay under max_beds.", registry=reg
         )
+        self.alarms_evicted_total = Counter(
+            name("alarms_evicted"),
+            "Open alarms closed (state cleared, clear_reason bed_evicted) because their bed "
+            "was evicted to stay under max_beds: no longer monitored, not resolved.",
+            registry=reg,
+        )
         # ----------------------------------------------------------------- broker
         self.broker_reconnects_total = Counter(
             name("broker_reconnects"), "Connections to the broker lost.", registry=reg
@@ -182,6 +188,7 @@ class Metrics:
         self._beats_seen = 0
         self._beats_valid_seen = 0
         self._evicted_seen = 0
+        self._alarms_evicted_seen = 0
 
     # --------------------------------------------------------------------- methods
     def message_in(self, kind: str, n: int = 1) -> None:
@@ -203,7 +210,12 @@ class Metrics:
         self.processing_latency_seconds.observe(max(0.0, seconds))
 
     def sync_engine(
-        self, beats: int, beats_valid: int, beds_tracked: int, beds_evicted: int
+        self,
+        beats: int,
+        beats_valid: int,
+        beds_tracked: int,
+        beds_evicted: int,
+        alarms_evicted: int = 0,
     ) -> None:
         """Bring the core's cumulative counts (``EngineStats``) into the counters.
 
@@ -213,8 +225,9 @@ class Metrics:
         self.beats_total.inc(_delta(beats, self._beats_seen))
         self.beats_valid_total.inc(_delta(beats_valid, self._beats_valid_seen))
         self.beds_evicted_total.inc(_delta(beds_evicted, self._evicted_seen))
+        self.alarms_evicted_total.inc(_delta(alarms_evicted, self._alarms_evicted_seen))
         self._beats_seen, self._beats_valid_seen = beats, beats_valid
-        self._evicted_seen = beds_evicted
+        self._evicted_seen, self._alarms_evicted_seen = beds_evicted, alarms_evicted
         self.beds_tracked.set(beds_tracked)
 
     def set_alarms_open(self, counts: Mapping[Priority | str, int]) -> None:

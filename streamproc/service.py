@@ -39,7 +39,7 @@ from streamproc.audit import AuditError, AuditLog
 from streamproc.codec import CodecError, decode
 from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
-from streamproc.core.engine import Engine
+from streamproc.core.engine import BED_EVICTED, Engine
 from streamproc.core.messages import Ack, BedId, Message
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
@@ -528,6 +528,16 @@ class Service:
                 trigger=ev.trigger.value,
                 alarm_id=ev.alarm_id,
             )
+            if ev.details.get("clear_reason") == BED_EVICTED:
+                log.warning(
+                    "alarm_closed_bed_evicted",
+                    unit=ev.bed.unit,
+                    bed=ev.bed.bed,
+                    kind=ev.kind,
+                    alarm_id=ev.alarm_id,
+                    max_beds=self.engine.max_beds,
+                    action="the bed is no longer monitored: raise service.max_beds",
+                )
             self._enqueue_alarm(ev)
         self.metrics.publish_queue_depth.set(len(self._outbox))
 
@@ -591,7 +601,9 @@ class Service:
         for item in batch:
             metrics.processing_latency_seconds.observe(max(0.0, done - item.arrived))
         st = self.engine.stats
-        metrics.sync_engine(st.beats, st.beats_valid, len(self.engine), st.beds_evicted)
+        metrics.sync_engine(
+            st.beats, st.beats_valid, len(self.engine), st.beds_evicted, st.alarms_evicted
+        )
         self._publish_events(events)
 
     async def _process_loop(self) -> None:

@@ -127,6 +127,13 @@ class TestMetrics:
         assert m.value("beats_valid_total") == 17
         assert m.value("beds_evicted_total") == 1
 
+    def test_sync_engine_counts_alarms_closed_by_eviction(self) -> None:
+        m = Metrics()
+        assert m.value("alarms_evicted_total") == 0
+        m.sync_engine(0, 0, 2, 1, alarms_evicted=2)
+        m.sync_engine(0, 0, 2, 2, alarms_evicted=3)
+        assert m.value("alarms_evicted_total") == 3
+
     def test_plain_counters_and_gauges(self) -> None:
         m = Metrics()
         m.broker_connected.set(1)

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from streamproc.core.alarms import Alarm, AlarmEvent
+from streamproc.core.alarms import Alarm, AlarmEvent, Trigger
 from streamproc.core.messages import Ack, BedId, Message
 from streamproc.core.monitor import BedMonitor, BedStatus
 from streamproc.core.settings import Settings
 
-__all__ = ["Engine", "EngineStats"]
+__all__ = ["BED_EVICTED", "Engine", "EngineStats"]
+
+#: ``clear_reason`` of the ``cleared`` transition that closes an evicted bed's open alarms.
+BED_EVICTED = "bed_evicted"
 
 
 @dataclass(slots=True)
@@ -28,6 +31,8 @@ class EngineStats:
     beats_valid: int = 0
     acks_unknown: int = 0
     beds_evicted: int = 0
+    #: Open alarms closed (``cleared``, ``clear_reason`` = ``bed_evicted``) by an eviction.
+    alarms_evicted: int = 0
 
 
 class Engine:
@@ -42,6 +47,8 @@ class Engine:
         self._beds: dict[BedId, BedMonitor] = {}
         self.stats = EngineStats()
         self.now: float | None = None
+        #: Transitions decided by an eviction, returned by the next ``receive`` or ``tick``.
+        self._evicted: list[AlarmEvent] = []
 
     def __len__(self) -> int:
         return len(self._beds)
@@ -56,15 +63,52 @@ class Engine:
         return mon
 
     def _evict(self) -> None:
-        """Drop the bed silent for longest that has no open alarm (or the oldest at all)."""
+        """Drop the bed silent for longest that has no open alarm (or the oldest at all).
+
+        When every bed has an open alarm, the victim's open alarms are closed, never left
+        behind: each gets a ``cleared`` transition with ``clear_reason`` = ``bed_evicted``
+        (and a note saying it is not resolved), returned first by the next ``receive`` or
+        ``tick``, so that no bed nobody monitors keeps an active state retained.
+        """
 
         def idle(item: tuple[BedId, BedMonitor]) -> tuple[bool, float]:
             mon = item[1]
             return (bool(mon.alarms), mon.last_data_now or float("-inf"))
 
-        victim = min(self._beds.items(), key=idle)[0]
+        victim, mon = min(self._beds.items(), key=idle)
         del self._beds[victim]
         self.stats.beds_evicted += 1
+        if mon.alarms:
+            self._close_evicted(mon)
+
+    def _close_evicted(self, mon: BedMonitor) -> None:
+        now = self.now if self.now is not None else mon.now
+        if mon.obs_ts is not None:
+            now = max(now, mon.obs_ts)
+        note = (
+            f"Closed, NOT resolved: the processor reached its limit of {self.max_beds} beds "
+            "and stopped monitoring this one (the bed silent longest). Check the patient "
+            "and the monitor's connection."
+        )
+        for alarm in list(mon.alarms.values()):
+            if alarm.open:
+                self._evicted.append(
+                    alarm.apply(
+                        Trigger.CLEAR,
+                        max(now, alarm.last_announce),
+                        details={"clear_reason": BED_EVICTED, "clear_note": note},
+                        at=None if self.data_clock else now,
+                    )
+                )
+                self.stats.alarms_evicted += 1
+        mon.alarms.clear()
+
+    def _take_evicted(self, out: list[AlarmEvent]) -> list[AlarmEvent]:
+        """``out`` after the transitions of evictions not yet returned."""
+        if not self._evicted:
+            return out
+        evicted, self._evicted = self._evicted, []
+        return evicted + out
 
     def beds(self) -> Iterator[BedMonitor]:
         return iter(self._beds.values())
@@ -77,14 +121,14 @@ class Engine:
             mon = self._beds.get(bed)
             if mon is None or not mon.knows_alarm(msg.alarm_id):
                 self.stats.acks_unknown += 1
-                return []
+                return self._take_evicted([])
         else:
             mon = self.monitor(bed)
         before = mon.beats_total, mon.beats_valid
         out = mon.receive(msg, now)
         self.stats.beats += mon.beats_total - before[0]
         self.stats.beats_valid += mon.beats_valid - before[1]
-        return out
+        return self._take_evicted(out)
 
     def receive_many(self, items: Iterable[tuple[BedId, Message, float]]) -> list[AlarmEvent]:
         """A batch, e.g. what arrived within one tick; same result as one at a time."""
@@ -99,7 +143,7 @@ class Engine:
         out: list[AlarmEvent] = []
         for mon in self._beds.values():
             out.extend(mon.tick(now))
-        return out
+        return self._take_evicted(out)
 
     def _advance(self, now: float) -> None:
         if self.now is None or now > self.now:
@@ -110,6 +154,8 @@ class Engine:
 
         ``now`` is the processor's time (their re-announcement timers restart from it).
         """
+        if now is not None:
+            self._advance(now)
         n = 0
         for ev in events:
             if ev.state.value == "cleared":

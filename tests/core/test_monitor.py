@@ -429,6 +429,68 @@ class TestEngine:
         assert len(eng) == 3
         assert eng.stats.beds_evicted == 2
         assert {m.bed.bed for m in eng.beds()} == {"b2", "b3", "b4"}
+        assert eng.stats.alarms_evicted == 0
+
+    def test_evicting_a_bed_with_open_alarms_clears_them(self) -> None:
+        """When every bed has an open alarm, the bed silent longest is evicted and its open
+        alarms are closed with a legal ``cleared`` transition (same id, clear_reason
+        bed_evicted, a note that it is not resolved), returned before the new bed's output."""
+        eng = Engine(max_beds=2)
+        a = Bed(eng, BedId("u", "a"))
+        b = Bed(eng, BedId("u", "b"))
+        a.ne()
+        a.pressure(30, 60, 40)  # critical: high-priority hypotension after 15 s
+        b.t = a.t
+        b.pressure(20, 60, 40)  # a is silent 20 s: not yet stale
+        b.send(Ack(b.t, b.first("hypotension", AlarmState.ACTIVE).alarm_id, "station-3"))
+        opened = a.first("hypotension", AlarmState.ACTIVE)
+        c = Bed(eng, BedId("u", "c"))
+        c.t = b.t + 1
+        out = c.send(Vitals(c.t, VitalsSource.ART, map=80))
+        assert [(e.bed.bed, e.kind, e.state, e.trigger) for e in out] == [
+            ("a", "hypotension", AlarmState.CLEARED, Trigger.CLEAR)
+        ]
+        ev = out[0]
+        assert ev.alarm_id == opened.alarm_id
+        assert ev.ts == c.t  # the processor's time of the eviction
+        p = ev.payload()
+        assert p["clear_reason"] == "bed_evicted"
+        assert "NOT resolved" in p["clear_note"]
+        assert (p["state"], p["trigger"]) == ("cleared", "cleared")
+        assert {m.bed.bed for m in eng.beds()} == {"b", "c"}
+        assert (eng.stats.beds_evicted, eng.stats.alarms_evicted) == (1, 1)
+        # a bed without open alarms goes first, silently
+        d = Bed(eng, BedId("u", "d"))
+        d.t = c.t + 1
+        assert d.send(Vitals(d.t, VitalsSource.ART, map=80)) == []
+        assert {m.bed.bed for m in eng.beds()} == {"b", "d"}
+        # d falls too; the next eviction takes b (acknowledged alarm): closed the same way
+        d.pressure(20, 60, 40)
+        e = Bed(eng, BedId("u", "e"))
+        e.t = d.t + 1
+        out = e.send(Vitals(e.t, VitalsSource.ART, map=80))
+        assert [(x.bed.bed, x.state) for x in out] == [("b", AlarmState.CLEARED)]
+        assert out[0].payload()["acknowledged_by"] == "station-3"
+        assert (eng.stats.beds_evicted, eng.stats.alarms_evicted) == (3, 2)
+        # nothing is returned twice
+        assert eng.tick(e.t + 1) == []
+
+    def test_eviction_while_restoring_is_returned_by_the_next_tick(self) -> None:
+        """More open alarms restored than max_beds: the extra beds' alarms are closed and
+        come out of the next tick."""
+        src = Engine()
+        events = []
+        for name in ("a", "b", "c"):
+            bed = Bed(src, BedId("u", name))
+            bed.pressure(30, 60, 40)
+            events.append(bed.first("hypotension", AlarmState.ACTIVE))
+        eng = Engine(max_beds=2)
+        assert eng.restore(events, T0 + 100) == 3
+        out = eng.tick(T0 + 101)
+        assert [(e.bed.bed, e.state, e.payload()["clear_reason"]) for e in out] == [
+            ("a", AlarmState.CLEARED, "bed_evicted")
+        ]
+        assert out[0].ts == T0 + 100
 
     def test_settings_change_hold(self) -> None:
         """The hold time is a setting: 30 s raises twice as fast."""

@@ -21,7 +21,7 @@ After every step:
   flat lines and normotensive numerics, and no target above 75/100);
 - per-bed memory is bounded (beat window, trend, NE doses, alarms, the beat
   detector's buffers) and ``len(engine) <= max_beds`` with every eviction
-  counted.
+  counted, and an evicted bed's open alarms closed (``cleared``, never dropped).
 """
 
 from __future__ import annotations
@@ -269,11 +269,6 @@ class Tracker:
                 self.hypotension_beds.add(ev.bed)
             self.last[ev.alarm_id] = ev
 
-    def forget_bed(self, bed: BedId) -> None:
-        """The bed was evicted: its open alarms are gone with it (not cleared)."""
-        for k in [k for k in self.open_by_kind if k[0] == bed]:
-            del self.open_by_kind[k]
-
     def open_events(self) -> list[AlarmEvent]:
         return [self.last[i] for i in self.open_by_kind.values()]
 
@@ -333,10 +328,8 @@ def run_program(
             # a new process adopts the open alarms last published
             engine = Engine(settings, max_beds=max_beds, data_clock=data_clock)
             engine.restore(tracker.open_events(), clock)
-            created = len(engine)
-            for b in BEDS:
-                if b not in {m.bed for m in engine.beds()}:
-                    tracker.forget_bed(b)
+            created = len(engine) + engine.stats.beds_evicted
+            # a bed evicted while restoring has its open alarms closed by the next output
         else:
             bed = BEDS[bed_ix]
             cur = cursors[bed]
@@ -352,10 +345,12 @@ def run_program(
             if not isinstance(msg, Ack) and bed not in before:
                 created += 1
             events = engine.receive(bed, msg, now)
+            tracker.check(events)
             after = {m.bed for m in engine.beds()}
             for gone in before - after:
-                tracker.forget_bed(gone)
-            tracker.check(events)
+                # evicted: its open alarms were closed (cleared, bed_evicted), not dropped
+                left = [k for k in tracker.open_by_kind if k[0] == gone]
+                assert not left, f"{gone} evicted with open alarms {left} never cleared"
         assert len(engine) + engine.stats.beds_evicted == created
         check_bounded(engine, settings, chunk_max)
     assert SAFE not in tracker.hypotension_beds, "hypotension on a bed never below its target"

@@ -343,7 +343,11 @@
       a.state === "acknowledged"
         ? h("span", { class: "state state-ack" }, "ACKNOWLEDGED", a.acknowledged_by ? ` by ${a.acknowledged_by}` : "")
         : a.state === "cleared"
-          ? h("span", { class: "state state-cleared" }, `CLEARED ${clockTime(a.ts)}`)
+          ? h(
+              "span",
+              { class: "state state-cleared" },
+              `${a.clear_reason === "bed_evicted" ? "CLOSED, NOT MONITORED" : "CLEARED"} ${clockTime(a.ts)}`,
+            )
           : h("span", { class: "state state-active" }, "ACTIVE");
     li.append(
       h(
@@ -389,6 +393,10 @@
       }
     } else if (a.reason && a.state !== "cleared") {
       li.append(h("p", { class: "reason" }, String(a.reason)));
+    }
+    if (a.state === "cleared" && a.clear_note) {
+      // e.g. clear_reason "bed_evicted": closed because the processor stopped monitoring the bed
+      li.append(h("p", { class: "reason" }, String(a.clear_note)));
     }
     if (a.state === "active") {
       const btn = h(
