@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import msgspec
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -43,6 +44,7 @@ from streamproc.core.engine import BED_EVICTED, Engine
 from streamproc.core.messages import Ack, BedId, Message
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
+from streamproc.mqtt_fast import FastReader
 from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
 from streamproc.topics import (
     alarm_topic,
@@ -412,7 +414,15 @@ class Service:
     async def _session(self, backoff: Backoff) -> None:
         """One connection: subscribe, then read and publish until stopped or cut off."""
         svc = self.config.service
-        async with self._client(self.client_id, persistent=True, with_will=True) as client:
+        client = self._client(self.client_id, persistent=True, with_will=True)
+        fast = None
+        if svc.fast_read:
+            if FastReader.supported(client):
+                fast = FastReader(client, self._on_inbound)
+            elif not self._warned_slow_read:
+                self._warned_slow_read = True
+                log.warning("fast_read_unavailable", fallback="aiomqtt client.messages")
+        async with client:
             backoff.reset()
             await client.publish(
                 status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
@@ -420,7 +430,10 @@ class Service:
             async with asyncio.TaskGroup() as tg:
                 # read first: a resumed session delivers its backlog before the SUBACKs,
                 # and what was read must reach the core even if a subscribe times out
-                reader = tg.create_task(self._read(client), name="mqtt-reader")
+                reader = tg.create_task(
+                    fast.wait_disconnected() if fast is not None else self._read(client),
+                    name="mqtt-reader",
+                )
                 for flt in inbound_filters(self.root):
                     await client.subscribe(flt, qos=1, timeout=60)
                 self._connections += 1
@@ -439,19 +452,23 @@ class Service:
             )
 
     async def _read(self, client: aiomqtt.Client) -> None:
-        limit = self.config.service.queue_max
-        ingress = self._ingress
+        """aiomqtt's own read path (``service.fast_read = false``)."""
         async for message in client.messages:
             payload = message.payload
             data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-            if len(ingress) >= limit:
-                self.dropped += 1
-                self.metrics.ingress_dropped_total.inc()
-                if self.dropped % 1000 == 1:
-                    log.warning("ingress_full_shedding", depth=len(ingress), dropped=self.dropped)
-                continue
-            ingress.append(_Inbound(str(message.topic), data, self.clock()))
-            self._ingress_event.set()
+            self._on_inbound(str(message.topic), data)
+
+    def _on_inbound(self, topic: str, payload: bytes) -> None:
+        """One message off the socket: into the bounded ingress, or shed (counted, logged)."""
+        ingress = self._ingress
+        if len(ingress) >= self.config.service.queue_max:
+            self.dropped += 1
+            self.metrics.ingress_dropped_total.inc()
+            if self.dropped % 1000 == 1:
+                log.warning("ingress_full_shedding", depth=len(ingress), dropped=self.dropped)
+            return
+        ingress.append(_Inbound(topic, payload, self.clock()))
+        self._ingress_event.set()
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         """Alarms first, in order, QoS 1 (each confirmed); then bed summaries, QoS 0.
@@ -481,6 +498,7 @@ class Service:
 
     # ------------------------------------------------------------------ processing
     _drained = False
+    _warned_slow_read = False
 
     def _bounded_append(self, item: tuple[str, bytes, bool]) -> None:
         """Queue for publishing; past ``queue_max`` the oldest entry gives way (counted).
@@ -566,6 +584,7 @@ class Service:
         metrics = self.metrics
         units = self.units
         max_future = svc.max_future_s
+        kinds: dict[str, int] = {}  # messages handed to the core, counted once per batch
         for item in batch:
             try:
                 topic = parse_inbound(item.topic, self.root)
@@ -590,16 +609,18 @@ class Service:
                 )
                 self._dead_letter(item, exc)
                 continue
-            metrics.message_in(topic.kind)
+            kinds[topic.kind] = kinds.get(topic.kind, 0) + 1
             try:
                 events.extend(self.engine.receive(topic.bed, msg, item.arrived))
             except Exception:  # a core bug on one message must not stop the ward
                 self.internal_errors += 1
                 log.exception("internal_error", topic=item.topic[:200], kind=topic.kind)
+        for kind, n in kinds.items():
+            metrics.message_in(kind, n)
         self.processed += len(batch)
         done = self.clock()
-        for item in batch:
-            metrics.processing_latency_seconds.observe(max(0.0, done - item.arrived))
+        arrived = np.fromiter((item.arrived for item in batch), np.float64, len(batch))
+        metrics.observe_latencies(done - arrived)
         st = self.engine.stats
         metrics.sync_engine(
             st.beats, st.beats_valid, len(self.engine), st.beds_evicted, st.alarms_evicted

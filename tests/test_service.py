@@ -157,6 +157,20 @@ class TestLive:
         assert service.metric("streamproc_messages_in_total", kind="abp") == 240
         print(f"\n240 chunks published and the alarm received in {latency:.2f} s")  # noqa: T201
 
+    def test_aiomqtt_read_path_still_works(
+        self, broker: MosquittoBroker, tmp_path: Path, gateway: Publisher
+    ) -> None:
+        """With service.fast_read off (aiomqtt's own iterator) the 60/40 alarm still arrives."""
+        proc = ServiceProcess(broker, tmp_path, env={"STREAMPROC_FAST_READ": "false"}).start()
+        try:
+            gateway.send(render(headline()))
+            with Subscriber(broker, ALARMS) as sub:
+                msg = sub.wait_for(is_alarm("hypotension", state="active"), timeout=20)
+            assert alarm(msg)["priority"] == "high"
+            assert proc.metric("streamproc_messages_in_total", kind="abp") >= 200
+        finally:
+            proc.close()
+
     def test_status_online_and_offline(self, broker: MosquittoBroker, tmp_path: Path) -> None:
         """Retained status: online while running; offline after SIGTERM (graceful) and after
         SIGKILL (the Last Will)."""

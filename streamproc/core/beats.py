@@ -65,20 +65,19 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import maximum_filter1d
-from scipy.signal import bessel, group_delay, lfilter, lfilter_zi
+from scipy.signal import bessel, group_delay, lfilter_zi
 
+from streamproc.core import _kernels
 from streamproc.core.messages import AbpChunk
 from streamproc.core.settings import BeatSettings
 
-__all__ = ["Beat", "BeatDetector", "BeatQuality"]
+__all__ = ["Beat", "BeatDetector", "BeatQuality", "warm_up"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -133,8 +132,9 @@ class _LevelCheck:
         self._above = above
         self._confirm = max(confirm, 1)
         self._tolerance = tolerance
-        self._history: deque[float] = deque(maxlen=_HISTORY)
-        self._suspects: deque[float] = deque(maxlen=self._confirm)
+        # plain lists capped by hand: a deque costs ~600 bytes even empty, per bed
+        self._history: list[float] = []
+        self._suspects: list[float] = []
 
     def judge(self, value: float) -> bool:
         """Whether ``value`` is plausible; learn from it either way."""
@@ -146,61 +146,61 @@ class _LevelCheck:
             if value < ref * (1.0 - self._below) or value > ref * (1.0 + self._above):
                 suspects = self._suspects
                 suspects.append(value)
+                if len(suspects) > self._confirm:
+                    del suspects[0]
                 if len(suspects) >= self._confirm:
                     level = _median(suspects)
                     if max(suspects) - min(suspects) <= self._tolerance * level:
-                        history.clear()
-                        history.extend(suspects)
+                        history[:] = suspects[-_HISTORY:]
                         suspects.clear()
                 return False
         history.append(value)
+        if len(history) > _HISTORY:
+            del history[0]
         self._suspects.clear()
         return True
 
 
-def _median(values: deque[float]) -> float:
+def _median(values: list[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
 
 
 @functools.lru_cache(maxsize=64)
-def _design(cutoff: float, fs: float) -> tuple[FloatArray, FloatArray, FloatArray, float]:
-    """The low-pass filter for ``fs``: coefficients, unit initial state, group delay.
+def _design(cutoff: float, fs: float) -> tuple[FloatArray, FloatArray, float]:
+    """The low-pass filter for ``fs``: biquad coefficients, unit initial state, group delay.
 
     Designed once per sampling rate (a new segment starts at every gap, and
     scipy's design costs more than filtering a chunk).
     """
     b, a = bessel(2, cutoff, fs=fs, norm="mag")
-    b = np.asarray(b, np.float64)
-    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64) / a[0]
+    a = np.asarray(a, np.float64) / a[0]
     zi = np.asarray(lfilter_zi(b, a), np.float64)
-    for arr in (b, a, zi):
+    coef = np.array([b[0], b[1], b[2], a[1], a[2]], np.float64)
+    for arr in (coef, zi):
         arr.flags.writeable = False
     delay = float(group_delay((b, a), w=[1.0], fs=fs)[1][0])
-    return b, a, zi, delay
+    return coef, zi, delay
 
 
 class _Segment:
     """Detection state over one continuous run of samples."""
 
     __slots__ = (
-        "a",
-        "b",
         "b0",
-        "c_last",
         "c_tail",
+        "coef",
         "delay",
         "fs",
+        "fstate",
         "h",
+        "istate",
         "jump",
-        "last_cross",
         "learn_n",
-        "learned",
         "max_beat_n",
-        "n_end",
         "pending",
-        "prev_above",
         "refr",
         "rhythm",
         "settings",
@@ -208,7 +208,6 @@ class _Segment:
         "t0",
         "w",
         "y_buf",
-        "zi",
     )
 
     def __init__(self, settings: BeatSettings, t0: float, fs: float, first: float) -> None:
@@ -220,23 +219,23 @@ class _Segment:
         # step response barely overshoots (0.4%), so a flush plateau stays
         # flat. A single biquad: lfilter's direct form is as accurate as
         # sections here, and much cheaper to call on small chunks.
-        self.b, self.a, zi_unit, self.delay = _design(cutoff, fs)
-        self.zi: FloatArray = zi_unit * first
+        self.coef, zi_unit, self.delay = _design(cutoff, fs)
+        # carried state of the compiled loops (see ``_kernels.detect``)
+        self.fstate: FloatArray = np.zeros(4, np.float64)
+        self.fstate[_kernels.Z0 : _kernels.Z1 + 1] = zi_unit * first
+        self.istate = np.zeros(4, np.int64)
+        self.istate[_kernels.PREV_ABOVE] = 1
+        self.istate[_kernels.LAST_CROSS] = -(1 << 62)
         self.w = max(round(settings.ssf_window_s * fs), 1)
         h = max(round(settings.threshold_window_s * fs), 1)
         self.h = h | 1  # odd: the causal maximum filter's origin is exact
         self.learn_n = min(max(round(settings.learning_s * fs), 1), self.h)
         self.refr = max(round(settings.refractory_s * fs), self.w + 1)
         self.max_beat_n = round(settings.max_beat_s * fs)
-        self.n_end = 0
         self.b0 = 0
         self.y_buf: FloatArray = np.empty(0, np.float64)
-        self.c_last = 0.0
         self.c_tail: FloatArray = np.zeros(self.w, np.float64)
         self.ssf_hist: FloatArray = np.empty(0, np.float64)
-        self.learned = False
-        self.prev_above = True
-        self.last_cross = -(1 << 62)
         self.pending: int | None = None
         self.jump = _LevelCheck(
             below=settings.max_jump_fraction,
@@ -253,122 +252,53 @@ class _Segment:
 
     @property
     def expected_t0(self) -> float:
-        return self.t0 + self.n_end / self.fs
+        return self.t0 + int(self.istate[_kernels.N_END]) / self.fs
 
     def feed(self, x: FloatArray) -> list[Beat]:
         st = self.settings
-        w = self.w
-        n_new = x.size
-        start = self.n_end
-        y, self.zi = lfilter(self.b, self.a, x, zi=self.zi)
-        y = np.asarray(y, np.float64)
-        y_last = self.y_buf[-1] if self.y_buf.size else y[0]
-        # Running sum of the positive slopes: strictly sequential, so the same
-        # numbers come out however the samples were chunked.
-        c = np.empty(n_new + 1, np.float64)
-        c[0] = self.c_last
-        np.subtract(y[1:], y[:-1], out=c[2:])
-        c[1] = y[0] - y_last
-        np.maximum(c[1:], 0.0, out=c[1:])
-        np.cumsum(c, out=c)
-        c_new = c[1:]
-        self.c_last = float(c_new[-1])
-        c_ext = np.concatenate((self.c_tail, c_new))
-        ssf = c_new - c_ext[:n_new]
-        self.c_tail = c_ext[-w:]
-        self.y_buf = np.concatenate((self.y_buf, y))
-        self.n_end = start + n_new
-        ssf_ext = np.concatenate((self.ssf_hist, ssf))
-
-        if not self.learned:
-            if self.n_end < self.learn_n:
-                self.ssf_hist = ssf_ext
-                return []
-            # Learning done: scan the whole segment so far, with the level of
-            # the learning window for its own samples.
-            self.learned = True
-            level = maximum_filter1d(ssf_ext, self.h, origin=self.h // 2, mode="constant")
-            level[: self.learn_n] = float(ssf_ext[: self.learn_n].max())
-            ssf_scan = ssf_ext
-            scan_from = 0
-        else:
-            level = maximum_filter1d(ssf_ext, self.h, origin=self.h // 2, mode="constant")
-            level = level[self.ssf_hist.size :]
-            ssf_scan = ssf
-            scan_from = start
-        self.ssf_hist = ssf_ext[-(self.h - 1) :] if self.h > 1 else ssf_ext[:0]
-
-        thr = np.maximum(level * st.threshold_fraction, st.min_upstroke_mmhg)
-        above = ssf_scan > thr
-        rising = np.empty(above.size, np.bool_)
-        rising[0] = above[0] and not self.prev_above
-        np.greater(above[1:], above[:-1], out=rising[1:])
-        self.prev_above = bool(above[-1])
-        candidates = np.flatnonzero(rising)
+        self.y_buf, self.ssf_hist, onsets = _kernels.detect(
+            x,
+            self.coef,
+            self.fstate,
+            self.istate,
+            self.c_tail,
+            self.ssf_hist,
+            self.y_buf,
+            self.b0,
+            self.h,
+            self.learn_n,
+            self.refr,
+            st.threshold_fraction,
+            st.min_upstroke_mmhg,
+        )
         beats: list[Beat] = []
-        if candidates.size:
-            accepted: list[int] = []
-            last = self.last_cross
-            refr = self.refr
-            for cand in (candidates + scan_from).tolist():
-                if cand - last >= refr:
-                    accepted.append(cand)
-                    last = cand
-            self.last_cross = last
-            if accepted:
-                beats = self._onsets_to_beats(accepted)
+        if onsets.size:
+            beats = self._onsets_to_beats(onsets.tolist())
         self._trim()
         return beats
 
-    def _onsets_to_beats(self, crossings: list[int]) -> list[Beat]:
-        """Turn accepted crossings into onsets, and the completed beats into :class:`Beat`."""
-        w = self.w
-        b0 = self.b0
-        y = self.y_buf
-        onsets = [] if self.pending is None else [self.pending]
-        for cross in crossings:
-            lo = max(cross - w, b0)
-            onset = lo + int(y[lo - b0 : cross + 1 - b0].argmin())
-            if onset > 0:  # at 0, the upstroke began before the segment: no foot
-                onsets.append(onset)
-        if not onsets:
-            return []
+    def _onsets_to_beats(self, found: list[int]) -> list[Beat]:
+        """Turn new onsets into the completed beats (each up to the next onset)."""
+        onsets = found if self.pending is None else [self.pending, *found]
         self.pending = onsets[-1]
         if len(onsets) < 2:
             return []
-        on = np.asarray(onsets, np.int64)
-        lengths = np.diff(on)
-        starts = on[:-1] - on[0]
-        span = y[onsets[0] - b0 : onsets[-1] - b0]
-        feet = y[on - b0]
-        sums = np.add.reduceat(span, starts)
-        tops = np.maximum.reduceat(span, starts)
-        lows = np.minimum.reduceat(span, starts)
         st = self.settings
-        # Share of each beat's samples near its maximum (a square wave's plateau).
-        band = np.minimum(st.plateau_band_mmhg, st.plateau_band_pp_fraction * (tops - feet[:-1]))
-        near_top = span >= np.repeat(tops - band, lengths)
-        plateau = np.add.reduceat(near_top, starts, dtype=np.int64) / lengths
-        return self._classify(
-            onsets=onsets,
-            feet=feet.tolist(),
-            means=(sums / lengths).tolist(),
-            tops=tops.tolist(),
-            lows=lows.tolist(),
-            plateaus=plateau.tolist(),
+        m = _kernels.beat_measures(
+            self.y_buf,
+            self.b0,
+            np.asarray(onsets, np.int64),
+            st.plateau_band_mmhg,
+            st.plateau_band_pp_fraction,
         )
+        return self._classify(onsets, m.tolist())
 
-    def _classify(
-        self,
-        *,
-        onsets: list[int],
-        feet: list[float],
-        means: list[float],
-        tops: list[float],
-        lows: list[float],
-        plateaus: list[float],
-    ) -> list[Beat]:
-        """Quality verdicts, in order of precedence; the beats in order."""
+    def _classify(self, onsets: list[int], measures: list[list[float]]) -> list[Beat]:
+        """Quality verdicts, in order of precedence; the beats in order.
+
+        ``measures`` rows are ``beat_measures``'s: foot, mean, max, min,
+        plateau share, next foot.
+        """
         st = self.settings
         fs = self.fs
         t0 = self.t0
@@ -376,21 +306,19 @@ class _Segment:
         max_n = self.max_beat_n
         out: list[Beat] = []
         t_end = t0 + (onsets[0] - delay) / fs
-        for k, mean_p in enumerate(means):
+        for k, (dbp, mean_p, sbp, low, plateau, next_foot) in enumerate(measures):
             n = onsets[k + 1] - onsets[k]
             t_start = t_end
             t_end = t0 + (onsets[k + 1] - delay) / fs
             if n > max_n:
                 continue  # a pause or a lost signal, not a beat
-            sbp = tops[k]
-            dbp = feet[k]
             pp = sbp - dbp
             hr = 60.0 * fs / n
-            if lows[k] < 0.0:
+            if low < 0.0:
                 q = BeatQuality.NEGATIVE
             elif sbp >= st.max_sbp:
                 q = BeatQuality.SATURATED
-            elif plateaus[k] > st.max_plateau_fraction:
+            elif plateau > st.max_plateau_fraction:
                 q = BeatQuality.SQUARE_WAVE
             elif not (
                 st.min_sbp <= sbp <= st.max_sbp
@@ -400,7 +328,7 @@ class _Segment:
                 and st.min_hr <= hr <= st.max_hr
             ):
                 q = BeatQuality.OUT_OF_RANGE
-            elif abs(feet[k + 1] - dbp) > st.max_jump_fraction * mean_p:
+            elif abs(next_foot - dbp) > st.max_jump_fraction * mean_p:
                 # The beat ends on a foot far from the one it started on: the
                 # level moved within the beat (a line returning from a flat
                 # stretch), not a physiological beat.
@@ -416,15 +344,16 @@ class _Segment:
 
     def _trim(self) -> None:
         """Forget samples no future beat can need."""
-        keep_from = self.n_end - self.w - 1
+        n_end = int(self.istate[_kernels.N_END])
+        keep_from = n_end - self.w - 1
         pending = self.pending
         if pending is not None:
             # Future onsets lie at or after n_end - w: too far for a beat?
-            if self.n_end - self.w - pending > self.max_beat_n:
+            if n_end - self.w - pending > self.max_beat_n:
                 self.pending = None
             else:
                 keep_from = min(keep_from, pending)
-        if not self.learned:
+        if not self.istate[_kernels.LEARNED]:
             return
         keep_from = max(keep_from, self.b0)
         if keep_from > self.b0:
@@ -462,3 +391,27 @@ class BeatDetector:
             seg = _Segment(self.settings, chunk.t0, chunk.fs, float(x[0]))
             self._segment = seg
         return seg.feed(x)
+
+
+_warm: list[bool] = []
+
+
+def warm_up() -> None:
+    """Get the compiled loops ready now rather than on the first live chunk.
+
+    numba compiles ``_kernels`` on first use (or loads them from its on-disk
+    cache, still a fraction of a second): done here, once per process, with
+    the same argument types the detector passes, so that the first chunks of a
+    ward do not wait for it.
+    """
+    if _warm:
+        return
+    fs = 125.0
+    t = np.arange(4 * 125) / fs
+    x = 80.0 + 20.0 * np.maximum(np.sin(2.0 * np.pi * 1.2 * t), 0.0) ** 2
+    det = BeatDetector(BeatSettings())
+    for k in range(4):
+        det.feed(AbpChunk(1.0e9 + k, fs, x[k * 125 : (k + 1) * 125].copy()))
+    y = np.asarray(x, np.float64)
+    _kernels.beat_measures(y, 0, np.array([0, 100, 200], np.int64), 5.0, 0.1)
+    _warm.append(True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from streamproc.core.alarms import Alarm, AlarmEvent, Trigger
+from streamproc.core.beats import warm_up
 from streamproc.core.messages import Ack, BedId, Message
 from streamproc.core.monitor import BedMonitor, BedStatus
 from streamproc.core.settings import Settings
@@ -42,6 +43,7 @@ class Engine:
         self, settings: Settings | None = None, *, max_beds: int = 10_000, data_clock: bool = False
     ) -> None:
         self.settings = settings or Settings()
+        warm_up()  # compile the detector's loops now, not on the first chunk
         self.max_beds = max_beds
         self.data_clock = data_clock
         self._beds: dict[BedId, BedMonitor] = {}

@@ -9,7 +9,7 @@ returns the :class:`~streamproc.core.alarms.AlarmEvent` list to publish.
 
 from __future__ import annotations
 
-import statistics
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,6 +50,13 @@ STALE: Final = "data_stale"
 
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
+
+
+def _sorted_median(values: list[float]) -> float:
+    """``statistics.median`` of an already sorted, non-empty list."""
+    n = len(values)
+    mid = n // 2
+    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 class Sustained:
@@ -133,11 +140,16 @@ class BedMonitor:
         self.data_clock = data_clock
         self.detector = BeatDetector(settings.beats)
         self.window: deque[Beat] = deque()
+        # the window's MAP, SBP, DBP and HR values, each kept sorted (a median is a lookup)
+        self._sorted: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
         self.infusions: dict[Drug, Infusion] = {}
+        # derived from patient / infusions, recomputed when a message changes them
+        self._target: tuple[str, float] | None = None
+        self._step: Step | None = None
         self.patient: dict[str, Any] = {}
         self.labs: dict[str, tuple[float, float]] = {}
         self.prev_labs: dict[str, tuple[float, float]] = {}
-        self.ne_doses: deque[tuple[float, float, str]] = deque(maxlen=2)
+        self.ne_doses: list[tuple[float, float, str]] = []  # the last two NE doses
         self.alarms: dict[str, Alarm] = {}
         self._id_ms: dict[str, int] = {}  # last id number issued per alarm kind
         # hold timers on data time
@@ -178,6 +190,12 @@ class BedMonitor:
 
     def target(self) -> tuple[str, float]:
         """The metric (``map`` or ``sbp``) and the value it must not fall below."""
+        cached = self._target
+        if cached is None:
+            cached = self._target = self._find_target()
+        return cached
+
+    def _find_target(self) -> tuple[str, float]:
         if self.patient.get("map_target") is not None:
             return "map", float(self.patient["map_target"])
         if self.patient.get("sbp_target") is not None:
@@ -254,17 +272,30 @@ class BedMonitor:
             self._clear(SIGNAL_INVALID, beat.end, out)
         hs = self.settings.hypotension
         win = self.window
+        maps, sbps, dbps, hrs = self._sorted
         if win and beat.end < win[-1].end:
-            win.clear()  # data time went back (gateway clock): the window restarts
+            # data time went back (gateway clock): the window restarts
+            win.clear()
+            for values in self._sorted:
+                values.clear()
         win.append(beat)
-        while win and win[0].end < beat.end - hs.rolling_window_s:
-            win.popleft()
+        insort(maps, beat.map)
+        insort(sbps, beat.sbp)
+        insort(dbps, beat.dbp)
+        insort(hrs, beat.hr)
+        horizon = beat.end - hs.rolling_window_s
+        while win[0].end < horizon:
+            old = win.popleft()
+            del maps[bisect_left(maps, old.map)]
+            del sbps[bisect_left(sbps, old.sbp)]
+            del dbps[bisect_left(dbps, old.dbp)]
+            del hrs[bisect_left(hrs, old.hr)]
         if len(win) < hs.min_beats_in_window:
             return
-        self.map = statistics.median(b.map for b in win)
-        self.sbp = statistics.median(b.sbp for b in win)
-        self.dbp = statistics.median(b.dbp for b in win)
-        self.hr = statistics.median(b.hr for b in win)
+        self.map = _sorted_median(maps)
+        self.sbp = _sorted_median(sbps)
+        self.dbp = _sorted_median(dbps)
+        self.hr = _sorted_median(hrs)
         self._observe(beat.end, dur, self.map, self.sbp, out)
 
     # ------------------------------------------------------------------ numerics
@@ -346,7 +377,10 @@ class BedMonitor:
         else:
             self.sbp_at_target.reset()
         critical = self.critical.held(hs.critical_hold_s)
-        refractory = current_step(self.infusions) is Step.REFRACTORY
+        step = self._step
+        if step is None:
+            step = self._step = current_step(self.infusions)
+        refractory = step is Step.REFRACTORY
         want = Priority.HIGH if critical or refractory else Priority.MEDIUM
         alarm = self.alarms.get(HYPOTENSION)
         if alarm is None:
@@ -427,10 +461,12 @@ class BedMonitor:
     def _on_infusion(self, inf: Infusion, out: list[AlarmEvent]) -> None:
         before = current_step(self.infusions)
         self.infusions[inf.drug] = inf
+        self._step = None
         if inf.drug is Drug.NOREPINEPHRINE and inf.running:
             dose = norepinephrine_dose(inf, self.patient.get("weight_kg"))
             if not self.ne_doses or self.ne_doses[-1][1:] != dose:
                 self.ne_doses.append((inf.ts, *dose))
+                del self.ne_doses[:-2]
         self._refresh_hypotension(inf.ts, before, out)
         self._advise(inf.ts, out)
 
@@ -447,6 +483,7 @@ class BedMonitor:
             value = getattr(p, name)
             if value is not None:
                 self.patient[name] = value
+        self._target = None
         self._refresh_hypotension(p.ts, None, out)
         self._advise(p.ts, out)
 
