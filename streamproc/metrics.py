@@ -194,6 +194,13 @@ class Metrics:
         self.ingress_queue_depth = Gauge(
             name("ingress_queue_depth"), "Inbound messages waiting for the core.", registry=reg
         )
+        self.ingress_lag_seconds = Gauge(
+            name("ingress_lag_seconds"),
+            "How far behind the gateways the core is: the processor's clock minus the data "
+            "time of the newest waveform chunk in the last batch (a backlog in the broker or "
+            "the socket shows here, not in ingress_queue_depth).",
+            registry=reg,
+        )
         self.ingress_dropped_total = Counter(
             name("ingress_dropped"),
             "Inbound messages dropped because the ingress queue was full (load shed).",

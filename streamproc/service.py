@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import signal
 import ssl
@@ -57,6 +58,11 @@ from streamproc.topics import (
 )
 
 __all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_service"]
+
+#: Data older than this when processed (s) means the service is falling behind: logged.
+LAG_WARN_S: Final = 10.0
+#: At most one falling_behind log line per this many seconds.
+LAG_WARN_EVERY_S: Final = 30.0
 
 log = get_logger("streamproc.service")
 
@@ -224,6 +230,7 @@ class Service:
             "beds": len(self.engine),
             "outbox": len(self._outbox),
             "ingress": len(self._ingress),
+            "lag_s": round(self.lag_s, 3),
         }
 
     # ------------------------------------------------------------------ audit
@@ -499,6 +506,8 @@ class Service:
     # ------------------------------------------------------------------ processing
     _drained = False
     _warned_slow_read = False
+    lag_s = 0.0  # the processor's clock minus the newest waveform data time processed
+    _lag_warned_at = -math.inf
 
     def _bounded_append(self, item: tuple[str, bytes, bool]) -> None:
         """Queue for publishing; past ``queue_max`` the oldest entry gives way (counted).
@@ -585,6 +594,7 @@ class Service:
         units = self.units
         max_future = svc.max_future_s
         kinds: dict[str, int] = {}  # messages handed to the core, counted once per batch
+        newest = -math.inf  # data time of the newest waveform chunk
         for item in batch:
             try:
                 topic = parse_inbound(item.topic, self.root)
@@ -610,6 +620,8 @@ class Service:
                 self._dead_letter(item, exc)
                 continue
             kinds[topic.kind] = kinds.get(topic.kind, 0) + 1
+            if topic.kind == "abp" and msg.ts > newest:
+                newest = msg.ts
             try:
                 events.extend(self.engine.receive(topic.bed, msg, item.arrived))
             except Exception:  # a core bug on one message must not stop the ward
@@ -621,11 +633,27 @@ class Service:
         done = self.clock()
         arrived = np.fromiter((item.arrived for item in batch), np.float64, len(batch))
         metrics.observe_latencies(done - arrived)
+        if newest > -math.inf:
+            self._note_lag(done, max(0.0, done - newest))
         st = self.engine.stats
         metrics.sync_engine(
             st.beats, st.beats_valid, len(self.engine), st.beds_evicted, st.alarms_evicted
         )
         self._publish_events(events)
+
+    def _note_lag(self, now: float, lag: float) -> None:
+        """Export how far behind the data the core is; say so when it is falling behind."""
+        self.lag_s = lag
+        self.metrics.ingress_lag_seconds.set(lag)
+        if lag > LAG_WARN_S and now - self._lag_warned_at >= LAG_WARN_EVERY_S:
+            self._lag_warned_at = now
+            log.warning(
+                "falling_behind",
+                lag_s=round(lag, 1),
+                ingress=len(self._ingress),
+                hint="more data than one instance processes: shard the care units "
+                "(docs/scaling.md) or check the gateways' clocks",
+            )
 
     async def _process_loop(self) -> None:
         ingress = self._ingress
