@@ -9,8 +9,11 @@ state that was not cleared, to rebuild the engine's alarms.
 
 The audit is shell, and it must never crash the service: every SQLite failure
 (disk full, read-only file, database locked, not a database) is raised as one
-:class:`AuditError` naming the file and the reason, which the caller reports
-loudly while it keeps alarming. A failed batch is rolled back as a whole.
+:class:`AuditError` naming the file, a short code and the reason, which the
+caller reports loudly while it keeps alarming. A failed batch is rolled back as
+a whole. :class:`AuditTrail` is what the service holds: an :class:`AuditLog`
+that outlives its disk failing (transitions wait in memory, bounded, and are
+written once the file can be reopened).
 
 The connection may be used from any one thread at a time (e.g. through
 ``asyncio.to_thread``); a lock serialises calls.
@@ -18,10 +21,12 @@ The connection may be used from any one thread at a time (e.g. through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +46,7 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "AuditRow",
+    "AuditTrail",
     "format_table",
     "iso_utc",
     "row_json",
@@ -105,11 +111,16 @@ class AuditError(RuntimeError):
     Attributes:
         path: the database file.
         reason: what went wrong, in words (SQLite's message when it is SQLite's).
+        code: a short stable code for logs and alerts: SQLite's error name when it is
+            SQLite's (``SQLITE_FULL``, ``SQLITE_IOERR_WRITE``, ``SQLITE_READONLY``, ...),
+            else one of ``no_directory``, ``is_directory``, ``no_such_file``,
+            ``file_replaced``, ``closed``, ``not_an_audit_log``, ``audit_error``.
     """
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, code: str = "audit_error") -> None:
         self.path = str(path)
         self.reason = reason
+        self.code = code
         super().__init__(f"audit log {self.path}: {reason}")
 
 
@@ -150,6 +161,19 @@ def _describe(exc: sqlite3.Error) -> str:
     return f"{exc} ({name})" if name else str(exc)
 
 
+def _code(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", None) or "sqlite_error")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), or None when nothing is there."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class AuditLog:
     """The audit trail in one SQLite file (WAL journal, ``synchronous=NORMAL``).
 
@@ -170,11 +194,11 @@ class AuditLog:
         self._lock = threading.Lock()
         parent = self.path.parent
         if not parent.is_dir():
-            raise AuditError(self.path, f"directory {parent} does not exist")
+            raise AuditError(self.path, f"directory {parent} does not exist", "no_directory")
         if self.path.is_dir():
-            raise AuditError(self.path, "is a directory, not a database file")
+            raise AuditError(self.path, "is a directory, not a database file", "is_directory")
         if readonly and not self.path.is_file():
-            raise AuditError(self.path, "no such file")
+            raise AuditError(self.path, "no such file", "no_such_file")
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(
@@ -191,11 +215,13 @@ class AuditLog:
             reason = _describe(exc)
             if not readonly and not os.access(parent, os.W_OK):
                 reason += f" (directory {parent} is not writable)"
-            raise AuditError(self.path, f"cannot open: {reason}") from exc
+            raise AuditError(self.path, f"cannot open: {reason}", _code(exc)) from exc
         if problem is not None:
             conn.close()
-            raise AuditError(self.path, problem)
+            raise AuditError(self.path, problem, "not_an_audit_log")
         self._conn: sqlite3.Connection | None = conn
+        #: (device, inode) of the file opened: see :meth:`check_file`.
+        self._identity = _identity(self.path)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -234,11 +260,29 @@ class AuditLog:
         """The open connection under the lock; SQLite errors become AuditError."""
         with self._lock:
             if self._conn is None:
-                raise AuditError(self.path, "the audit log is closed")
+                raise AuditError(self.path, "the audit log is closed", "closed")
             try:
                 yield self._conn
             except sqlite3.Error as exc:
-                raise AuditError(self.path, _describe(exc)) from exc
+                raise AuditError(self.path, _describe(exc), _code(exc)) from exc
+
+    def check_file(self) -> None:
+        """Raise :class:`AuditError` (``file_replaced``) unless the path still names the file
+        that was opened.
+
+        SQLite keeps writing to an open file that was moved, deleted or replaced (its
+        directory renamed away, another file put in its place): every row would go where
+        nobody looks. One ``stat`` tells.
+        """
+        now = _identity(self.path)
+        if now != self._identity:
+            what = "is gone" if now is None else "is now another file"
+            raise AuditError(
+                self.path,
+                f"the database file was moved, deleted or replaced since it was opened "
+                f"(the path {what}): rows written now would be lost",
+                "file_replaced",
+            )
 
     # -- writing -------------------------------------------------------------
 
@@ -362,6 +406,174 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"<AuditLog {self.path}{' (read-only)' if self.readonly else ''}>"
+
+
+# -- the service's audit trail: an AuditLog that outlives its disk failing ----------
+
+#: ``on_error(error, attempt)``: attempt 1 is the failure beginning, then each failed retry.
+AuditErrorHook = Callable[[AuditError, int], None]
+#: ``on_recovered(down_s, written)``: the failure lasted ``down_s``; ``written`` rows caught up.
+AuditRecoveredHook = Callable[[float, int], None]
+
+
+class AuditTrail:
+    """The audit trail the service holds; it never raises.
+
+    It wraps an :class:`AuditLog` on ``path``. When the file cannot be opened or a write
+    fails (disk full, I/O error, read-only file system, the file moved, deleted or replaced
+    while open: see :meth:`AuditLog.check_file`), the connection is closed, ``on_error``
+    is called, and the transitions wait in memory, in order, up to ``max_pending`` (beyond
+    it the oldest batch gives way, counted in :attr:`dropped`). :meth:`poll`, called by
+    the service's tick, tries to reopen the file every ``retry_s``; once it can, what
+    waited is written in order and ``on_recovered`` is called. While the trail is healthy,
+    :meth:`poll` checks every ``retry_s`` that the path still names the file opened.
+
+    Every method takes the time from the caller (the shell's clock); nothing here reads one.
+
+    Attributes:
+        error: the current failure, or None while the trail is healthy.
+        pending: transitions waiting to be written.
+        dropped: transitions given up (pending past ``max_pending``), since the start.
+        failures: failed attempts (open or write), since the start.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        on_error: AuditErrorHook,
+        on_recovered: AuditRecoveredHook,
+        retry_s: float = 2.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.path = Path(path)
+        self.retry_s = retry_s
+        self.max_pending = max_pending
+        self._on_error = on_error
+        self._on_recovered = on_recovered
+        self._log: AuditLog | None = None
+        self._queue: deque[tuple[Sequence[AlarmEvent], float]] = deque()
+        self.error: AuditError | None = None
+        self.pending = 0
+        self.dropped = 0
+        self.failures = 0
+        self._attempts = 0
+        self._failed_at: float | None = None
+        self._next = 0.0  # next retry (failed) or file check (healthy)
+
+    @property
+    def healthy(self) -> bool:
+        return self.error is None and self._log is not None
+
+    def open(self, now: float) -> bool:
+        """Open the file (at start); False (reported through ``on_error``) if it cannot be."""
+        try:
+            self._log = AuditLog(self.path)
+        except AuditError as exc:
+            self._fail(exc, now)
+            return False
+        self._next = now + self.retry_s
+        self._flush(now)
+        return self.error is None
+
+    def open_alarms(self, now: float) -> list[AlarmEvent]:
+        """The open alarms recorded before a restart ([] if the file cannot be read)."""
+        if self._log is None:
+            return []
+        try:
+            return self._log.open_alarms()
+        except AuditError as exc:
+            self._fail(exc, now)
+            return []
+
+    def append(self, events: Sequence[AlarmEvent], recorded_at: float) -> None:
+        """Record a batch now, or keep it for when the file is usable again."""
+        if not events:
+            return
+        self._queue.append((events, recorded_at))
+        self.pending += len(events)
+        while self.pending > self.max_pending and len(self._queue) > 1:
+            old, _ = self._queue.popleft()
+            self.pending -= len(old)
+            self.dropped += len(old)
+        if self.error is None and self._log is not None:
+            self._flush(recorded_at)
+
+    def poll(self, now: float) -> None:
+        """Time passes: retry a failed trail, or check a healthy one's file, every ``retry_s``."""
+        if now < self._next:
+            return
+        self._next = now + self.retry_s
+        if self.error is None:
+            if self._log is not None:
+                try:
+                    self._log.check_file()
+                except AuditError as exc:
+                    self._fail(exc, now)
+            return
+        try:
+            log = AuditLog(self.path)
+        except AuditError as exc:
+            self._fail(exc, now)
+            return
+        self._log = log
+        self.error = None
+        written = self._flush(now)
+        if self.error is None:
+            down = 0.0 if self._failed_at is None else now - self._failed_at
+            self._failed_at = None
+            self._attempts = 0
+            self._on_recovered(down, written)
+
+    def close(self, now: float) -> int:
+        """A last attempt to write what waits, then close; the transitions left unwritten."""
+        if self._queue:
+            if self.error is not None:
+                self._next = now
+                self.poll(now)
+            elif self._log is not None:
+                self._flush(now)
+        if self._log is not None:
+            with contextlib.suppress(AuditError):
+                self._log.close()
+            self._log = None
+        return self.pending
+
+    def _flush(self, now: float) -> int:
+        """Write the waiting batches in order; on a failure, stop (the rest waits)."""
+        log = self._log
+        written = 0
+        if log is None:
+            return 0
+        try:
+            log.check_file()
+            while self._queue:
+                events, recorded_at = self._queue[0]
+                log.append(events, recorded_at)
+                self._queue.popleft()
+                self.pending -= len(events)
+                written += len(events)
+        except AuditError as exc:
+            self._fail(exc, now)
+        return written
+
+    def _fail(self, exc: AuditError, now: float) -> None:
+        if self._failed_at is None:
+            self._failed_at = now
+            self._attempts = 0
+        self._attempts += 1
+        self.failures += 1
+        self.error = exc
+        self._next = now + self.retry_s
+        if self._log is not None:
+            with contextlib.suppress(AuditError):
+                self._log.close()
+            self._log = None
+        self._on_error(exc, self._attempts)
+
+    def __repr__(self) -> str:
+        state = "ok" if self.healthy else f"failed: {self.error}"
+        return f"<AuditTrail {self.path} {state}, {self.pending} pending>"
 
 
 # -- presentation (the ``streamproc audit`` command) -----------------------------

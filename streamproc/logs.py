@@ -120,11 +120,30 @@ def _isatty(stream: TextIO) -> bool:
 
 
 class _NamedPrintLogger(structlog.PrintLogger):
-    """A :class:`structlog.PrintLogger` that knows the name it was asked for."""
+    """A :class:`structlog.PrintLogger` that knows the name it was asked for.
+
+    A line that cannot be written (the log's disk is full, its pipe closed) is dropped and
+    counted in :data:`write_failures`: losing a log line must never stop the caller, which
+    may be publishing an alarm.
+    """
 
     def __init__(self, file: TextIO | None = None, name: str | None = None) -> None:
         super().__init__(file)
         self.name = name
+
+    def msg(self, message: str) -> None:
+        global write_failures  # noqa: PLW0603 - one process-wide counter
+        try:
+            super().msg(message)
+        except (OSError, ValueError):
+            write_failures += 1
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+#: Log lines dropped because the stream refused them (see :class:`_NamedPrintLogger`).
+write_failures = 0
 
 
 class _LoggerFactory:

@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from streamproc import __version__
-from streamproc.audit import AuditError, AuditLog
+from streamproc.audit import AuditError, AuditTrail
 from streamproc.codec import CodecError, decode
 from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
@@ -75,6 +75,10 @@ SUMMARY_BURST: Final = 50
 #: How long to wait for retained alarm state on start when none is arriving.
 RESTORE_QUIET_S: Final = 0.5
 RESTORE_MAX_S: Final = 10.0
+#: A failed audit log is retried (reopened) this often (s); a healthy one's file checked.
+AUDIT_RETRY_S: Final = 2.0
+#: While the audit log stays failed, one error line per this many failed retries.
+AUDIT_LOG_EVERY: Final = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +179,9 @@ class Service:
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
         self.connected = asyncio.Event()
-        self.audit: AuditLog | None = None
+        self.audit: AuditTrail | None = None
         self.audit_failed: str | None = None
+        self._audit_dropped = 0
         #: The last state enqueued per alarm topic: republished after a reconnect so that a
         #: broker that lost its retained store (crash before autosave) has it back.
         self._retained: dict[str, bytes] = {}
@@ -214,7 +219,9 @@ class Service:
                 tg.create_task(self._tick_loop(), name="tick")
         finally:
             if self.audit is not None:
-                self.audit.close()
+                unwritten = self.audit.close(self.clock())
+                if unwritten:
+                    log.error("audit_unwritten", path=str(self.audit.path), transitions=unwritten)
             log.info("stopped", processed=self.processed)
 
     def install_signals(self) -> None:
@@ -227,6 +234,7 @@ class Service:
         return ok, {
             "broker_connected": self.connected.is_set(),
             "audit": self.audit_failed or "ok",
+            "audit_pending": 0 if self.audit is None else self.audit.pending,
             "beds": len(self.engine),
             "outbox": len(self._outbox),
             "ingress": len(self._ingress),
@@ -238,29 +246,58 @@ class Service:
         path = self.config.service.audit_db
         if not path:
             return
-        try:
-            self.audit = AuditLog(path)
-        except AuditError as exc:
-            self._audit_fault(exc)
+        self.audit = AuditTrail(
+            path,
+            on_error=self._audit_fault,
+            on_recovered=self._audit_recovered,
+            retry_s=AUDIT_RETRY_S,
+            max_pending=self.config.service.queue_max,
+        )
+        self.audit.open(self.clock())
 
-    def _audit_fault(self, exc: AuditError) -> None:
+    def _audit_fault(self, exc: AuditError, attempt: int = 1) -> None:
+        """The audit log failed (at start, on a write, on a retry): loud, never fatal."""
         self.audit_failed = exc.reason
         self.metrics.audit_errors_total.inc()
-        log.error(
-            "audit_failed",
-            path=str(exc.path),
-            reason=exc.reason,
-            action="alarming continues without the audit trail",
+        if attempt == 1 or attempt % AUDIT_LOG_EVERY == 0:
+            log.error(
+                "audit_failed",
+                path=str(exc.path),
+                code=exc.code,
+                reason=exc.reason,
+                attempt=attempt,
+                pending=0 if self.audit is None else self.audit.pending,
+                retry_every_s=AUDIT_RETRY_S,
+                action="alarming continues; transitions wait in memory and are written "
+                "when the audit log is usable again",
+            )
+
+    def _audit_recovered(self, down_s: float, written: int) -> None:
+        self.audit_failed = None
+        log.warning(
+            "audit_recovered",
+            path=str(self.config.service.audit_db),
+            down_s=round(down_s, 2),
+            written=written,
         )
+
+    def _audit_poll(self, now: float) -> None:
+        """Retry a failed audit log (or check a healthy one's file); export its backlog."""
+        audit = self.audit
+        if audit is None:
+            return
+        audit.poll(now)
+        self.metrics.audit_pending.set(audit.pending)
+        if audit.dropped > self._audit_dropped:
+            new, self._audit_dropped = audit.dropped - self._audit_dropped, audit.dropped
+            self.metrics.audit_dropped_total.inc(new)
+            log.error("audit_dropped", transitions=new, total=audit.dropped)
 
     def _record(self, events: list[AlarmEvent]) -> None:
         if self.audit is None or not events:
             return
-        try:
-            self.audit.append(events, recorded_at=self.clock())
-            self.audit_failed = None
-        except AuditError as exc:
-            self._audit_fault(exc)
+        self.audit.append(events, recorded_at=self.clock())
+        self.metrics.audit_pending.set(self.audit.pending)
 
     # ------------------------------------------------------------------ restore
     def _client(self, identifier: str, *, persistent: bool, with_will: bool) -> aiomqtt.Client:
@@ -304,11 +341,8 @@ class Service:
         """Adopt open alarms from the audit log and the retained topics (the newer wins)."""
         latest: dict[str, AlarmEvent] = {}
         if self.audit is not None:
-            try:
-                for ev in self.audit.open_alarms():
-                    latest[ev.alarm_id] = ev
-            except AuditError as exc:
-                self._audit_fault(exc)
+            for ev in self.audit.open_alarms(self.clock()):
+                latest[ev.alarm_id] = ev
         retained = await self._read_retained_alarms()
         republish: list[AlarmEvent] = []
         for ev in retained:
@@ -694,6 +728,7 @@ class Service:
             now = self.clock()
             events = self.engine.tick(now)
             self._publish_events(events)
+            self._audit_poll(now)
             self.metrics.alarms_open_from(self.engine)
             if every > 0 and now >= next_summary and self.connected.is_set():
                 self._publish_summaries()

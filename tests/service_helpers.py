@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,7 @@ class ServiceProcess:
         env: Mapping[str, str] | None = None,
         instance: str = "test-1",
         args: Iterable[str] = (),
+        log_pipe: bool = False,
     ) -> None:
         self.broker = broker
         self.workdir = workdir
@@ -43,6 +45,10 @@ class ServiceProcess:
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        #: The child writes its log into a pipe that this process copies to ``log_path``
+        #: (so that a fault limiting the child's file writes does not silence its log).
+        self.log_pipe = log_pipe
+        self._copier: threading.Thread | None = None
 
     def start(self, *, wait: bool = True) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
@@ -53,7 +59,7 @@ class ServiceProcess:
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
-        self._log = self.log_path.open("ab")
+        self._log = self.log_path.open("ab", buffering=0 if self.log_pipe else -1)
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [
                 sys.executable,
@@ -68,9 +74,14 @@ class ServiceProcess:
             ],
             cwd=self.workdir,
             env=env,
-            stdout=self._log,
+            stdout=subprocess.PIPE if self.log_pipe else self._log,
             stderr=subprocess.STDOUT,
         )
+        if self.log_pipe:
+            self._copier = threading.Thread(
+                target=_copy_lines, args=(self.proc.stdout, self._log), daemon=True
+            )
+            self._copier.start()
         if wait:
             self.wait_healthy()
         return self
@@ -146,6 +157,11 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait(5)
+        if self._copier is not None:
+            self._copier.join(5)
+            self._copier = None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -154,6 +170,13 @@ class ServiceProcess:
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+
+
+def _copy_lines(source: Any, sink: Any) -> None:
+    """Copy a child's output pipe to a file, line by line, until it closes."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in iter(source.readline, b""):
+            sink.write(line)
 
 
 class Publisher:

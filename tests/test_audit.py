@@ -16,6 +16,7 @@ from streamproc.audit import (
     AuditError,
     AuditLog,
     AuditRow,
+    AuditTrail,
     format_table,
     iso_utc,
 )
@@ -270,6 +271,7 @@ class TestErrors:
             AuditLog(path)
         assert info.value.path == str(path)
         assert "does not exist" in info.value.reason
+        assert info.value.code == "no_directory"
         assert str(path) in str(info.value)
         assert isinstance(info.value, RuntimeError)
         assert not path.parent.exists()
@@ -346,12 +348,142 @@ class TestErrors:
         batch = [
             Alarm(BED4, f"kind{i}", T0).apply(Trigger.RAISE, T0, details=big) for i in range(20)
         ]
-        with pytest.raises(AuditError, match="full"):
+        with pytest.raises(AuditError, match="full") as info:
             log.append(batch, recorded_at=1.0)
+        assert info.value.code == "SQLITE_FULL"
         assert len(log.query()) == 3  # nothing of the failed batch
         log._conn.execute("PRAGMA max_page_count = 1073741823")
         log.append(batch[:1], recorded_at=2.0)
         assert len(log.query()) == 4
+
+
+class Hooks:
+    """What an AuditTrail reported: (code, attempt) per failure, (down_s, written) per recovery."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, int]] = []
+        self.recovered: list[tuple[float, int]] = []
+
+    def trail(self, path: Path, **kw: float) -> AuditTrail:
+        return AuditTrail(
+            path,
+            on_error=lambda exc, attempt: self.errors.append((exc.code, attempt)),
+            on_recovered=lambda down, written: self.recovered.append((down, written)),
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+class TestTrail:
+    """AuditTrail: the audit failing while the service runs, and catching up afterwards.
+
+    Not simulated: the database's directory is really renamed away (as root, chmod
+    would not stop a write), so the open file is no longer at its path and a new one
+    cannot be created there until the directory is back.
+    """
+
+    def test_healthy_writes_at_once(self, db: Path) -> None:
+        hooks = Hooks()
+        trail = hooks.trail(db)
+        assert trail.open(0.0)
+        trail.append(hypotension_life(), recorded_at=1.0)
+        assert (trail.healthy, trail.pending) == (True, 0)
+        assert trail.close(2.0) == 0
+        assert len(AuditLog(db, readonly=True).query()) == 3
+        assert hooks.errors == []
+
+    def test_directory_moved_away_mid_run_then_back(self, tmp_path: Path) -> None:
+        """The directory goes away while open: the next write notices (file_replaced), the
+        transitions wait; retries fail (no_directory) every retry_s until it is back; then
+        everything is written in order, once, and the recovery is reported."""
+        home = tmp_path / "audit"
+        home.mkdir()
+        db = home / "audit.sqlite3"
+        hooks = Hooks()
+        trail = hooks.trail(db, retry_s=2.0)
+        assert trail.open(0.0)
+        first, second, third = hypotension_life()
+        trail.append([first], recorded_at=1.0)
+        home.rename(tmp_path / "elsewhere")
+        trail.append([second], recorded_at=2.0)
+        assert hooks.errors == [("file_replaced", 1)]
+        assert (trail.healthy, trail.pending, trail.error is not None) == (False, 1, True)
+        trail.append([third], recorded_at=3.0)  # waits: no attempt before the retry time
+        assert (len(hooks.errors), trail.pending) == (1, 2)
+        trail.poll(3.9)  # too early
+        assert len(hooks.errors) == 1
+        trail.poll(4.0)
+        assert hooks.errors[-1] == ("no_directory", 2)
+        (tmp_path / "elsewhere").rename(home)
+        trail.poll(5.0)  # next retry is at 6.0
+        assert trail.error is not None
+        trail.poll(6.0)
+        assert hooks.recovered == [(4.0, 2)]
+        assert (trail.healthy, trail.pending, trail.error) == (True, 0, None)
+        rows = AuditLog(db, readonly=True).query()
+        assert [(r.trigger, r.recorded_at) for r in rows] == [
+            ("raised", 1.0),
+            ("acknowledged", 2.0),
+            ("cleared", 3.0),
+        ]
+        assert trail.close(7.0) == 0
+
+    def test_file_replaced_by_another_is_noticed_by_poll(self, tmp_path: Path) -> None:
+        """A healthy trail checks its file every retry_s: replaced by another file, it reopens
+        the path (the new file) and says so."""
+        db = tmp_path / "audit.sqlite3"
+        hooks = Hooks()
+        trail = hooks.trail(db, retry_s=1.0)
+        assert trail.open(0.0)
+        db.rename(tmp_path / "old.sqlite3")
+        (tmp_path / "audit.sqlite3-wal").unlink(missing_ok=True)
+        (tmp_path / "audit.sqlite3-shm").unlink(missing_ok=True)
+        AuditLog(db).close()  # someone else's new, empty audit file at the path
+        trail.poll(1.0)
+        assert hooks.errors == [("file_replaced", 1)]
+        trail.poll(2.0)
+        assert hooks.recovered == [(1.0, 0)]
+        trail.append(hypotension_life(), recorded_at=3.0)
+        assert len(AuditLog(db, readonly=True).query()) == 3
+        trail.close(4.0)
+
+    def test_unusable_at_start_recovers_later(self, tmp_path: Path) -> None:
+        """A directory where the file should be: open fails (is_directory); once it is gone,
+        the next retry creates the database and writes what waited."""
+        db = tmp_path / "audit.sqlite3"
+        db.mkdir()
+        hooks = Hooks()
+        trail = hooks.trail(db, retry_s=1.0)
+        assert not trail.open(0.0)
+        assert trail.open_alarms(0.0) == []
+        trail.append(stale_raised(), recorded_at=0.5)
+        trail.poll(1.0)
+        assert hooks.errors == [("is_directory", 1), ("is_directory", 2)]
+        db.rmdir()
+        trail.poll(2.0)
+        assert hooks.recovered == [(2.0, 2)]
+        assert trail.open_alarms(2.0)[0].kind == "data_stale"
+        trail.close(3.0)
+
+    def test_pending_is_bounded(self, tmp_path: Path) -> None:
+        """Past max_pending the oldest waiting batches give way, counted."""
+        db = tmp_path / "audit.sqlite3"
+        db.mkdir()
+        trail = Hooks().trail(db, max_pending=4)
+        trail.open(0.0)
+        for i in range(5):
+            trail.append(stale_raised(onset=T0 + i), recorded_at=float(i))
+        assert (trail.pending, trail.dropped) == (4, 6)
+        assert trail.close(1.0) == 4  # still a directory: left unwritten, and said so
+
+    def test_close_writes_what_waits_when_it_can(self, tmp_path: Path) -> None:
+        db = tmp_path / "audit.sqlite3"
+        db.mkdir()
+        trail = Hooks().trail(db, retry_s=60.0)
+        trail.open(0.0)
+        trail.append(stale_raised(), recorded_at=1.0)
+        db.rmdir()
+        assert trail.close(2.0) == 0
+        assert len(AuditLog(db, readonly=True).query()) == 2
 
 
 class TestCli:

@@ -207,6 +207,22 @@ class TestLogging:
         assert "RuntimeError" in text
         assert "PATIENT-NAME" not in text
 
+    def test_a_failing_stream_never_raises(self) -> None:
+        """A log stream that refuses writes (disk full: EFBIG/ENOSPC, a closed pipe) loses
+        the line, counted, and the caller goes on: a log line is never worth an alarm."""
+        from streamproc import logs  # noqa: PLC0415
+
+        class Full(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError(27, "File too large")
+
+        before = logs.write_failures
+        configure_logging(json=True, stream=Full())
+        log = get_logger("t")
+        log.info("alarm", unit="w", bed="b")
+        log.error("audit_failed", code="SQLITE_FULL")
+        assert logs.write_failures == before + 2
+
     def test_reserved_bind_names_rejected(self) -> None:
         with pytest.raises(TypeError, match="reserved"):
             get_logger("t", processors=[])

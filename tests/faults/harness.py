@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
+import resource
 import socket
 import statistics
 import time
@@ -34,6 +36,7 @@ from typing import Any
 
 from simulators.scenario import Scenario, load_scenario, merge, render_timed, scenario_dir
 from streamproc.audit import AuditError, AuditLog
+from streamproc.service import AUDIT_RETRY_S
 from tests.broker import MosquittoBroker, Received, Subscriber
 from tests.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
 
@@ -41,6 +44,7 @@ __all__ = [
     "FAULTS",
     "FaultResult",
     "StalledClient",
+    "fault_audit_runtime",
     "fault_audit_unusable",
     "fault_broker_kill",
     "fault_clock_jump",
@@ -173,11 +177,12 @@ class Rig:
         *,
         mosquitto_bin: Path | None = None,
         env: Mapping[str, str] | None = None,
+        log_pipe: bool = False,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.broker = MosquittoBroker(binary=mosquitto_bin, workdir=workdir / "mosquitto")
-        self.service = ServiceProcess(self.broker, workdir, env=env)
+        self.service = ServiceProcess(self.broker, workdir, env=env, log_pipe=log_pipe)
         self._closers: list[Callable[[], None]] = []
 
     def start(self) -> Rig:
@@ -215,9 +220,13 @@ def _quiet(fn: Callable[[], None]) -> None:
 
 @contextlib.contextmanager
 def rig(
-    workdir: Path, *, mosquitto_bin: Path | None = None, env: Mapping[str, str] | None = None
+    workdir: Path,
+    *,
+    mosquitto_bin: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    log_pipe: bool = False,
 ) -> Iterator[Rig]:
-    r = Rig(workdir, mosquitto_bin=mosquitto_bin, env=env)
+    r = Rig(workdir, mosquitto_bin=mosquitto_bin, env=env, log_pipe=log_pipe)
     try:
         yield r.start()
     finally:
@@ -599,6 +608,111 @@ def fault_audit_unusable(
     return _run(res, body)
 
 
+# -- 5b. audit disk failing while the processor runs --------------------------------------
+
+AUDIT_FAULTS = ("write_error", "file_replaced")
+
+
+def _audit_ok(service: ServiceProcess) -> bool:
+    status, health = healthz(service)
+    return status == 200 and health.get("audit") == "ok" and health.get("audit_pending") == 0
+
+
+def fault_audit_runtime(
+    workdir: Path, *, how: str = "write_error", mosquitto_bin: Path | None = None
+) -> FaultResult:
+    """The audit db's disk fails while the processor runs, before the fall, and is back
+    after the alarm: the alarm goes out during the fault, the fault is loud (error log
+    ``audit_failed`` with a code, ``streamproc_audit_errors_total``, /healthz 503 degraded
+    with the transitions waiting), and once the disk is back the processor reopens the db
+    by itself and writes what waited: one ``raised`` row, nothing lost.
+
+    ``how``:
+
+    - ``write_error``: the processor's file-size limit (RLIMIT_FSIZE, set on the running
+      process with prlimit) drops to 1 byte, so every write to the db and its WAL fails in
+      the kernel (EFBIG; SQLite reports a disk I/O error), as root too; then it is lifted.
+      The processor logs into a pipe here, so that its log is not hit as well.
+    - ``file_replaced``: the db's directory is renamed away and a plain file put at its
+      path (the open db now names nothing and no new one can be created there); then the
+      file is removed and the directory moved back.
+    """
+    if how not in AUDIT_FAULTS:
+        raise ValueError(f"how must be one of {AUDIT_FAULTS}, got {how!r}")
+    res = FaultResult(
+        f"audit disk fails mid-episode ({how.replace('_', ' ')})",
+        "disk back -> audit caught up (/healthz ok)",
+    )
+    home = workdir / "audit"
+    db = home / "audit.sqlite3"
+
+    def body() -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        timed = timed_lines(headline())
+        before, after = split(timed, BEFORE_FALL_S + 10)
+        env = {"STREAMPROC_AUDIT_DB": str(db)}
+        with rig(workdir, mosquitto_bin=mosquitto_bin, env=env, log_pipe=True) as r:
+            r.service.audit_db = db
+            proc = r.service.proc
+            assert proc is not None
+            obs = r.observer()
+            gw = r.gateway()
+            gw.send(before)
+            wait_ingested(r.service, abp_count(before))
+            if not _audit_ok(r.service):
+                res.problems.append(f"audit not healthy before the fault: {healthz(r.service)}")
+            soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            moved = workdir / "audit-moved-away"
+            if how == "write_error":
+                resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1, hard))
+            else:
+                home.rename(moved)
+                home.write_text("not a directory: the audit disk is gone\n")
+            t_fault = time.monotonic()
+            gw.send(after)
+            res.details["alarm_during_fault_s"] = round(_alarm_after(obs, t_fault), 2)
+            wait_until(
+                lambda: healthz(r.service)[1].get("audit_pending", 0) >= 1,
+                10,
+                "the alarm's transition waiting for the audit",
+            )
+            status, health = healthz(r.service)
+            res.details["healthz"] = f"{status} {health.get('status')}"
+            res.details["audit_pending"] = health.get("audit_pending")
+            if status != 503 or health.get("status") != "degraded":
+                res.problems.append(f"/healthz not 503 degraded during the fault: {health}")
+            failed = [ln for ln in r.service.log_lines() if ln.get("event") == "audit_failed"]
+            if not failed or failed[0].get("level") != "error" or not failed[0].get("code"):
+                res.problems.append(f"no error-level audit_failed line with a code: {failed[:1]}")
+            else:
+                res.details["code"] = failed[0]["code"]
+            time.sleep(AUDIT_RETRY_S + 0.5)  # at least one retry, which fails too
+            res.details["audit_errors_total"] = int(
+                r.service.metric("streamproc_audit_errors_total")
+            )
+            if res.details["audit_errors_total"] < 2:
+                res.problems.append("streamproc_audit_errors_total < 2 (failure, failed retry)")
+            if how == "write_error":
+                resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+            else:
+                home.unlink()
+                moved.rename(home)
+            t_end = time.monotonic()
+            res.recovery_s = wait_until(lambda: _audit_ok(r.service), 30, "audit recovered")
+            recovered = [ln for ln in r.service.log_lines() if ln.get("event") == "audit_recovered"]
+            if not recovered:
+                res.problems.append("no audit_recovered log line")
+            else:
+                res.details["written_after"] = recovered[-1].get("written")
+            res.details["recovered_after_s"] = round(time.monotonic() - t_end, 2)
+            if proc.poll() is not None:
+                res.problems.append(f"the processor exited with {proc.returncode}")
+            time.sleep(0.5)
+            check_episode(res, r, obs.messages)
+
+    return _run(res, body)
+
+
 # -- 6. gateway clock jump ---------------------------------------------------------------
 
 
@@ -680,6 +794,8 @@ FAULTS: dict[str, Callable[..., FaultResult]] = {
     "stall": fault_stall,
     "slow_subscriber": fault_slow_subscriber,
     "audit_unusable": fault_audit_unusable,
+    "audit_write_error": functools.partial(fault_audit_runtime, how="write_error"),
+    "audit_file_replaced": functools.partial(fault_audit_runtime, how="file_replaced"),
     "clock_jump": fault_clock_jump,
 }
 

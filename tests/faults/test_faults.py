@@ -84,6 +84,28 @@ def test_audit_db_unusable(mosquitto_bin: Path, tmp_path: Path, kind: str) -> No
     assert want in str(res.details["audit_reason"])
 
 
+@pytest.mark.parametrize("how", harness.AUDIT_FAULTS)
+def test_audit_disk_fails_while_running(mosquitto_bin: Path, tmp_path: Path, how: str) -> None:
+    """The audit db's disk fails mid-episode (every write refused by the kernel, or the db's
+    directory replaced by a file) and comes back after the alarm: the alarm is published
+    during the fault, the fault is loud (error log with a code, the error counter, /healthz
+    503 degraded with the transition waiting), and the processor reopens the db by itself
+    and writes what waited: one raised row, one id."""
+    res = harness.fault_audit_runtime(tmp_path, how=how, mosquitto_bin=mosquitto_bin)
+    report(res)
+    assert res.details["alarm_during_fault_s"] < 10
+    assert res.details["healthz"] == "503 degraded"
+    assert res.details["audit_pending"] >= 1
+    assert res.details["audit_errors_total"] >= 2  # the failure and a failed retry
+    assert res.details["code"] == (
+        "SQLITE_IOERR_WRITE" if how == "write_error" else "file_replaced"
+    )
+    assert res.details["audit_raised"] == 1
+    assert res.details["written_after"] >= 1
+    assert res.recovery_s is not None
+    assert res.recovery_s < 10
+
+
 @pytest.mark.parametrize("jump_s", [3600.0, -3600.0])
 def test_gateway_clock_jump(mosquitto_bin: Path, tmp_path: Path, jump_s: float) -> None:
     """Timestamps of scenario seconds 30-60 (the fall) leap by an hour and come back: no
