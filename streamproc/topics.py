@@ -14,6 +14,7 @@ level or an empty level into a published topic.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -254,11 +255,27 @@ def status_topic(root: str, instance: str) -> str:
     return f"{root}/{STATUS_LEVEL}/{instance}"
 
 
-def inbound_filters(root: str = DEFAULT_ROOT, kinds: tuple[str, ...] = INBOUND_KINDS) -> list[str]:
+def _unit_level(unit: str) -> str:
+    if not isinstance(unit, str) or not IDENT_RE.fullmatch(unit):
+        raise TopicError(
+            str(unit), f"unit must match {_IDENT_WORDS}, got {_show(str(unit))}", field="unit"
+        )
+    return unit
+
+
+def inbound_filters(
+    root: str = DEFAULT_ROOT,
+    kinds: tuple[str, ...] = INBOUND_KINDS,
+    *,
+    units: Iterable[str] | None = None,
+) -> list[str]:
     """Subscription filters ``{root}/+/+/{kind}``, one per kind (all inbound kinds by default).
 
     The default includes ``ack``; pass ``kinds`` to leave some out (for instance
-    when :func:`ack_filter` is subscribed on its own with other options).
+    when :func:`ack_filter` is subscribed on its own with other options). With
+    ``units``, ``{root}/{unit}/+/{kind}`` per unit and kind instead, so that the
+    broker delivers only those care units (never the alarm or summary topics
+    that ``{root}/{unit}/#`` would also match).
     """
     _root_levels(root)
     for kind in kinds:
@@ -268,7 +285,9 @@ def inbound_filters(root: str = DEFAULT_ROOT, kinds: tuple[str, ...] = INBOUND_K
                 f"unknown kind {_show(str(kind))}; expected one of: {_KINDS_WORDS}",
                 field="kind",
             )
-    return [f"{root}/+/+/{kind}" for kind in kinds]
+    if units is None:
+        return [f"{root}/+/+/{kind}" for kind in kinds]
+    return [f"{root}/{_unit_level(unit)}/+/{kind}" for unit in units for kind in kinds]
 
 
 def ack_filter(root: str = DEFAULT_ROOT) -> str:
@@ -277,7 +296,9 @@ def ack_filter(root: str = DEFAULT_ROOT) -> str:
     return f"{root}/+/+/ack"
 
 
-def alarms_filter(root: str = DEFAULT_ROOT) -> str:
-    """Subscription filter for every retained alarm state: ``{root}/+/+/alarms/#``."""
+def alarms_filter(root: str = DEFAULT_ROOT, unit: str | None = None) -> str:
+    """Subscription filter for every retained alarm state: ``{root}/+/+/alarms/#``,
+    or one care unit's: ``{root}/{unit}/+/alarms/#``."""
     _root_levels(root)
-    return f"{root}/+/+/{ALARMS_LEVEL}/#"
+    level = "+" if unit is None else _unit_level(unit)
+    return f"{root}/{level}/+/{ALARMS_LEVEL}/#"

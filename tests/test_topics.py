@@ -352,6 +352,29 @@ class TestFilters:
         assert alarms_filter("icu") == "icu/+/+/alarms/#"
         assert alarms_filter("hospital/icu") == "hospital/icu/+/+/alarms/#"
 
+    def test_per_unit_filters(self) -> None:
+        """With care units, one filter per unit and kind, and the unit's alarms: the broker
+        then delivers only those units (not the alarm and summary topics that
+        {root}/{unit}/# would also match)."""
+        assert inbound_filters("icu", ("abp", "ack"), units=["ward1", "ward4"]) == [
+            "icu/ward1/+/abp",
+            "icu/ward1/+/ack",
+            "icu/ward4/+/abp",
+            "icu/ward4/+/ack",
+        ]
+        assert len(inbound_filters("icu", units=["ward1"])) == len(INBOUND_KINDS)
+        assert inbound_filters("icu", units=[]) == []
+        assert alarms_filter("h/icu", "ward1") == "h/icu/ward1/+/alarms/#"
+
+    @pytest.mark.parametrize("unit", ["#", "+", "ward/1", "", "w" * 65])
+    def test_per_unit_filters_reject_bad_unit(self, unit: str) -> None:
+        """A unit that is a wildcard, spans levels or is empty never makes a filter."""
+        with pytest.raises(TopicError) as info:
+            inbound_filters("icu", units=["ward1", unit])
+        assert info.value.field == "unit"
+        with pytest.raises(TopicError):
+            alarms_filter("icu", unit)
+
     @pytest.mark.parametrize("build", [inbound_filters, ack_filter, alarms_filter])
     @pytest.mark.parametrize("root", ["icu/#", "+", "", "icu/"])
     def test_filters_reject_bad_root(self, build: object, root: str) -> None:
