@@ -73,6 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["service.metrics_port"] = args.metrics_port
     if args.units:
         overrides["service.units"] = args.units
+    if args.shard:
+        overrides["service.shard"] = args.shard
     try:
         config = load_config(args.config, assignments=args.set, overrides=overrides)
         configure_logging(level=args.log_level)
@@ -248,7 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--config", help="TOML settings file")
     rn.add_argument("--broker", help="mqtt://host:port or mqtts://host:port (STREAMPROC_BROKER)")
     rn.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
-    rn.add_argument("--units", help="comma-separated care units this instance serves (default all)")
+    rn.add_argument(
+        "--units",
+        help="comma-separated care units this instance serves (default all); the broker "
+        "then delivers only these units (STREAMPROC_UNITS)",
+    )
+    rn.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="serve only the care units that shard I of N owns (rendezvous hash over unit "
+        "ids; STREAMPROC_SHARD). With --units, the owned ones among them; without, every "
+        "instance reads all units and drops the others. See docs/scaling.md",
+    )
     rn.add_argument(
         "--set",
         action="append",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from streamproc.core.settings import InvalidSettingError, Settings
+from streamproc.sharding import Shard, ShardError, parse_units
 
 __all__ = ["ConfigError", "ServiceSettings", "StreamprocConfig", "load_config"]
 
@@ -55,6 +56,10 @@ class ServiceSettings:
     audit_db: str = "streamproc-audit.sqlite3"
     queue_max: int = 100_000
     units: str = ""  # comma-separated unit ids this instance serves; empty: all
+    #: "i/n": serve only the units that shard i of n owns (rendezvous hash over unit
+    #: ids, streamproc.sharding); empty: no sharding. With units listed the broker
+    #: delivers only the owned units; without, every instance reads everything.
+    shard: str = ""
     #: Data stamped further ahead of the arrival time than this is refused
     #: (code clock_skew): a gateway clock error, not a patient. 0: no check.
     max_future_s: float = 300.0
@@ -72,6 +77,15 @@ class ServiceSettings:
             raise ConfigError("service.mqtt_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("service.metrics_port", "must be a TCP port (0 for none)")
+        try:
+            parse_units(self.units)
+        except ShardError as exc:
+            raise ConfigError("service.units", str(exc)) from None
+        if self.shard.strip():
+            try:
+                Shard.parse(self.shard)
+            except ShardError as exc:
+                raise ConfigError("service.shard", str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

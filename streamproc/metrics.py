@@ -146,6 +146,12 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+        self.messages_foreign_total = Counter(
+            name("messages_foreign"),
+            "Inbound messages for care units another instance owns (service.shard without "
+            "service.units), dropped unread. Not errors.",
+            registry=reg,
+        )
         # --------------------------------------------------------------- the core
         self.beats_total = Counter(
             name("beats"), "Beats detected in the arterial waveform.", registry=reg

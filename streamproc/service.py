@@ -47,6 +47,7 @@ from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
 from streamproc.mqtt_fast import FastReader
 from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
+from streamproc.sharding import Shard, owned_units, parse_units, serves
 from streamproc.topics import (
     alarm_topic,
     alarms_filter,
@@ -75,6 +76,8 @@ SUMMARY_BURST: Final = 50
 #: How long to wait for retained alarm state on start when none is arriving.
 RESTORE_QUIET_S: Final = 0.5
 RESTORE_MAX_S: Final = 10.0
+#: Most topic filters in one SUBSCRIBE or UNSUBSCRIBE packet (six per listed care unit).
+SUBSCRIBE_BATCH: Final = 120
 #: A failed audit log is retried (reopened) this often (s); a healthy one's file checked.
 AUDIT_RETRY_S: Final = 2.0
 #: While the audit log stays failed, one error line per this many failed retries.
@@ -135,6 +138,15 @@ class _Inbound:
     arrived: float
 
 
+def _served_units(status: bytes) -> tuple[str, ...]:
+    """The listed units a status payload says its instance served (``()``: all, or unreadable)."""
+    try:
+        units = msgspec.json.decode(status).get("units") or []
+        return parse_units(",".join(u for u in units if isinstance(u, str)))
+    except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+        return ()
+
+
 def _check_clock(kind: str, msg: Message, arrived: float, max_future: float) -> None:
     """Refuse data stamped too far ahead of its arrival: a gateway clock error, not a patient."""
     ahead = msg.ts - arrived
@@ -170,7 +182,16 @@ class Service:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.engine = Engine(config.core, max_beds=svc.max_beds)
-        self.units = frozenset(u for u in svc.units.split(",") if u)
+        listed = parse_units(svc.units)
+        self.shard = Shard.parse(svc.shard) if svc.shard.strip() else None
+        #: The listed care units this instance serves (those its shard owns); empty when
+        #: no units are listed (every unit, or the shard's share of every unit).
+        self.units = frozenset(owned_units(listed, self.shard))
+        self._listed = listed
+        #: unit -> served here? None: every unit (see streamproc.sharding.serves)
+        self._serves = serves(listed, self.shard)
+        #: The listed units the previous run served, from its retained status (read on start)
+        self._previous_units: tuple[str, ...] = ()
         self.client_id = svc.client_id or f"streamproc-{svc.instance}"
         self._ingress: deque[_Inbound] = deque()
         self._ingress_event = asyncio.Event()
@@ -210,7 +231,11 @@ class Service:
             root=self.root,
             client_id=self.client_id,
             version=__version__,
+            units=sorted(self.units) or None,
+            shard=None if self.shard is None else str(self.shard),
         )
+        if self._listed and not self.units:
+            log.warning("no_units_owned", listed=list(self._listed), shard=str(self.shard))
         try:
             await self._restore()
             async with asyncio.TaskGroup() as tg:
@@ -238,6 +263,7 @@ class Service:
             "beds": len(self.engine),
             "outbox": len(self._outbox),
             "ingress": len(self._ingress),
+            "shard": None if self.shard is None else str(self.shard),
             "lag_s": round(self.lag_s, 3),
         }
 
@@ -346,8 +372,8 @@ class Service:
         retained = await self._read_retained_alarms()
         republish: list[AlarmEvent] = []
         for ev in retained:
-            if self.units and ev.bed.unit not in self.units:
-                continue
+            if self._serves is not None and not self._serves(ev.bed.unit):
+                continue  # another instance's care unit
             mine = latest.get(ev.alarm_id)
             if mine is None or ev.ts >= mine.ts:
                 latest[ev.alarm_id] = ev
@@ -374,7 +400,8 @@ class Service:
                 async with self._client(
                     f"{self.client_id}-restore", persistent=False, with_will=False
                 ) as client:
-                    await client.subscribe(alarms_filter(self.root), qos=1)
+                    own_status = status_topic(self.root, self.config.service.instance)
+                    await self._subscribe(client, [*self._alarm_filters(), own_status])
                     end = time.monotonic() + RESTORE_MAX_S
                     while time.monotonic() < end:
                         try:
@@ -387,6 +414,9 @@ class Service:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray) or not payload:
                             continue  # an emptied retained topic
+                        if str(message.topic) == own_status:
+                            self._previous_units = _served_units(bytes(payload))
+                            continue
                         try:
                             parse_alarm_topic(str(message.topic), self.root)
                             events.append(decode_alarm(bytes(payload)))
@@ -416,8 +446,45 @@ class Service:
                 "version": __version__,
                 "ts": round(self.clock(), 3),
                 "units": sorted(self.units) or None,
+                "shard": None if self.shard is None else str(self.shard),
             }
         )
+
+    # ------------------------------------------------------------------ subscriptions
+    def _alarm_filters(self) -> list[str]:
+        """Retained alarm state to restore: the served units' when they are listed."""
+        if self._listed:
+            return [alarms_filter(self.root, unit) for unit in sorted(self.units)]
+        return [alarms_filter(self.root)]
+
+    @staticmethod
+    async def _subscribe(client: aiomqtt.Client, filters: list[str]) -> None:
+        for i in range(0, len(filters), SUBSCRIBE_BATCH):
+            part = filters[i : i + SUBSCRIBE_BATCH]
+            await client.subscribe([(flt, 1) for flt in part], timeout=60)
+
+    async def _subscribe_inbound(self, client: aiomqtt.Client) -> None:
+        """QoS 1 subscriptions to the inbound kinds of the served units when they are listed
+        (the broker then partitions: nothing else reaches this instance), else of all units.
+
+        The persistent session keeps what an earlier configuration subscribed, and Mosquitto
+        delivers a message once per matching subscription: overlapping filters would feed the
+        core every message twice. So the filters this configuration does not want are dropped
+        first: the all-units ones (with listed units), those of listed units another shard
+        owns, and those of units the previous run served (its retained status says which).
+        Unsubscribing a filter the session does not have is harmless.
+        """
+        served = set(self.units)
+        gone = sorted({*self._listed, *self._previous_units} - served)
+        stale = inbound_filters(self.root, units=gone)
+        if self._listed:
+            stale = inbound_filters(self.root) + stale
+            wanted = inbound_filters(self.root, units=sorted(served))
+        else:
+            wanted = inbound_filters(self.root)
+        for i in range(0, len(stale), SUBSCRIBE_BATCH):
+            await client.unsubscribe(stale[i : i + SUBSCRIBE_BATCH], timeout=60)
+        await self._subscribe(client, wanted)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -475,8 +542,7 @@ class Service:
                     fast.wait_disconnected() if fast is not None else self._read(client),
                     name="mqtt-reader",
                 )
-                for flt in inbound_filters(self.root):
-                    await client.subscribe(flt, qos=1, timeout=60)
+                await self._subscribe_inbound(client)
                 self._connections += 1
                 if self._connections > 1:
                     self._republish_retained()
@@ -625,14 +691,15 @@ class Service:
         svc = self.config.service
         events: list[AlarmEvent] = []
         metrics = self.metrics
-        units = self.units
+        serves_unit = self._serves
         max_future = svc.max_future_s
         kinds: dict[str, int] = {}  # messages handed to the core, counted once per batch
         newest = -math.inf  # data time of the newest waveform chunk
         for item in batch:
             try:
                 topic = parse_inbound(item.topic, self.root)
-                if units and topic.bed.unit not in units:
+                if serves_unit is not None and not serves_unit(topic.bed.unit):
+                    metrics.messages_foreign_total.inc()  # another instance's unit: no error
                     continue
                 msg = decode(
                     topic.kind,

@@ -424,6 +424,16 @@ class TestProcessorRole:
         """The processor reads monitor data but cannot publish it."""
         assert_denied(secure_broker, observer, "processor", "icu/w1/b1/abp")
 
+    def test_reads_its_previous_status(self, secure_broker: MosquittoBroker) -> None:
+        """A restarting processor reads its own retained status back (which care units its
+        previous run subscribed to, so that it can drop filters it no longer wants)."""
+        status = '{"state": "offline", "units": ["ward1"]}'
+        rc = publish_as(secure_broker, "processor", "icu/_status/shard-0", status, retain=True)
+        assert not rc.is_failure, rc
+        with login(secure_broker, "processor", "icu/_status/shard-0") as restarted:
+            got = restarted.wait_for(timeout=5)
+        assert (got.retain, got.payload.decode()) == (True, status)
+
     def test_alarm_reaches_dashboard(self, secure_broker: MosquittoBroker, tmp_path: Path) -> None:
         """The 60/40 episode on norepinephrine, sent by gateway, pump and EHR with
         their own logins, makes the real service (processor login) publish its

@@ -74,6 +74,40 @@ class TestLoadConfig:
         assert key in info.value.key
         assert words in str(info.value)
 
+    def test_shard_and_units(self) -> None:
+        """service.shard is 'i/n' (also STREAMPROC_SHARD or STREAMPROC_SERVICE_SHARD);
+        units are checked as topic levels."""
+        assert load_config(environ={}).service.shard == ""
+        cfg = load_config(environ={"STREAMPROC_SHARD": "1/3", "STREAMPROC_UNITS": "w1, w2"})
+        assert (cfg.service.shard, cfg.service.units) == ("1/3", "w1, w2")
+        assert load_config(environ={"STREAMPROC_SERVICE_SHARD": "0/2"}).service.shard == "0/2"
+        assert load_config(environ={}, assignments=["service.shard=2/4"]).service.shard == "2/4"
+
+    @pytest.mark.parametrize(
+        ("key", "value", "words"),
+        [
+            ("shard", "3/3", "index must be 0..2"),
+            ("shard", "half", "expected 'i/n'"),
+            ("units", "ward7,icu/#", "[A-Za-z0-9_-]{1,64}"),
+        ],
+    )
+    def test_bad_shard_or_units(self, key: str, value: str, words: str) -> None:
+        """A bad shard or unit list stops the start, naming the key and the valid form."""
+        with pytest.raises(ConfigError) as info:
+            load_config(environ={}, overrides={f"service.{key}": value})
+        assert info.value.key == f"service.{key}"
+        assert words in str(info.value)
+
+    def test_cli_run_refuses_bad_shard(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`streamproc run --shard 2/2` exits 2 with the reason, before touching a broker."""
+        from streamproc.cli import main  # noqa: PLC0415
+
+        rc = main(["run", "--broker", "mqtt://127.0.0.1:1", "--units", "w1", "--shard", "2/2"])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert "service.shard" in err
+        assert "expected 'i/n'" in err
+
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing file is a clear error, not a traceback."""
         with pytest.raises(ConfigError, match="file not found"):
