@@ -60,6 +60,8 @@ from streamproc.topics import (
 
 __all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_service"]
 
+#: Beds ticked or summarised between two turns of the event loop.
+SLICE_BEDS: Final = 250
 #: Data older than this when processed (s) means the service is falling behind: logged.
 LAG_WARN_S: Final = 10.0
 #: At most one falling_behind log line per this many seconds.
@@ -773,18 +775,26 @@ class Service:
                 self._outbox_event.set()
                 return
 
-    def _publish_summaries(self) -> None:
-        """Each bed's summary (latest pressures, target, drugs, trend), when it changed."""
-        for mon in self.engine.beds():
-            st = mon.status()
-            key = (st.ts, st.open_alarms, st.infusions, st.target, len(st.trend))
-            if self._summaries.get(st.bed) == key:
-                continue
-            self._summaries[st.bed] = key
-            topic = summary_topic(self.root, st.bed)
-            self._summary_box.pop(topic, None)
-            self._summary_box[topic] = encode_summary(st)  # only the latest per bed waits
-        self._outbox_event.set()
+    async def _publish_summaries(self) -> None:
+        """Each bed's summary (latest pressures, target, drugs, trend), when it changed.
+
+        In slices of ``SLICE_BEDS`` beds with the loop free in between: at
+        thousands of beds building every summary at once held the loop long
+        enough to delay alarms by a quarter of a second.
+        """
+        monitors = list(self.engine.beds())
+        for i in range(0, len(monitors), SLICE_BEDS):
+            for mon in monitors[i : i + SLICE_BEDS]:
+                st = mon.status()
+                key = (st.ts, st.open_alarms, st.infusions, st.target, len(st.trend))
+                if self._summaries.get(st.bed) == key:
+                    continue
+                self._summaries[st.bed] = key
+                topic = summary_topic(self.root, st.bed)
+                self._summary_box.pop(topic, None)
+                self._summary_box[topic] = encode_summary(st)  # only the latest per bed waits
+            self._outbox_event.set()
+            await asyncio.sleep(0)
 
     async def _tick_loop(self) -> None:
         step = self.config.service.tick_s
@@ -793,12 +803,14 @@ class Service:
         while not self._stopping.is_set():
             await self._sleep(step)
             now = self.clock()
-            events = self.engine.tick(now)
-            self._publish_events(events)
+            # in slices: the loop keeps reading and processing between them
+            for events in self.engine.tick_slices(now, SLICE_BEDS):
+                self._publish_events(events)
+                await asyncio.sleep(0)
             self._audit_poll(now)
             self.metrics.alarms_open_from(self.engine)
             if every > 0 and now >= next_summary and self.connected.is_set():
-                self._publish_summaries()
+                await self._publish_summaries()
                 next_summary = now + every
 
 
