@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import signal
@@ -162,6 +163,70 @@ def _check_clock(kind: str, msg: Message, arrived: float, max_future: float) -> 
         )
 
 
+#: What a TLS failure most likely means, by a fragment of OpenSSL's message (first match).
+_TLS_HINTS: Final = (
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        (
+            "the broker's certificate is not signed by service.tls_ca (or not issued for "
+            "the host of service.broker): check both"
+        ),
+    ),
+    (
+        "CERTIFICATE_REQUIRED",
+        "the broker requires a client certificate: set service.tls_cert and service.tls_key",
+    ),
+    (
+        "BAD_CERTIFICATE",
+        "the broker refused this client's certificate: check service.tls_cert/tls_key",
+    ),
+    (
+        "UNKNOWN_CA",
+        "the broker does not trust the CA that signed service.tls_cert",
+    ),
+    (
+        "WRONG_VERSION_NUMBER",
+        "the broker's port does not speak TLS: use its TLS listener (mqtts://host:8883)",
+    ),
+    (
+        "SSL",
+        (
+            "the TLS handshake with the broker failed: check service.tls_ca, "
+            "service.tls_cert, service.tls_key and the broker's TLS listener"
+        ),
+    ),
+)
+
+
+def tls_hint(reason: str) -> str | None:
+    """What to check when a connection failed for a TLS reason; None if it is not TLS."""
+    upper = reason.upper()
+    return next((hint for fragment, hint in _TLS_HINTS if fragment in upper), None)
+
+
+class _MqttLogBridge(logging.Handler):
+    """The MQTT client's own warnings and errors (e.g. a TLS alert read from the socket)
+    as JSON log lines, instead of bare text on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()[:300]
+        except Exception:  # noqa: BLE001 - a bad log record must not break the client
+            return
+        hint = tls_hint(message)
+        if hint is not None:
+            log.error("broker_tls_failed", phase="socket", reason=message, hint=hint)
+        else:
+            log.warning("mqtt_client", message=message)
+
+
+#: The logger given to every aiomqtt client (paho's messages go through it).
+_MQTT_LOG: Final = logging.getLogger("streamproc.mqtt")
+_MQTT_LOG.setLevel(logging.WARNING)
+_MQTT_LOG.propagate = False
+_MQTT_LOG.addHandler(_MqttLogBridge())
+
+
 class Service:
     """The live processor. ``await Service(config).run()`` until ``stop()``."""
 
@@ -177,6 +242,7 @@ class Service:
             raise ConfigError("service.broker", "no broker configured (use --broker mqtt://...)")
         self.config = config
         self.address = parse_broker_url(svc.broker)
+        self._tls = self._tls_context()
         dead = svc.dead_letter_topic
         if dead and (any(c in dead for c in "+#\0") or "//" in dead or dead.startswith("/")):
             raise ConfigError("service.dead_letter_topic", f"must be a plain topic, got {dead!r}")
@@ -328,13 +394,52 @@ class Service:
         self.metrics.audit_pending.set(self.audit.pending)
 
     # ------------------------------------------------------------------ restore
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """TLS for ``mqtts://`` or when a CA is set (None: plain MQTT), built once at start.
+
+        The broker's certificate is verified against ``tls_ca`` (the system's CAs when
+        empty) and must be valid for the broker URL's host; ``tls_cert``/``tls_key`` are
+        this client's certificate for a listener that requires one. A file that cannot be
+        loaded is a :class:`ConfigError` naming the setting.
+        """
+        svc = self.config.service
+        if not (self.address.tls or svc.tls_ca):
+            return None
+        try:
+            context = ssl.create_default_context(cafile=svc.tls_ca or None)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise ConfigError("service.tls_ca", f"cannot load {svc.tls_ca!r}: {exc}") from None
+        if svc.tls_cert:
+            try:
+                context.load_cert_chain(svc.tls_cert, svc.tls_key or None)
+            except OSError as exc:
+                raise ConfigError(
+                    "service.tls_cert",
+                    f"cannot load {svc.tls_cert!r} (key {svc.tls_key or 'in the same file'!r}): "
+                    f"{exc}",
+                ) from None
+        elif svc.tls_key:
+            raise ConfigError("service.tls_key", "is set but service.tls_cert is not")
+        return context
+
+    def _tls_failed(self, reason: str, phase: str) -> None:
+        """One error line when a connection failed for a TLS reason, with what to check."""
+        hint = tls_hint(reason)
+        if hint is not None:
+            svc = self.config.service
+            log.error(
+                "broker_tls_failed",
+                phase=phase,
+                reason=reason[:300],
+                hint=hint,
+                broker=svc.broker,
+                tls_ca=svc.tls_ca or "(system CAs)",
+                client_cert=bool(svc.tls_cert),
+            )
+
     def _client(self, identifier: str, *, persistent: bool, with_will: bool) -> aiomqtt.Client:
         svc = self.config.service
-        tls_context = None
-        if self.address.tls or svc.tls_ca:
-            tls_context = ssl.create_default_context(cafile=svc.tls_ca or None)
-            if svc.tls_cert:
-                tls_context.load_cert_chain(svc.tls_cert, svc.tls_key or None)
+        tls_context = self._tls
         v5 = svc.mqtt_version == 5
         props = None
         if persistent and v5:
@@ -360,6 +465,7 @@ class Service:
             properties=props,
             will=will,
             tls_context=tls_context,
+            logger=_MQTT_LOG,
             keepalive=10,
             timeout=10,
             max_queued_incoming_messages=0,
@@ -432,6 +538,7 @@ class Service:
                     log.exception("restore_gave_up", reason=str(exc))
                     return events
                 delay = backoff.next()
+                self._tls_failed(str(exc), "restore")
                 log.warning(
                     "broker_unavailable", phase="restore", reason=str(exc), retry_in=round(delay, 2)
                 )
@@ -510,6 +617,7 @@ class Service:
             self.reconnects += 1
             self.metrics.broker_reconnects_total.inc()
             delay = backoff.next()
+            self._tls_failed(str(error), "connect")
             log.warning(
                 "broker_disconnected",
                 reason=str(error),
