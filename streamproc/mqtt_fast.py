@@ -95,6 +95,14 @@ class FastReader:
             # task through call_soon_threadsafe; ours is queued after it and
             # replaces the reader for the same descriptor.
             original_open(pclient, userdata, sock)
+            # paho writes a byte to this socket pair on every queued packet (a PUBACK
+            # per QoS 1 message) to wake its own network thread, which aiomqtt does
+            # not run: a failing system call per message, dropped
+            for name in ("_sockpairR", "_sockpairW"):
+                pair = getattr(pclient, name, None)
+                if pair is not None:
+                    pair.close()
+                    setattr(pclient, name, None)
             loop = client._loop
             loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), self._on_readable)
 
