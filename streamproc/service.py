@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import random
@@ -61,8 +62,12 @@ from streamproc.topics import (
 
 __all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_service"]
 
+#: Move what is alive to the GC's permanent generation this often (s): see GcPolicy.
+GC_FREEZE_S: Final = 30.0
+#: Unfreeze and collect everything this often (s).
+GC_FULL_S: Final = 3600.0
 #: Beds ticked or summarised between two turns of the event loop.
-SLICE_BEDS: Final = 250
+SLICE_BEDS: Final = 100
 #: Data older than this when processed (s) means the service is falling behind: logged.
 LAG_WARN_S: Final = 10.0
 #: At most one falling_behind log line per this many seconds.
@@ -73,7 +78,7 @@ log = get_logger("streamproc.service")
 #: Session expiry asked of the broker: queued QoS 1 messages wait this long (s).
 SESSION_EXPIRY_S: Final = 3600
 #: Most inbound messages handed to the core in one pass (then the loop breathes).
-BATCH_MAX: Final = 500
+BATCH_MAX: Final = 100
 #: Most bed summaries published between two looks at the alarm outbox.
 SUMMARY_BURST: Final = 50
 #: How long to wait for retained alarm state on start when none is arriving.
@@ -227,6 +232,46 @@ _MQTT_LOG.propagate = False
 _MQTT_LOG.addHandler(_MqttLogBridge())
 
 
+class GcPolicy:
+    """Keep Python's cyclic garbage collector from pausing the loop for 100+ ms.
+
+    With thousands of beds the heap holds ~10^6 tracked objects, and a full
+    (generation 2) collection walks all of them: measured 150 ms at 5,000
+    beds, i.e. alarms delayed by that much. The core allocates no reference
+    cycles (tests/test_gc.py: zero unreachable objects after a ward's worth of
+    messages, ticks and alarms), so its long-lived state need not be walked:
+    every ``freeze_s`` the young generations are collected and everything
+    alive is moved to the permanent generation (:func:`gc.freeze`). Once per
+    ``full_s`` everything is unfrozen and fully collected, so cycles made
+    elsewhere (asyncio, exceptions) cannot accumulate; that one pause is logged.
+    """
+
+    __slots__ = ("freeze_s", "full_s", "next_freeze", "next_full")
+
+    def __init__(self, *, freeze_s: float = GC_FREEZE_S, full_s: float = GC_FULL_S) -> None:
+        self.freeze_s = freeze_s
+        self.full_s = full_s
+        self.next_freeze = 0.0
+        self.next_full: float | None = None
+
+    def step(self, mono: float) -> None:
+        """Call from a periodic task with ``time.monotonic()``."""
+        if self.next_full is None:
+            self.next_full = mono + self.full_s
+        if mono >= self.next_full:
+            self.next_full = mono + self.full_s
+            t = time.perf_counter()
+            gc.unfreeze()
+            freed = gc.collect()
+            gc.freeze()
+            log.info("gc_full", freed=freed, pause_ms=round((time.perf_counter() - t) * 1e3, 1))
+            self.next_freeze = mono + self.freeze_s
+        elif mono >= self.next_freeze:
+            self.next_freeze = mono + self.freeze_s
+            gc.collect(1)
+            gc.freeze()
+
+
 class Service:
     """The live processor. ``await Service(config).run()`` until ``stop()``."""
 
@@ -249,6 +294,7 @@ class Service:
         self.root = svc.root
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self._gc = GcPolicy()
         self.engine = Engine(config.core, max_beds=svc.max_beds)
         listed = parse_units(svc.units)
         self.shard = Shard.parse(svc.shard) if svc.shard.strip() else None
@@ -916,6 +962,7 @@ class Service:
                 self._publish_events(events)
                 await asyncio.sleep(0)
             self._audit_poll(now)
+            self._gc.step(time.monotonic())
             self.metrics.alarms_open_from(self.engine)
             if every > 0 and now >= next_summary and self.connected.is_set():
                 await self._publish_summaries()
