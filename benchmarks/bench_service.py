@@ -772,6 +772,12 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
         "alarms_received": match["matched"],
         "alarms_ts_mismatch": match["mismatch"],
         "e2e_ms": sorted(e2e),
+        # (chunk index of the triggering chunk = seconds into the run, latency ms): when
+        # the slow alarms happened
+        "e2e_by_chunk": sorted(
+            (expected[i][0], round((arrival - probe_times[str(i)][expected[i][0]]) * 1e3, 2))
+            for i, arrival in match["arrivals"].items()
+        ),
         "e2e_p50_ms": percentile(e2e, 0.5),
         "e2e_p99_ms": percentile(e2e, 0.99),
         "e2e_max_ms": max(e2e) if e2e else None,

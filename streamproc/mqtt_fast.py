@@ -19,7 +19,11 @@ reading side, before the client connects:
 - paho's ``recv`` goes through a 64 KiB buffer, so a burst of packets costs
   one system call, not four per packet;
 - each PUBLISH is handed to ``on_message(topic, payload)`` synchronously, in
-  arrival order, with no per-message task, queue or wrapper object.
+  arrival order, with no per-message task, queue or wrapper object;
+- what paho queues for sending (the PUBACKs of a read round, the service's
+  publishes) is written in one flush per loop turn, instead of aiomqtt's
+  ``call_soon_threadsafe`` + ``add_writer`` + ``remove_writer`` per packet; a
+  writer is registered only while the socket's send buffer is full.
 
 Paho still parses every packet, answers QoS 1 with PUBACK after the callback
 returns, and reports a lost connection; the reader then fails the client's
@@ -35,6 +39,7 @@ logs it (``service.fast_read`` turns the fast path off by hand).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -56,13 +61,28 @@ _PAHO_ATTRS: Final = (
     "_sock_recv",
     "_sock",
     "_handle_on_message",
+    "on_socket_register_write",
+    "on_socket_unregister_write",
+    "want_write",
+    "loop_write",
 )
 
 
 class FastReader:
     """Install on a not-yet-connected client; messages go to ``on_message``."""
 
-    __slots__ = ("_buf", "_client", "_on_message", "_orig_recv", "_paho", "_pos", "budget")
+    __slots__ = (
+        "_buf",
+        "_client",
+        "_flush_pending",
+        "_loop_thread",
+        "_on_message",
+        "_orig_recv",
+        "_paho",
+        "_pos",
+        "_writer_fd",
+        "budget",
+    )
 
     def __init__(
         self,
@@ -107,6 +127,14 @@ class FastReader:
             loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), self._on_readable)
 
         paho.on_socket_open = on_socket_open
+        # writes: one flush per loop turn for everything queued in it (every PUBACK
+        # of a read round), instead of aiomqtt's call_soon_threadsafe + add_writer +
+        # remove_writer per packet
+        self._loop_thread = threading.get_ident()
+        self._flush_pending = False
+        self._writer_fd: int | None = None
+        paho.on_socket_register_write = self._register_write
+        paho.on_socket_unregister_write = self._unregister_write
 
     @staticmethod
     def supported(client: aiomqtt.Client) -> bool:
@@ -158,6 +186,35 @@ class FastReader:
             if self._pos < len(self._buf):
                 self._client._loop.call_soon(self._on_readable)
         except Exception as exc:  # noqa: BLE001 - same contract as aiomqtt's reader
+            disconnected = self._client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def _register_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+        loop = self._client._loop
+        if threading.get_ident() != self._loop_thread:
+            # paho connects from aiomqtt's executor thread: hand over to the loop
+            loop.call_soon_threadsafe(self._flush)
+        elif not self._flush_pending:
+            self._flush_pending = True
+            loop.call_soon(self._flush)
+
+    def _unregister_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+        if self._writer_fd is not None:
+            self._client._loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
+
+    def _flush(self) -> None:
+        """Write what paho queued; if the socket is full, wait for it to drain."""
+        self._flush_pending = False
+        paho = self._paho
+        try:
+            paho.loop_write()
+            sock = paho._sock
+            if paho.want_write() and sock is not None and self._writer_fd is None:
+                self._writer_fd = sock.fileno()
+                self._client._loop.add_writer(self._writer_fd, self._flush)
+        except Exception as exc:  # noqa: BLE001 - same contract as aiomqtt's writer
             disconnected = self._client._disconnected
             if not disconnected.done():
                 disconnected.set_exception(exc)
