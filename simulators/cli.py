@@ -366,6 +366,8 @@ def _cmd_soak(args: argparse.Namespace) -> int:
         "root": args.root,
         "qos": args.qos,
         "spawn_service": args.spawn_service,
+        "sample_s": args.sample_s,
+        "warmup_s": args.warmup_s,
     }
     report = run_soak(
         beds,
@@ -377,6 +379,8 @@ def _cmd_soak(args: argparse.Namespace) -> int:
         grace_s=args.grace,
         spawn_service=args.spawn_service,
         service_settings=args.service_set,
+        sample_s=args.sample_s,
+        warmup_s=args.warmup_s,
         clear=not args.keep_retained,
         options=options,
         log=lambda text: _say(f"soak: {text}", err=True),
@@ -398,6 +402,31 @@ def _cmd_soak(args: argparse.Namespace) -> int:
             f"max backlog {svc.get('max_ingress')} in / {svc.get('max_outbox')} out, "
             f"drained {svc['drained']}"
         )
+        mem, lat, msgs = (
+            svc.get("memory") or {},
+            svc.get("latency") or {},
+            svc.get("messages") or {},
+        )
+        if mem:
+            growth = mem.get("growth_pct")
+            _say(
+                f"streamproc memory: {mem['samples']} samples every {svc['sample_s']:g} s; "
+                + (
+                    f"RSS {mem['rss_mb_after_warmup']} MB after the {mem['warmup_s']:g} s "
+                    f"warm-up -> {mem['rss_mb_end']} MB at the end ({growth:+.2f}% over "
+                    f"{mem['measured_over_s']:g} s)"
+                    if growth is not None
+                    else f"growth not measured ({mem.get('note')})"
+                )
+                + f"; peak {mem['rss_mb_peak']} MB"
+            )
+        if lat:
+            _say(
+                f"streamproc processing latency: p99 {lat['p99_ms']} ms "
+                f"(after the warm-up {lat['p99_ms_after_warmup']} ms), p50 {lat['p50_ms']} ms, "
+                f"{lat['observations']:,} messages; out: {msgs.get('alarms_out', 0):,} alarm "
+                f"transitions ({report.collector['alarm_messages']:,} received by the soak)"
+            )
     _say(
         f"soak: {len(beds)} beds, {total['expected']} expected alarm transitions: "
         f"{total['met']} met, {total['missed']} missed, {total['late']} late, "
@@ -515,6 +544,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="seconds to wait for late alarms after the last message (default 5)",
+    )
+    sk.add_argument(
+        "--sample-s",
+        type=float,
+        default=60.0,
+        help="with --spawn-service: sample its RSS and /metrics every SAMPLE_S s (default 60)",
+    )
+    sk.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="memory growth is counted from the first sample after WARMUP_S s (default 0)",
     )
     sk.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     sk.add_argument(

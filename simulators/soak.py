@@ -15,7 +15,12 @@ that is still running from an earlier soak has no state for these beds either.
 The service is either already running against the broker (``streamproc run
 --broker URL``), or ``--spawn-service`` starts ``python -m streamproc run`` as a
 child process (serving only the soak's units, with its own audit database in a
-temporary directory) and stops it at the end.
+temporary directory) and stops it at the end. A spawned service is sampled every
+``--sample-s`` (its RSS from ``/proc`` and its ``/metrics``): the report gives the
+memory growth from the first sample after ``--warmup-s`` to the last
+(:func:`memory_growth`), messages in and out, and the p99 of
+``streamproc_processing_latency_seconds`` (:func:`histogram_quantile`), over the
+whole run and after the warm-up.
 
 Wall-clock alarms: the live service times ``data_stale`` on its own clock, so
 at ``--speed S`` a bed that falls silent at data time ``q`` raises it ``stale_s``
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -74,8 +80,12 @@ __all__ = [
     "classify",
     "default_unit_prefix",
     "evaluate",
+    "histogram_quantile",
     "live_expectations",
+    "memory_growth",
     "run_soak",
+    "scrape",
+    "service_figures",
 ]
 
 #: Alarm kinds the live service times on its own (wall) clock.
@@ -201,6 +211,122 @@ def _free_port() -> int:
         return port
 
 
+def scrape(text: str) -> dict[str, float]:
+    """Prometheus text exposition as ``{"name{labels}": value}`` (comments skipped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = float(value)
+    return out
+
+
+def _total(samples: dict[str, float], name: str) -> float:
+    """The sum of every sample of ``name`` (all label sets)."""
+    return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
+
+
+LATENCY: Final = "streamproc_processing_latency_seconds"
+
+
+def _buckets(samples: dict[str, float], name: str = LATENCY) -> list[tuple[float, float]]:
+    """A histogram's cumulative buckets as ``[(upper bound, count), ...]``, ascending."""
+    out = []
+    prefix = name + '_bucket{le="'
+    for key, value in samples.items():
+        if key.startswith(prefix):
+            bound = key[len(prefix) :].split('"', 1)[0]
+            out.append((math.inf if bound == "+Inf" else float(bound), value))
+    return sorted(out)
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """The ``q`` quantile of cumulative histogram ``buckets`` (Prometheus' interpolation).
+
+    Linear within the bucket the quantile falls in; the lowest bucket starts at 0; a
+    quantile in the ``+Inf`` bucket is the highest finite bound. None without observations.
+    """
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return prev_bound
+            if count == prev_count:
+                return bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
+        prev_bound, prev_count = bound, count
+    return prev_bound  # pragma: no cover - the +Inf bucket holds every observation
+
+
+def _minus(
+    later: Sequence[tuple[float, float]], earlier: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    base = dict(earlier)
+    return [(bound, count - base.get(bound, 0.0)) for bound, count in later]
+
+
+def memory_growth(samples: Sequence[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+    """RSS growth from the first sample at or after ``warmup_s`` to the last, in %.
+
+    Each sample has ``t_s`` (since the service was up) and ``rss_kb``.
+    """
+    rss = [(s["t_s"], s["rss_kb"]) for s in samples if s.get("rss_kb")]
+    after = [(t, kb) for t, kb in rss if t >= warmup_s]
+    out: dict[str, Any] = {
+        "samples": len(rss),
+        "warmup_s": warmup_s,
+        "rss_mb_series": [[round(t, 1), round(kb / 1024, 1)] for t, kb in rss],
+        "rss_mb_start": round(rss[0][1] / 1024, 1) if rss else None,
+        "rss_mb_peak": round(max(kb for _, kb in rss) / 1024, 1) if rss else None,
+    }
+    if len(after) >= 2:
+        (t0, first), (t1, last) = after[0], after[-1]
+        out.update(
+            rss_mb_after_warmup=round(first / 1024, 1),
+            rss_mb_end=round(last / 1024, 1),
+            growth_pct=round(100.0 * (last - first) / first, 2),
+            measured_over_s=round(t1 - t0, 1),
+        )
+    else:
+        out.update(growth_pct=None, note="fewer than two samples after the warm-up")
+    return out
+
+
+def service_figures(samples: Sequence[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+    """Memory growth, messages in/out and processing-latency p99 from the service's samples."""
+    if not samples:
+        return {}
+    last = samples[-1]
+    figures: dict[str, Any] = {"memory": memory_growth(samples, warmup_s)}
+    figures["messages"] = {
+        k: int(last.get(k, 0))
+        for k in ("messages_in", "rejected", "alarms_out", "ingress_dropped", "publish_dropped")
+    }
+    end = last.get("latency_buckets") or []
+    p99 = histogram_quantile(0.99, end)
+    warm = next((s for s in samples if s["t_s"] >= warmup_s), None)
+    p99_after = None
+    if warm is not None and warm is not last:
+        p99_after = histogram_quantile(0.99, _minus(end, warm.get("latency_buckets") or []))
+    figures["latency"] = {
+        "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        "p99_ms_after_warmup": None if p99_after is None else round(p99_after * 1000, 2),
+        "p50_ms": _ms(histogram_quantile(0.5, end)),
+        "observations": int(end[-1][1]) if end else 0,
+        "metric": LATENCY,
+    }
+    return figures
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
 def _proc_status_kb(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -227,9 +353,15 @@ class SpawnedService:
         root: str = "icu",
         settings: Sequence[str] = (),
         instance: str | None = None,
+        sample_s: float = 60.0,
     ) -> None:
         self.url = url
         self.root = root
+        self.sample_s = sample_s
+        #: One entry every ``sample_s`` while running (see :meth:`snapshot`), and one at the end.
+        self.samples: list[dict[str, Any]] = []
+        self._up_at = 0.0
+        self._next_snapshot = 0.0
         self.units = list(units)
         self.settings = list(settings)
         self.instance = instance or f"sim-{uuid.uuid4().hex[:8]}"
@@ -284,6 +416,8 @@ class SpawnedService:
                 )
             health = self.health()
             if health and health.get("broker_connected"):
+                self._up_at = time.monotonic()
+                self._next_snapshot = self._up_at
                 self._sampler = threading.Thread(target=self._sample, daemon=True)
                 self._sampler.start()
                 return self
@@ -319,9 +453,38 @@ class SpawnedService:
                     total += float(value)
         return total
 
+    def scrape(self) -> dict[str, float]:
+        """Every sample of the service's /metrics ({} when unreachable)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return scrape(resp.read().decode())
+        except OSError:
+            return {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Now: seconds since the service was up, its RSS, and its counters and latency."""
+        m = self.scrape()
+        snap: dict[str, Any] = {
+            "t_s": round(time.monotonic() - self._up_at, 2),
+            "rss_kb": self.rss_kb(),
+            "messages_in": _total(m, "streamproc_messages_in_total"),
+            "rejected": _total(m, "streamproc_messages_rejected_total"),
+            "alarms_out": _total(m, "streamproc_alarms_total"),
+            "ingress_dropped": _total(m, "streamproc_ingress_dropped_total"),
+            "publish_dropped": _total(m, "streamproc_publish_dropped_total"),
+            "beds": _total(m, "streamproc_beds_tracked"),
+            "latency_buckets": _buckets(m),
+        }
+        self.samples.append(snap)
+        return snap
+
     def _sample(self) -> None:
         while not self._stop_sampling.wait(0.5):
             self._sample_once()
+            if time.monotonic() >= self._next_snapshot:
+                self._next_snapshot += self.sample_s
+                self.snapshot()
 
     def _sample_once(self) -> None:
         health = self.health() or {}
@@ -601,13 +764,16 @@ def run_soak(
     grace_s: float = 5.0,
     spawn_service: bool = False,
     service_settings: Sequence[str] = (),
+    sample_s: float = 60.0,
+    warmup_s: float = 0.0,
     clear: bool = True,
     options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SoakReport:
     """Subscribe, (spawn the service,) publish the ward, wait, check every bed.
 
-    ``log`` gets progress notes.
+    ``log`` gets progress notes. A spawned service is sampled every ``sample_s`` (RSS and
+    /metrics); its memory growth is counted from the first sample after ``warmup_s``.
     """
 
     def note(text: str) -> None:
@@ -622,7 +788,14 @@ def run_soak(
     stats = PublishStats()
     try:
         if spawn_service:
-            service = SpawnedService(url, units=units, root=root, settings=service_settings)
+            settings = list(service_settings)
+            if speed != 1 and not any(x.startswith("service.max_future_s=") for x in settings):
+                # accelerated data runs ahead of the wall clock by design: not the gateway
+                # clock error service.max_future_s guards against (it would refuse it all)
+                settings.append("service.max_future_s=0")
+            service = SpawnedService(
+                url, units=units, root=root, settings=settings, sample_s=sample_s
+            )
             note(f"starting streamproc (instance {service.instance}, log {service.log_path})")
             service.start()
             note(f"streamproc running, pid {service.proc.pid if service.proc else '?'}")
@@ -641,6 +814,10 @@ def run_soak(
         results = evaluate(beds, scenarios, collector, speed, stats.t0)
         if service is not None:
             rss = service.rss_kb()
+            service._stop_sampling.set()  # the last sample is this one
+            if service._sampler is not None:
+                service._sampler.join(10)
+            service.snapshot()
             service_info = {
                 "pid": service.proc.pid if service.proc else None,
                 "instance": service.instance,
@@ -649,6 +826,12 @@ def run_soak(
                 "rejected": service.metric("streamproc_messages_rejected_total"),
                 "ingress_dropped": service.metric("streamproc_ingress_dropped_total"),
                 "drained": drained,
+                "sample_s": sample_s,
+                **service_figures(service.samples, warmup_s),
+                "samples": [
+                    {k: v for k, v in snap.items() if k != "latency_buckets"}
+                    for snap in service.samples
+                ],
             }
     finally:
         collector.stop()

@@ -11,7 +11,16 @@ import pytest
 
 from simulators.cli import main
 from simulators.scenario import Expectation, load_scenario, scenario_dir
-from simulators.soak import AlarmCollector, classify, default_unit_prefix, live_expectations
+from simulators.soak import (
+    AlarmCollector,
+    classify,
+    default_unit_prefix,
+    histogram_quantile,
+    live_expectations,
+    memory_growth,
+    scrape,
+    service_figures,
+)
 from tests.broker import MosquittoBroker, Subscriber
 
 SCENARIOS = scenario_dir()
@@ -93,6 +102,51 @@ class TestLiveExpectations:
         assert a != b
         assert a.startswith("s3-")
         assert a.endswith("-w")
+
+
+class TestFigures:
+    def test_histogram_quantile_interpolates_like_prometheus(self) -> None:
+        buckets = [(0.001, 50.0), (0.01, 90.0), (0.1, 100.0), (float("inf"), 100.0)]
+        assert histogram_quantile(0.5, buckets) == pytest.approx(0.001)
+        assert histogram_quantile(0.7, buckets) == pytest.approx(0.0055)
+        assert histogram_quantile(0.99, buckets) == pytest.approx(0.091)
+        assert histogram_quantile(0.99, [(1.0, 0.0), (float("inf"), 0.0)]) is None
+        # past the last finite bound: the highest finite bound
+        assert histogram_quantile(0.99, [(0.5, 1.0), (float("inf"), 10.0)]) == 0.5
+
+    def test_scrape_and_service_figures(self) -> None:
+        text = "\n".join(
+            [
+                "# HELP streamproc_messages_in_total x",
+                'streamproc_messages_in_total{kind="abp"} 90.0',
+                'streamproc_messages_in_total{kind="vitals"} 10.0',
+                'streamproc_processing_latency_seconds_bucket{le="0.001"} 99.0',
+                'streamproc_processing_latency_seconds_bucket{le="+Inf"} 100.0',
+            ]
+        )
+        m = scrape(text)
+        assert m['streamproc_messages_in_total{kind="abp"}'] == 90.0
+        samples = [
+            {"t_s": 0.5, "rss_kb": 100_000, "latency_buckets": []},
+            {"t_s": 60.0, "rss_kb": 200_000, "latency_buckets": [(0.001, 9.0), (1e9, 10.0)]},
+            {
+                "t_s": 120.0,
+                "rss_kb": 202_000,
+                "messages_in": 100,
+                "latency_buckets": [(0.001, 99.0), (1e9, 100.0)],
+            },
+        ]
+        figures = service_figures(samples, warmup_s=30.0)
+        assert figures["memory"]["growth_pct"] == 1.0
+        assert figures["memory"]["rss_mb_peak"] == pytest.approx(197.3, abs=0.1)
+        assert figures["messages"]["messages_in"] == 100
+        assert figures["latency"]["observations"] == 100
+        assert figures["latency"]["p99_ms"] == pytest.approx(1.0)
+
+    def test_growth_needs_two_samples_after_the_warmup(self) -> None:
+        got = memory_growth([{"t_s": 0.0, "rss_kb": 1}, {"t_s": 10.0, "rss_kb": 2}], 5.0)
+        assert got["growth_pct"] is None
+        assert "fewer than two" in got["note"]
 
 
 class TestSoak:
