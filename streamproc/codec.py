@@ -188,7 +188,10 @@ def _lookup(kind: str, enum: type[_E], table: Mapping[str, _E], what: str, value
         raise CodecError(
             kind,
             what,
-            f"unknown {what} {value[:80]!r}; expected one of: {choices}",
+            # the value itself is never echoed: a free-text field may hold a person's name,
+            # and this reason goes to the log (the dead-letter topic keeps the payload)
+            f"unknown {what} (a text of {len(value)} characters, not shown); "
+            f"expected one of: {choices}",
             code="unknown_value",
         )
     return member

@@ -331,6 +331,22 @@ BAD: list[tuple[str, str, bytes | str, dict[str, int], str, str | None]] = [
 ]
 
 
+class TestNoFreeTextInReasons:
+    @pytest.mark.parametrize(
+        ("kind", "field"),
+        [("patient", "profile"), ("infusion", "drug"), ("infusion", "unit"), ("vitals", "source")],
+    )
+    def test_unknown_value_is_not_echoed(self, kind: str, field: str) -> None:
+        """An unknown value of a free-text field (an EHR may put a name there) never appears
+        in the error's reason, which the service logs: only its length does."""
+        with pytest.raises(CodecError) as info:
+            decode(kind, with_(kind, **{field: "Jane Q. Doe, MRN 0042"}))
+        assert info.value.code == "unknown_value"
+        assert "Jane" not in str(info.value)
+        assert "MRN" not in str(info.value)
+        assert "21 characters" in info.value.reason
+
+
 class TestDecodeInvalid:
     @pytest.mark.parametrize(
         ("kind", "payload", "kwargs", "code", "field"),
@@ -384,11 +400,13 @@ class TestDecodeInvalid:
     def test_unknown_enum_lists_choices(
         self, kind: str, field: str, value: str, choices: list[str]
     ) -> None:
-        """An unknown enum value names the value and lists every valid choice."""
+        """An unknown enum value is named by its field and length (never echoed: free text
+        may name a person) and every valid choice is listed."""
         with pytest.raises(CodecError) as info:
             decode(kind, with_(kind, **{field: value}))
         reason = info.value.reason
-        assert f"unknown {field} {value!r}" in reason
+        assert f"unknown {field} (a text of {len(value)} characters, not shown)" in reason
+        assert value not in reason
         assert reason.endswith("expected one of: " + ", ".join(choices))
 
     def test_wrong_type_reason_is_readable(self) -> None:

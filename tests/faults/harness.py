@@ -29,6 +29,7 @@ import statistics
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "fault_audit_unusable",
     "fault_broker_kill",
     "fault_clock_jump",
+    "fault_hostile_input",
     "fault_processor_kill",
     "fault_slow_subscriber",
     "fault_stall",
@@ -786,6 +788,135 @@ def fault_clock_jump(
     return _run(res, body)
 
 
+# -- 7. hostile input under load --------------------------------------------------------------
+
+
+def hostile_messages(marker: str, now: float, max_bytes: int = 262_144) -> list[tuple[str, bytes]]:
+    """One of each hostile class the service must refuse (see :func:`fault_hostile_input`)."""
+    abp = "icu/ward7/bed03/abp"
+    head = f'{{"t0": {now:.3f}, "fs": 125, "samples": ['.encode()
+    oversize = head + b"80," * (max_bytes // 3) + b"80]}"
+    many = head + b"80," * 30_000 + b"80]}"  # 30,001 samples, ~90 KB: under the byte cap
+    return [
+        (abp, oversize),  # too_large: bytes
+        (abp, many),  # too_large: samples
+        (abp, b"not json"),
+        (abp, b"\xff\xfe" * 50),  # not UTF-8
+        (abp, head + b"1e999]}"),  # not finite
+        ("icu/ward7/bed03/vitals", f'{{"ts": {now}, "source": "art", "sbp": "{marker}"}}'.encode()),
+        ("icu/ward7/bed03/patient", f'{{"ts": {now}, "profile": "Jane {marker}"}}'.encode()),
+        (
+            "icu/ward7/bed03/infusion",
+            f'{{"ts": {now}, "drug": "{marker}", "rate": 1, "unit": "mcg/min"}}'.encode(),
+        ),
+        ("icu/../bed03/abp", b"{}"),  # bad_topic: '..' as a unit
+        ("icu/ward7/bed.03/abp", b"{}"),  # a dot in the bed id
+        ("icu/" + "u" * 65 + "/bed03/abp", b"{}"),  # unit id too long
+        ("icu/ward 7/bed03/vitals", b"{}"),  # a space in the unit
+        ("icu/ward7/bed03/ack", b'{"ts": 1, "alarm_id": 5}'),
+    ]
+
+
+def fault_hostile_input(
+    workdir: Path,
+    *,
+    rounds: int = 100,
+    flood_beds: int = 2000,
+    max_beds: int = 500,
+    mosquitto_bin: Path | None = None,
+) -> FaultResult:
+    """The 60/40 episode with hostile input interleaved, QoS 1: ``rounds`` x every class of
+    :func:`hostile_messages` (payload over ``service.max_payload_bytes``, more samples than
+    ``service.max_samples``, not JSON, not UTF-8, not finite, wrong types, unknown enum
+    values carrying a marker that stands for a patient's name, topics with ``..``, an
+    over-long id, a space), plus ``flood_beds`` new bed ids in another unit (``max_beds``
+    = ``max_beds``) and patient messages whose extra fields carry the marker. The alarm
+    arrives once; every message is accounted (in + rejected = sent); the beds held stay
+    within the cap (the rest evicted, counted); the marker is nowhere in the log."""
+    res = FaultResult("hostile input + bed-id flood", "start of publishing -> alarm")
+
+    def body() -> None:
+        marker = f"PHI-{uuid.uuid4().hex[:10]}"
+        now = time.time()
+        hostile = hostile_messages(marker, now) * rounds
+        flood: list[tuple[str, bytes]] = []
+        for i in range(flood_beds):
+            topic = f"icu/ward9/flood{i:05d}"
+            flood.append(
+                (f"{topic}/vitals", f'{{"ts": {now}, "source": "nibp", "map": 80}}'.encode())
+            )
+            if i % 10 == 0:  # accepted, with fields the contract does not have (ignored)
+                body_ = f'{{"ts": {now}, "name": "Jane {marker}", "mrn": "{marker}"}}'
+                flood.append((f"{topic}/patient", body_.encode()))
+        extra = hostile + flood
+        episode = [ln for _, ln in timed_lines(headline())]
+        env = {"STREAMPROC_MAX_BEDS": str(max_beds)}
+        with rig(workdir, mosquitto_bin=mosquitto_bin, env=env) as r:
+            obs = r.observer()
+            gw = r.gateway()
+            per_line = len(extra) // len(episode) + 1
+            infos = []
+            t0 = time.monotonic()
+            for i, line in enumerate(episode):
+                for topic, payload in extra[i * per_line : (i + 1) * per_line]:
+                    infos.append(gw.client.publish(topic, payload, qos=1))
+                gw.send([line])
+            for info in infos:
+                info.wait_for_publish(30)
+            res.recovery_s = _alarm_after(obs, t0)
+            total = len(extra) + len(episode)
+
+            def accounted() -> bool:
+                n_in = metric_sum(r.service, "streamproc_messages_in_total")
+                n_rej = metric_sum(r.service, "streamproc_messages_rejected_total")
+                return n_in + n_rej >= total
+
+            wait_until(accounted, 60, f"in + rejected reach {total}")
+            n_in = metric_sum(r.service, "streamproc_messages_in_total")
+            n_rej = metric_sum(r.service, "streamproc_messages_rejected_total")
+            by_reason = {
+                reason: int(r.service.metric("streamproc_messages_rejected_total", reason=reason))
+                for reason in ("too_large", "not_json", "not_utf8", "not_finite", "wrong_type",
+                               "unknown_value", "bad_topic")
+            }  # fmt: skip
+            beds = int(healthz(r.service)[1].get("beds", -1))
+            evicted = int(r.service.metric("streamproc_beds_evicted_total"))
+            res.details.update(
+                sent=total,
+                hostile=len(hostile),
+                flood_beds=flood_beds,
+                accepted=int(n_in),
+                rejected=int(n_rej),
+                beds_held=beds,
+                beds_evicted=evicted,
+                **{f"rej_{k}": v for k, v in by_reason.items() if v},
+            )
+            if n_in + n_rej != total:
+                res.problems.append(f"in {n_in} + rejected {n_rej} != sent {total}")
+            if n_rej < len(hostile):
+                res.problems.append(f"only {n_rej} of {len(hostile)} hostile messages refused")
+            if not 0 < beds <= max_beds:
+                res.problems.append(f"{beds} beds held with max_beds {max_beds}")
+            if evicted < flood_beds + 1 - max_beds:
+                res.problems.append(
+                    f"{evicted} beds evicted, expected >= {flood_beds + 1 - max_beds}"
+                )
+            log_text = r.service.log_path.read_text(errors="replace")
+            if marker in log_text:
+                res.problems.append("the marker standing for a patient's name is in the log")
+            res.details["log_mentions_marker"] = log_text.count(marker)
+            events = [ln.get("event") for ln in r.service.log_lines()]
+            for bad in ("internal_error", "alarm_closed_bed_evicted"):
+                if bad in events:
+                    res.problems.append(f"{bad} in the log")
+            if r.service.proc is None or r.service.proc.poll() is not None:
+                res.problems.append("the processor exited")
+            time.sleep(0.5)
+            check_episode(res, r, obs.messages)
+
+    return _run(res, body)
+
+
 # -- table -------------------------------------------------------------------------------
 
 FAULTS: dict[str, Callable[..., FaultResult]] = {
@@ -797,6 +928,7 @@ FAULTS: dict[str, Callable[..., FaultResult]] = {
     "audit_write_error": functools.partial(fault_audit_runtime, how="write_error"),
     "audit_file_replaced": functools.partial(fault_audit_runtime, how="file_replaced"),
     "clock_jump": fault_clock_jump,
+    "hostile_input": fault_hostile_input,
 }
 
 

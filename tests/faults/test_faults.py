@@ -113,3 +113,19 @@ def test_gateway_clock_jump(mosquitto_bin: Path, tmp_path: Path, jump_s: float) 
     res = harness.fault_clock_jump(tmp_path, jump_s=jump_s, mosquitto_bin=mosquitto_bin)
     report(res)
     assert res.details["accepted"] + res.details["rejected"] == res.details["sent"]
+
+
+def test_hostile_input_and_bed_flood(mosquitto_bin: Path, tmp_path: Path) -> None:
+    """Every class of hostile input (oversize payload, too many samples, not JSON, not UTF-8,
+    not finite, wrong types, unknown values carrying a stand-in for a patient's name, topics
+    with '..', a dot, a space or an over-long id) 100 times each, and 2,000 new bed ids with
+    max_beds 500, interleaved with the 60/40 episode: the alarm arrives once, every message
+    is accounted, at most 500 beds are held, the name is nowhere in the log."""
+    res = harness.fault_hostile_input(tmp_path, mosquitto_bin=mosquitto_bin)
+    report(res)
+    assert res.details["rejected"] >= res.details["hostile"]
+    assert res.details["rej_too_large"] >= 200
+    assert res.details["rej_bad_topic"] >= 400
+    assert res.details["beds_held"] <= 500
+    assert res.details["beds_evicted"] >= 1501
+    assert res.details["log_mentions_marker"] == 0
