@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -147,6 +148,7 @@ class Scrape:
     values: dict[str, float]
     buckets: list[tuple[float, float]]  # (le, cumulative count), +inf last
     cpu: float = 0.0
+    loop_buckets: list[tuple[float, float]] = dataclasses.field(default_factory=list)
     rss: int = 0
 
     @property
@@ -167,6 +169,7 @@ def scrape(port: int, proc: psutil.Process | None = None) -> Scrape | None:
     t = time.monotonic()
     values: dict[str, float] = {}
     buckets: list[tuple[float, float]] = []
+    loop_buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
         m = _SAMPLE.match(line)
         if m is None:
@@ -175,9 +178,12 @@ def scrape(port: int, proc: psutil.Process | None = None) -> Scrape | None:
         if name == "streamproc_processing_latency_seconds_bucket":
             le = labels.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((math.inf if le == "+Inf" else float(le), value))
+        elif name == "streamproc_loop_lag_seconds_bucket":
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            loop_buckets.append((math.inf if le == "+Inf" else float(le), value))
         else:
             values[name + labels] = value
-    sample = Scrape(t, values, sorted(buckets))
+    sample = Scrape(t, values, sorted(buckets), loop_buckets=sorted(loop_buckets))
     if proc is not None:
         with contextlib.suppress(psutil.Error):
             cpu = proc.cpu_times()
@@ -208,6 +214,17 @@ def bucket_delta(
 ) -> list[tuple[float, float]]:
     before = dict(a)
     return [(le, count - before.get(le, 0.0)) for le, count in b]
+
+
+def _max_bucket(buckets: list[tuple[float, float]]) -> float | None:
+    """Upper bound of the highest non-empty bucket (inf: beyond the last finite bound)."""
+    top = None
+    prev = 0.0
+    for le, count in buckets:
+        if count > prev:
+            top = le
+        prev = count
+    return top
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -768,6 +785,11 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
         "cpu_share": (loaded.cpu - warm.cpu) / (loaded.t - warm.t) if loaded.t > warm.t else None,
         "proc_p50_ms": _ms(histogram_quantile(0.5, lat_buckets)),
         "proc_p99_ms": _ms(histogram_quantile(0.99, lat_buckets)),
+        # how late the service's event loop ran its 20 ms watch timer: its own stalls
+        "loop_lag_p99_ms": _ms(
+            histogram_quantile(0.99, bucket_delta(warm.loop_buckets, final.loop_buckets))
+        ),
+        "loop_lag_max_ms": _ms(_max_bucket(bucket_delta(warm.loop_buckets, final.loop_buckets))),
         "alarms_expected": len(expected),
         "alarms_received": match["matched"],
         "alarms_ts_mismatch": match["mismatch"],
@@ -1024,6 +1046,10 @@ def print_report(args: argparse.Namespace, rep: Report) -> dict[str, Any]:
             f"processing latency (histogram): p50 {fmt(m('proc_p50_ms'), '.2f')} ms, "
             f"p99 {fmt(m('proc_p99_ms'), '.2f')} ms; loopback floor (ping): p50 "
             f"{fmt(m('ping_p50_ms'), '.2f')} ms, p99 {fmt(m('ping_p99_ms'), '.2f')} ms"
+        )
+        print(
+            f"service event-loop lag (20 ms watch timer): p99 {fmt(m('loop_lag_p99_ms'), '.2f')}"
+            f" ms, worst bucket <= {fmt(m('loop_lag_max_ms'), '.1f')} ms"
         )
         kb = m("kb_per_bed")
         print(

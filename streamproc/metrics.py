@@ -177,6 +177,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.loop_lag_seconds = BatchHistogram(
+            name("loop_lag_seconds"),
+            "How late the event loop ran a 20 ms watch timer: how long any message or alarm "
+            "could have waited for the loop (GC pauses, long batches, a starved host).",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self.beds_tracked = Gauge(
             name("beds_tracked"), "Beds the core currently holds state for.", registry=reg
         )

@@ -66,6 +66,8 @@ __all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_servi
 GC_FREEZE_S: Final = 30.0
 #: Unfreeze and collect everything this often (s).
 GC_FULL_S: Final = 3600.0
+#: Period of the event-loop watch timer (s): its lateness is the loop lag metric.
+LOOP_WATCH_S: Final = 0.02
 #: Beds ticked or summarised between two turns of the event loop.
 SLICE_BEDS: Final = 100
 #: Data older than this when processed (s) means the service is falling behind: logged.
@@ -356,6 +358,7 @@ class Service:
                 tg.create_task(self._connection_loop(), name="mqtt-connection")
                 tg.create_task(self._process_loop(), name="process")
                 tg.create_task(self._tick_loop(), name="tick")
+                tg.create_task(self._watch_loop(), name="loop-watch")
         finally:
             if self.audit is not None:
                 unwritten = self.audit.close(self.clock())
@@ -967,6 +970,15 @@ class Service:
             if every > 0 and now >= next_summary and self.connected.is_set():
                 await self._publish_summaries()
                 next_summary = now + every
+
+    async def _watch_loop(self) -> None:
+        """Measure how late the loop runs a short timer (streamproc_loop_lag_seconds)."""
+        step = LOOP_WATCH_S
+        observe = self.metrics.loop_lag_seconds.observe
+        while not self._stopping.is_set():
+            t = time.monotonic()
+            await self._sleep(step)
+            observe(max(0.0, time.monotonic() - t - step))
 
 
 async def run_service(config: StreamprocConfig) -> int:
