@@ -31,8 +31,11 @@ RUN pip install --editable . \
 # audit-data); a new named volume takes this directory's owner
 RUN mkdir -p /data && chown streamproc:streamproc /data
 
+# numba keeps the compiled beat-detector loops here (the package directory is
+# root's and read-only for the service user); compiled once per container start
 ENV STREAMPROC_AUDIT_DB=/data/streamproc-audit.sqlite3 \
-    STREAMPROC_METRICS_PORT=9108
+    STREAMPROC_METRICS_PORT=9108 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 
 USER streamproc:streamproc
 

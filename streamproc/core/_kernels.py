@@ -14,10 +14,29 @@ interpreter; the tests check the compiled and interpreted versions agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 import numba
 import numpy as np
 
 __all__ = ["beat_measures", "detect"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(fn: _F) -> _F:
+    """``numba.njit``, with its on-disk cache where numba finds a writable place for it.
+
+    Without one (a read-only install and no writable home; ``NUMBA_CACHE_DIR`` names
+    one), numba refuses ``cache=True`` at decoration time: compile per process instead
+    of failing to import.
+    """
+    try:
+        return cast("_F", numba.njit(cache=True, nogil=True)(fn))
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return cast("_F", numba.njit(cache=False, nogil=True)(fn))
+
 
 # Integer state slots of ``detect`` (``istate``).
 N_END = 0  # samples of the segment seen so far
@@ -31,7 +50,7 @@ C_LAST = 2  # running sum of positive slopes at the last sample
 Y_LAST = 3  # filtered value of the last sample
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     x: np.ndarray,
     coef: np.ndarray,
@@ -167,7 +186,7 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     return ybuf, ssf_ext[total - keep :].copy(), onsets[:no]
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def beat_measures(
     y: np.ndarray, b0: int, onsets: np.ndarray, band_mmhg: float, band_pp: float
 ) -> np.ndarray:

@@ -69,3 +69,28 @@ class TestWarmUp:
         warm_up()
         warm_up()
         assert _kernels.detect.signatures  # compiled for at least one signature
+
+
+class TestNoCacheLocation:
+    """Where numba finds no writable cache directory, the kernels still compile."""
+
+    def test_falls_back_to_no_cache(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """cache=True refused at decoration time -> compiled without the disk cache."""
+        real = _kernels.numba.njit
+        asked: list[bool] = []
+
+        def njit(**kwargs: object) -> object:
+            asked.append(bool(kwargs["cache"]))
+            if kwargs["cache"]:
+                raise RuntimeError("cannot cache function 'f': no locator available")
+            return real(**kwargs)
+
+        monkeypatch.setattr(_kernels.numba, "njit", njit)
+
+        def twice(x: float) -> float:
+            return 2.0 * x
+
+        compiled = _kernels._jit(twice)
+        assert asked == [True, False]
+        assert compiled(21.0) == 42.0
+        assert hasattr(compiled, "py_func")
