@@ -81,8 +81,10 @@ log = get_logger("streamproc.service")
 SESSION_EXPIRY_S: Final = 3600
 #: Most inbound messages handed to the core in one pass (then the loop breathes).
 BATCH_MAX: Final = 100
-#: Most bed summaries published between two looks at the alarm outbox.
-SUMMARY_BURST: Final = 50
+#: Most bed summaries published between two looks at the alarm outbox and the ingress.
+SUMMARY_BURST: Final = 20
+#: Longest a summary step waits for the ingress to empty (s).
+SUMMARY_YIELD_MAX_S: Final = 1.0
 #: How long to wait for retained alarm state on start when none is arriving.
 RESTORE_QUIET_S: Final = 0.5
 RESTORE_MAX_S: Final = 10.0
@@ -359,6 +361,7 @@ class Service:
                 tg.create_task(self._process_loop(), name="process")
                 tg.create_task(self._tick_loop(), name="tick")
                 tg.create_task(self._watch_loop(), name="loop-watch")
+                tg.create_task(self._summary_loop(), name="summaries")
         finally:
             if self.audit is not None:
                 unwritten = self.audit.close(self.clock())
@@ -736,6 +739,19 @@ class Service:
         ingress.append(_Inbound(topic, payload, self.clock()))
         self._ingress_event.set()
 
+    async def _yield_to_ingress(self) -> None:
+        """Let the core take what is waiting before display work (summaries) runs.
+
+        Summaries are bulk work (at 5,000 beds, 2,500 a second); done while chunks
+        wait, they delayed the alarms those chunks would raise. They wait for an
+        empty ingress, at most ``SUMMARY_YIELD_MAX_S`` (an overloaded service still
+        refreshes its displays, more slowly).
+        """
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + SUMMARY_YIELD_MAX_S
+        while self._ingress and not self._stopping.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         """Alarms first, in order, QoS 1 (each confirmed); then bed summaries, QoS 0.
 
@@ -751,7 +767,11 @@ class Service:
                     await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
                     outbox.popleft()
                     self.metrics.publish_queue_depth.set(len(outbox))
+                if summaries:
+                    await self._yield_to_ingress()
                 for _ in range(min(len(summaries), SUMMARY_BURST)):
+                    if outbox:
+                        break  # an alarm came in meanwhile: it goes first
                     topic, payload = summaries.popitem(last=False)
                     await client.publish(topic, payload, qos=0, retain=True)
                 await asyncio.sleep(0)
@@ -951,12 +971,10 @@ class Service:
                 self._summary_box.pop(topic, None)
                 self._summary_box[topic] = encode_summary(st)  # only the latest per bed waits
             self._outbox_event.set()
-            await asyncio.sleep(0)
+            await self._yield_to_ingress()
 
     async def _tick_loop(self) -> None:
         step = self.config.service.tick_s
-        every = self.config.service.summary_s
-        next_summary = 0.0
         while not self._stopping.is_set():
             await self._sleep(step)
             now = self.clock()
@@ -967,9 +985,17 @@ class Service:
             self._audit_poll(now)
             self._gc.step(time.monotonic())
             self.metrics.alarms_open_from(self.engine)
-            if every > 0 and now >= next_summary and self.connected.is_set():
+
+    async def _summary_loop(self) -> None:
+        """Bed summaries every ``summary_s``, in their own task: under load they wait for
+        the core (``_yield_to_ingress``), and ticks must not wait with them."""
+        every = self.config.service.summary_s
+        if every <= 0:
+            return
+        while not self._stopping.is_set():
+            if self.connected.is_set():
                 await self._publish_summaries()
-                next_summary = now + every
+            await self._sleep(every)
 
     async def _watch_loop(self) -> None:
         """Measure how late the loop runs a short timer (streamproc_loop_lag_seconds)."""
