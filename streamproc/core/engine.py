@@ -141,11 +141,7 @@ class Engine:
 
     def tick(self, now: float) -> list[AlarmEvent]:
         """Time passes on every bed (staleness, re-announcements, standing NIBP)."""
-        self._advance(now)
-        out: list[AlarmEvent] = []
-        for mon in self._beds.values():
-            out.extend(mon.tick(now))
-        return self._take_evicted(out)
+        return [ev for part in self.tick_slices(now, max(len(self._beds), 1)) for ev in part]
 
     def tick_slices(self, now: float, size: int = 256) -> Iterator[list[AlarmEvent]]:
         """:meth:`tick` in slices of ``size`` beds, for a caller that must stay responsive.
@@ -159,7 +155,7 @@ class Engine:
             raise ValueError(f"size must be at least 1, got {size}")
         self._advance(now)
         monitors = list(self._beds.values())
-        for i in range(0, len(monitors), size):
+        for i in range(0, max(len(monitors), 1), size):  # one (empty) slice with no beds
             out: list[AlarmEvent] = []
             for mon in monitors[i : i + size]:
                 out.extend(mon.tick(now))
