@@ -20,7 +20,14 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 
-__all__ = ["beat_measures", "detect"]
+__all__ = [
+    "advance_beats",
+    "beat_measures",
+    "classify",
+    "detect",
+    "detect_beats",
+    "judge_level",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -43,6 +50,11 @@ N_END = 0  # samples of the segment seen so far
 LEARNED = 1  # 1 once the learning window is complete
 PREV_ABOVE = 2  # 1 when the last sample was above the threshold
 LAST_CROSS = 3  # segment index of the last accepted crossing
+PENDING = 4  # onset of the beat in progress (-1: none); ``detect_beats`` only
+B0 = 5  # segment index of ``y_buf[0]``; ``detect_beats`` only
+DQ_HEAD = 6  # the sliding maximum's deque: head slot in its ring
+DQ_LEN = 7  # and length
+I_SIZE = 8
 # Float state slots (``fstate``).
 Z0 = 0  # biquad state
 Z1 = 1
@@ -58,6 +70,7 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     istate: np.ndarray,
     c_tail: np.ndarray,
     ssf_hist: np.ndarray,
+    dq: np.ndarray,
     y_buf: np.ndarray,
     b0: int,
     h: int,
@@ -65,19 +78,24 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     refr: int,
     frac: float,
     min_up: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Filter ``x``, find the accepted threshold crossings and their onsets.
 
     ``coef`` is ``(b0, b1, b2, a1, a2)`` of a biquad normalised to ``a0 = 1``
     (direct form II transposed, state in ``fstate[Z0:Z1+1]``). ``c_tail`` holds
     the last ``w`` values of the slope running sum (updated in place);
-    ``ssf_hist`` the slope sums the sliding maximum still needs (the whole
-    segment while learning). ``y_buf`` holds the filtered samples from segment
-    index ``b0`` on. ``istate``/``fstate`` are updated in place.
+    ``ssf_hist`` the slope sums of the learning window while it fills (empty
+    afterwards). ``dq`` is the sliding maximum's monotonic deque of (segment
+    index, slope sum) rows (a buffer moved to its start when its end is reached,
+    grown when full), its head and length in ``istate[DQ_HEAD]``,
+    ``istate[DQ_LEN]``: carried from chunk to chunk, so each slope sum enters
+    it once. ``y_buf`` holds the filtered samples from
+    segment index ``b0`` on. ``istate``/``fstate`` are updated in place.
 
     Returns the new ``y_buf`` (old + this chunk, from ``b0``), the new
-    ``ssf_hist`` and the onsets (segment indices) of the accepted crossings;
-    an onset at index 0 (an upstroke that began before the segment) is left out.
+    ``ssf_hist``, the deque's buffer (a new one when it grew) and the onsets
+    (segment indices) of the accepted crossings; an onset at index 0 (an
+    upstroke that began before the segment) is left out.
     """
     n = x.size
     w = c_tail.size
@@ -100,63 +118,79 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     # 2. slope sum over the last w samples: c[i] - c[i - w]
     y_last = fstate[Y_LAST] if start > 0 else ybuf[old]
     c = fstate[C_LAST]
-    nh = ssf_hist.size
+    learned = istate[LEARNED] != 0
+    nh = 0 if learned else ssf_hist.size
     ssf_ext = np.empty(nh + n, np.float64)
-    ssf_ext[:nh] = ssf_hist
-    tail = c_tail.copy()  # ring: tail[k % w] is c at index (start + k - w)
+    ssf_ext[:nh] = ssf_hist[:nh]
+    tail = c_tail.copy()  # ring: tail[k] is c at index (start + i - w), k = i mod w
+    k = 0
     for i in range(n):
         yi = ybuf[old + i]
         d = yi - y_last
         if d > 0.0:
             c += d
         y_last = yi
-        k = i % w
         ssf_ext[nh + i] = c - tail[k]
         tail[k] = c
+        k += 1
+        if k == w:
+            k = 0
     # re-order the ring so c_tail[j] is c at index (end - w + j)
-    r = n % w
     for j in range(w):
-        c_tail[j] = tail[(r + j) % w]
+        c_tail[j] = tail[k]
+        k += 1
+        if k == w:
+            k = 0
     fstate[C_LAST] = c
     fstate[Y_LAST] = y_last
     end = start + n
     istate[N_END] = end
 
     onsets = np.empty(0, np.int64)
-    if istate[LEARNED] == 0:
+    if not learned:
         if end < learn_n:
-            return ybuf, ssf_ext, onsets
+            return ybuf, ssf_ext, dq, onsets  # still learning: keep every slope sum
         istate[LEARNED] = 1
         scan_from = 0  # segment index of ssf_ext[0]
-        scan_off = 0  # first ssf_ext index to scan
     else:
-        scan_from = start - nh
-        scan_off = nh
-    # 3. threshold crossings: level = max of the last h slope sums (0 before the segment)
+        scan_from = start
+    # 3. threshold crossings: level = max of the last h slope sums (none before the segment)
     total = ssf_ext.size
     learn_level = 0.0
-    if scan_off == 0:
+    if not learned:
         for i in range(min(learn_n, total)):
             learn_level = max(learn_level, ssf_ext[i])
-    dq = np.empty(total, np.int64)  # monotonic deque of indices (decreasing values)
-    head = 0
-    tail_i = 0
+    cap = dq.shape[0]
+    head = istate[DQ_HEAD]
+    tail_i = head + istate[DQ_LEN]
     prev_above = istate[PREV_ABOVE] == 1
     last = istate[LAST_CROSS]
-    found = np.empty(n + nh, np.int64)
+    found = np.empty(total, np.int64)
     nf = 0
     for i in range(total):
         v = ssf_ext[i]
-        while tail_i > head and ssf_ext[dq[tail_i - 1]] <= v:
-            tail_i -= 1
-        dq[tail_i] = i
-        tail_i += 1
-        while dq[head] <= i - h:
-            head += 1
-        if i < scan_off:
-            continue
         seg_i = scan_from + i
-        level = learn_level if (scan_off == 0 and i < learn_n) else ssf_ext[dq[head]]
+        # the deque's values decrease from head to tail: drop those not above v
+        while tail_i > head and dq[tail_i - 1, 1] <= v:
+            tail_i -= 1
+        if tail_i == cap:  # at the end of the buffer: move the deque to its start
+            if head == 0:  # full: a longer buffer (a long falling stretch)
+                cap *= 2
+                grown = np.empty((cap, 2), np.float64)
+                grown[:tail_i] = dq[:tail_i]
+                dq = grown
+            else:
+                for r in range(tail_i - head):
+                    dq[r, 0] = dq[head + r, 0]
+                    dq[r, 1] = dq[head + r, 1]
+                tail_i -= head
+                head = 0
+        dq[tail_i, 0] = seg_i
+        dq[tail_i, 1] = v
+        tail_i += 1
+        while dq[head, 0] <= seg_i - h:
+            head += 1
+        level = learn_level if (not learned and i < learn_n) else dq[head, 1]
         thr = max(level * frac, min_up)
         above = v > thr
         if above and not prev_above and seg_i - last >= refr:
@@ -164,6 +198,8 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
             nf += 1
             last = seg_i
         prev_above = above
+    istate[DQ_HEAD] = head
+    istate[DQ_LEN] = tail_i - head
     istate[PREV_ABOVE] = 1 if prev_above else 0
     istate[LAST_CROSS] = last
     # 4. onset: the foot, the first minimum of y in the w samples before the crossing
@@ -182,8 +218,7 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
         if best > 0:
             onsets[no] = best
             no += 1
-    keep = min(total, h - 1) if h > 1 else 0
-    return ybuf, ssf_ext[total - keep :].copy(), onsets[:no]
+    return ybuf, ssf_ext[:0], dq, onsets[:no]
 
 
 @_jit
@@ -223,3 +258,539 @@ def beat_measures(
         out[k, 4] = near / length
         out[k, 5] = y[e]
     return out
+
+
+# Beat quality codes of ``classify`` (the order of ``beats.BeatQuality``'s checks).
+Q_VALID = 0
+Q_NEGATIVE = 1
+Q_SATURATED = 2
+Q_SQUARE_WAVE = 3
+Q_OUT_OF_RANGE = 4
+Q_JUMP = 5
+Q_PREMATURE = 6
+
+# Slots of ``classify``'s ``limits`` (from ``BeatSettings``).
+L_MAX_SBP = 0
+L_MAX_PLATEAU = 1
+L_MIN_SBP = 2
+L_MIN_DBP = 3
+L_MAX_DBP = 4
+L_MIN_MAP = 5
+L_MAX_MAP = 6
+L_MIN_PP = 7
+L_MAX_PP = 8
+L_MIN_HR = 9
+L_MAX_HR = 10
+L_MAX_JUMP = 11
+L_BAND_MMHG = 12
+L_BAND_PP = 13
+L_SIZE = 14
+
+#: Values a level check keeps as its reference (the median of these).
+LEVEL_HISTORY = 8
+# Layout of a level check's state (float64): counts, then the values.
+LV_NHIST = 0
+LV_NSUSP = 1
+LV_HIST = 2  # LEVEL_HISTORY values
+LV_SUSP = LV_HIST + LEVEL_HISTORY  # ``confirm`` values
+
+
+@_jit
+def _median_of(values: np.ndarray) -> float:
+    s = np.sort(values)
+    n = s.size
+    mid = n // 2
+    if n % 2:
+        return float(s[mid])
+    return float(0.5 * (s[mid - 1] + s[mid]))
+
+
+@_jit
+def judge_level(  # noqa: PLR0917 - the check's parameters, flat for the compiler
+    state: np.ndarray, value: float, below: float, above: float, confirm: int, tolerance: float
+) -> bool:
+    """Whether ``value`` is plausible against the median of the recent accepted values.
+
+    A value more than ``below`` (fraction) under the reference, or more than
+    ``above`` over it, is suspect. ``confirm`` consecutive suspects that agree
+    with each other (spread within ``tolerance`` of their median) become the new
+    reference: a real change is accepted after a few beats. Learns from
+    ``value`` either way (``state`` updated in place, layout ``LV_*``).
+    """
+    nh = int(state[LV_NHIST])
+    ns = int(state[LV_NSUSP])
+    if nh > 0:
+        ref = _median_of(state[LV_HIST : LV_HIST + nh])
+        if value < ref * (1.0 - below) or value > ref * (1.0 + above):
+            if ns == confirm:  # full: the oldest suspect leaves
+                for j in range(ns - 1):
+                    state[LV_SUSP + j] = state[LV_SUSP + j + 1]
+                ns -= 1
+            state[LV_SUSP + ns] = value
+            ns += 1
+            if ns >= confirm:
+                susp = state[LV_SUSP : LV_SUSP + ns]
+                level = _median_of(susp)
+                if susp.max() - susp.min() <= tolerance * level:
+                    keep = min(ns, LEVEL_HISTORY)
+                    for j in range(keep):
+                        state[LV_HIST + j] = state[LV_SUSP + ns - keep + j]
+                    state[LV_NHIST] = keep
+                    ns = 0
+            state[LV_NSUSP] = ns
+            return False
+    if nh == LEVEL_HISTORY:  # full: the oldest value leaves
+        for j in range(nh - 1):
+            state[LV_HIST + j] = state[LV_HIST + j + 1]
+        nh -= 1
+    state[LV_HIST + nh] = value
+    state[LV_NHIST] = nh + 1
+    state[LV_NSUSP] = 0
+    return True
+
+
+# Columns of ``classify``'s result rows.
+B_ONSET = 0
+B_END = 1
+B_SBP = 2
+B_DBP = 3
+B_MAP = 4
+B_HR = 5
+B_QUALITY = 6
+B_COLUMNS = 7
+
+
+@_jit
+def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
+    y: np.ndarray,
+    b0: int,
+    found: np.ndarray,
+    pending: int,
+    t0: float,
+    fs: float,
+    delay: float,
+    max_n: int,
+    limits: np.ndarray,
+    rhythm: np.ndarray,
+    jump: np.ndarray,
+    confirm: int,
+    min_rr_fraction: float,
+    jump_tolerance: float,
+) -> np.ndarray:
+    """The beats between consecutive onsets, measured and given a quality verdict.
+
+    The onsets are ``pending`` (the onset of the beat in progress, -1 if none)
+    followed by the newly ``found`` ones.
+
+    Rows of ``B_COLUMNS``: onset and end (data times), SBP, DBP, MAP, HR and
+    the quality code (``Q_*``, first that applies, as documented in
+    ``streamproc.core.beats``). Beats longer than ``max_n`` samples are left
+    out. ``rhythm`` and ``jump`` are the two level checks' states (``LV_*``),
+    updated in place.
+    """
+    if pending >= 0:
+        onsets = np.empty(found.size + 1, np.int64)
+        onsets[0] = pending
+        onsets[1:] = found
+    else:
+        onsets = found
+    if onsets.size < 2:
+        return np.empty((0, B_COLUMNS), np.float64)
+    m = beat_measures(y, b0, onsets, limits[L_BAND_MMHG], limits[L_BAND_PP])
+    nb = m.shape[0]
+    out = np.empty((nb, B_COLUMNS), np.float64)
+    k_out = 0
+    max_jump = limits[L_MAX_JUMP]
+    t_end = t0 + (onsets[0] - delay) / fs
+    for k in range(nb):
+        dbp = m[k, 0]
+        mean_p = m[k, 1]
+        sbp = m[k, 2]
+        low = m[k, 3]
+        plateau = m[k, 4]
+        next_foot = m[k, 5]
+        n = onsets[k + 1] - onsets[k]
+        t_start = t_end
+        t_end = t0 + (onsets[k + 1] - delay) / fs
+        if n > max_n:
+            continue  # a pause or a lost signal, not a beat
+        pp = sbp - dbp
+        hr = 60.0 * fs / n
+        if low < 0.0:
+            q = Q_NEGATIVE
+        elif sbp >= limits[L_MAX_SBP]:
+            q = Q_SATURATED
+        elif plateau > limits[L_MAX_PLATEAU]:
+            q = Q_SQUARE_WAVE
+        elif not (
+            limits[L_MIN_SBP] <= sbp <= limits[L_MAX_SBP]
+            and limits[L_MIN_DBP] <= dbp <= limits[L_MAX_DBP]
+            and limits[L_MIN_MAP] <= mean_p <= limits[L_MAX_MAP]
+            and limits[L_MIN_PP] <= pp <= limits[L_MAX_PP]
+            and limits[L_MIN_HR] <= hr <= limits[L_MAX_HR]
+        ):
+            q = Q_OUT_OF_RANGE
+        elif abs(next_foot - dbp) > max_jump * mean_p:
+            q = Q_JUMP  # the level moved within the beat (a line back from a flat stretch)
+        elif not judge_level(
+            rhythm, float(n), 1.0 - min_rr_fraction, np.inf, confirm, jump_tolerance
+        ):
+            q = Q_PREMATURE
+        elif not judge_level(jump, mean_p, max_jump, max_jump, confirm, jump_tolerance):
+            q = Q_JUMP
+        else:
+            q = Q_VALID
+        out[k_out, B_ONSET] = t_start
+        out[k_out, B_END] = t_end
+        out[k_out, B_SBP] = sbp
+        out[k_out, B_DBP] = dbp
+        out[k_out, B_MAP] = mean_p
+        out[k_out, B_HR] = hr
+        out[k_out, B_QUALITY] = q
+        k_out += 1
+    return out[:k_out]
+
+
+# ---------------------------------------------------------------------------
+# The monitor's per-beat steps (``monitor.BedMonitor``): rolling window, medians,
+# hold timers, and whether the beat needs the protocol's decisions at all.
+
+# Rows of the hold-timer array; columns start, last, accum (NaN start: not holding).
+T_VALID_RUN = 0
+T_BELOW = 1
+T_CRITICAL = 2
+T_RECOVERED = 3
+T_SBP_AT_TARGET = 4
+T_ROWS = 5
+T_START = 0
+T_LAST = 1
+T_ACCUM = 2
+
+# Columns of the rolling window.
+W_END = 0
+W_MAP = 1
+W_SBP = 2
+W_DBP = 3
+W_HR = 4
+W_COLUMNS = 5
+
+# Monitor state slots (``mst``) written by ``advance_beats``.
+M_WIN_N = 0  # beats in the window (kept between calls)
+M_TOTAL = 1  # beats taken by this call
+M_VALID = 2  # valid beats taken by this call
+M_VALID_REF = 3  # end of the last valid beat taken (when M_VALID > 0)
+M_FULL = 4  # 1 when this call computed medians (the window had enough beats)
+M_MAP = 5  # the last medians computed
+M_SBP = 6
+M_DBP = 7
+M_HR = 8
+M_VALUE = 9  # the target metric's rolling value, and its data time
+M_OBS_TS = 10
+M_DECIDE = 11  # why the call stopped: 0 all taken; DECIDE_BEAT; DECIDE_OBSERVED
+M_SIZE = 12
+DECIDE_BEAT = 1  # the last beat taken needs decisions (window not yet full)
+DECIDE_OBSERVED = 2  # the last beat taken needs decisions on its observation
+
+# Context slots (``ctx``): what the decisions depend on, from the monitor's Python state.
+C_METRIC_SBP = 0  # 1 when the target is on SBP, 0 on MAP
+C_TARGET = 1
+C_SIGNAL_INVALID = 2  # 1 when the signal-invalid alarm is open
+C_ALARM = 3  # hypotension alarm: ALARM_NONE / ALARM_ACTIVE / ALARM_ACKED / ALARM_OTHER
+C_RANK = 4  # its priority's rank
+C_ACK_VALUE = 5  # the value it was acknowledged at (NaN: none)
+C_REFRACTORY = 6  # 1 on the refractory step
+C_FLAG_SBP = 7  # the advisories' flags as last evaluated
+C_FLAG_AT = 8
+C_WAKE = 9  # data time from which a re-announcement may be due (inf: none)
+C_TREND_TS = 10  # data time of the last trend point (NaN: none)
+C_SIZE = 11
+ALARM_NONE = 0
+ALARM_ACTIVE = 1
+ALARM_ACKED = 2
+ALARM_OTHER = 3
+
+# Parameter slots (``par``), from the settings.
+P_WINDOW_S = 0
+P_MIN_BEATS = 1
+P_CONTINUITY_S = 2
+P_GAP_S = 3
+P_CRITICAL_MAP = 4
+P_CLEAR_MARGIN = 5
+P_HOLD_S = 6
+P_CRITICAL_HOLD_S = 7
+P_CLEAR_HOLD_S = 8
+P_VALID_CLEAR_S = 9
+P_TREND_STEP_S = 10
+P_WORSEN = 11
+P_RANK_MEDIUM = 12
+P_RANK_HIGH = 13
+P_SIZE = 14
+
+
+@_jit
+def observe_timer(  # noqa: PLR0917 - a timer's row and one observation, flat
+    timers: np.ndarray, row: int, holds: bool, ts: float, dt: float, max_gap: float
+) -> None:
+    """One observation of a hold timer (``monitor.Sustained``'s rule).
+
+    A false observation ends the run; a gap in valid data longer than
+    ``max_gap`` ends it too, shorter gaps neither break it nor count.
+    """
+    if not holds:
+        timers[row, T_START] = np.nan
+        timers[row, T_LAST] = np.nan
+        timers[row, T_ACCUM] = 0.0
+        return
+    start = timers[row, T_START]
+    last = timers[row, T_LAST]
+    if np.isnan(start) or (not np.isnan(last) and ts - dt - last > max_gap):
+        timers[row, T_START] = ts - dt
+        timers[row, T_ACCUM] = 0.0
+    timers[row, T_ACCUM] += dt
+    timers[row, T_LAST] = ts
+
+
+@_jit
+def timer_held(timers: np.ndarray, row: int, duration: float) -> bool:
+    """Whether the timer has held for ``duration`` of valid data time."""
+    return (not np.isnan(timers[row, T_START])) and timers[row, T_ACCUM] >= duration - 1e-9
+
+
+@_jit
+def _window_median(win: np.ndarray, wn: int, col: int, scratch: np.ndarray) -> float:
+    """Median of ``win[:wn, col]`` (insertion sort into ``scratch``: a window is small)."""
+    for k in range(wn):
+        v = win[k, col]
+        j = k
+        while j > 0 and scratch[j - 1] > v:
+            scratch[j] = scratch[j - 1]
+            j -= 1
+        scratch[j] = v
+    mid = wn // 2
+    if wn % 2:
+        return float(scratch[mid])
+    return float(0.5 * (scratch[mid - 1] + scratch[mid]))
+
+
+@_jit
+def advance_beats(  # noqa: PLR0917 - the per-beat path in one piece
+    rows: np.ndarray,
+    i: int,
+    win: np.ndarray,
+    timers: np.ndarray,
+    mst: np.ndarray,
+    ctx: np.ndarray,
+    par: np.ndarray,
+) -> int:
+    """Take beats (``classify`` rows) from ``rows[i]`` on, until one needs decisions.
+
+    For each beat: the valid-run timer; for a valid one the rolling window
+    (beats ending within ``P_WINDOW_S`` of it; restarted when data time goes
+    back), its medians once it holds ``P_MIN_BEATS``, the metric's value and
+    the below / critical / recovered / SBP-at-target timers. Then whether
+    anything the protocol decides could change with this beat (an alarm to
+    raise, clear, escalate or worsen, an advisory flag that flips, a trend
+    point or a re-announcement due, the signal-invalid alarm to clear), judged
+    from ``ctx``: if so the call stops after it (``mst[M_DECIDE]``) and the
+    caller decides, in Python, exactly as for any other observation. A beat
+    that changes nothing is only counted.
+
+    Stops too, before taking a beat, when the window is full (the caller
+    grows it and calls again). Returns the index of the next beat to take;
+    ``win``, ``timers``, ``mst`` are updated in place.
+    """
+    n = rows.shape[0]
+    scratch = np.empty(win.shape[0], np.float64)
+    wn = int(mst[M_WIN_N])
+    mst[M_TOTAL] = 0.0
+    mst[M_VALID] = 0.0
+    mst[M_FULL] = 0.0
+    mst[M_DECIDE] = 0.0
+    metric_sbp = ctx[C_METRIC_SBP] != 0.0
+    target = ctx[C_TARGET]
+    alarm = int(ctx[C_ALARM])
+    rank = ctx[C_RANK]
+    ack_value = ctx[C_ACK_VALUE]
+    gap = par[P_GAP_S]
+    while i < n:
+        if wn == win.shape[0]:
+            break  # no room: the caller grows the window
+        onset = rows[i, B_ONSET]
+        end = rows[i, B_END]
+        valid = rows[i, B_QUALITY] == Q_VALID
+        i += 1
+        dur = end - onset
+        mst[M_TOTAL] += 1.0
+        observe_timer(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
+        if not valid:
+            continue
+        mst[M_VALID] += 1.0
+        mst[M_VALID_REF] = end
+        decide = ctx[C_SIGNAL_INVALID] != 0.0 and timer_held(
+            timers, T_VALID_RUN, par[P_VALID_CLEAR_S]
+        )
+        # the rolling window
+        if wn > 0 and end < win[wn - 1, W_END]:
+            wn = 0  # data time went back (gateway clock): the window restarts
+        win[wn, W_END] = end
+        win[wn, W_MAP] = rows[i - 1, B_MAP]
+        win[wn, W_SBP] = rows[i - 1, B_SBP]
+        win[wn, W_DBP] = rows[i - 1, B_DBP]
+        win[wn, W_HR] = rows[i - 1, B_HR]
+        wn += 1
+        horizon = end - par[P_WINDOW_S]
+        drop = 0
+        while drop < wn and win[drop, W_END] < horizon:
+            drop += 1
+        if drop:
+            for r in range(wn - drop):
+                for c in range(W_COLUMNS):
+                    win[r, c] = win[r + drop, c]
+            wn -= drop
+        if wn < par[P_MIN_BEATS]:
+            if decide:
+                mst[M_DECIDE] = DECIDE_BEAT
+                break
+            continue
+        map_v = _window_median(win, wn, W_MAP, scratch)
+        sbp_v = _window_median(win, wn, W_SBP, scratch)
+        mst[M_FULL] = 1.0
+        mst[M_MAP] = map_v
+        mst[M_SBP] = sbp_v
+        mst[M_DBP] = _window_median(win, wn, W_DBP, scratch)
+        mst[M_HR] = _window_median(win, wn, W_HR, scratch)
+        value = sbp_v if metric_sbp else map_v
+        mst[M_VALUE] = value
+        mst[M_OBS_TS] = end
+        observe_timer(timers, T_BELOW, value < target, end, dur, gap)
+        observe_timer(timers, T_CRITICAL, map_v < par[P_CRITICAL_MAP], end, dur, gap)
+        observe_timer(timers, T_RECOVERED, value >= target + par[P_CLEAR_MARGIN], end, dur, gap)
+        if metric_sbp:
+            observe_timer(timers, T_SBP_AT_TARGET, value >= target, end, dur, gap)
+        else:
+            observe_timer(timers, T_SBP_AT_TARGET, holds=False, ts=end, dt=dur, max_gap=gap)
+        trend_ts = ctx[C_TREND_TS]
+        if np.isnan(trend_ts) or end < trend_ts or end - trend_ts >= par[P_TREND_STEP_S]:
+            decide = True
+        if end >= ctx[C_WAKE]:
+            decide = True
+        critical = timer_held(timers, T_CRITICAL, par[P_CRITICAL_HOLD_S])
+        if alarm == ALARM_NONE:
+            if critical or timer_held(timers, T_BELOW, par[P_HOLD_S]):
+                decide = True
+        elif alarm == ALARM_OTHER or timer_held(timers, T_RECOVERED, par[P_CLEAR_HOLD_S]):
+            decide = True
+        else:
+            want = par[P_RANK_HIGH] if critical or ctx[C_REFRACTORY] != 0.0 else par[P_RANK_MEDIUM]
+            if want > rank or (
+                alarm == ALARM_ACKED
+                and not np.isnan(ack_value)
+                and value <= ack_value - par[P_WORSEN]
+            ):
+                decide = True
+        flag_sbp = timer_held(timers, T_SBP_AT_TARGET, par[P_HOLD_S])
+        if flag_sbp != (ctx[C_FLAG_SBP] != 0.0) or (value >= target) != (ctx[C_FLAG_AT] != 0.0):
+            decide = True
+        if decide:
+            mst[M_DECIDE] = DECIDE_OBSERVED
+            break
+    mst[M_WIN_N] = wn
+    return i
+
+
+# ``detect_beats``'s integer parameters (``ipar``) and float parameters (``fpar``).
+IP_H = 0
+IP_LEARN_N = 1
+IP_REFR = 2
+IP_MAX_N = 3
+IP_CONFIRM = 4
+IP_SIZE = 5
+FP_FRAC = 0
+FP_MIN_UP = 1
+FP_T0 = 2
+FP_FS = 3
+FP_DELAY = 4
+FP_MIN_RR = 5
+FP_JUMP_TOLERANCE = 6
+FP_SIZE = 7
+
+
+@_jit
+def detect_beats(  # noqa: PLR0917 - the segment's state, flat for the compiler
+    x: np.ndarray,
+    coef: np.ndarray,
+    fstate: np.ndarray,
+    istate: np.ndarray,
+    c_tail: np.ndarray,
+    ssf_hist: np.ndarray,
+    dq: np.ndarray,
+    y_buf: np.ndarray,
+    ipar: np.ndarray,
+    fpar: np.ndarray,
+    limits: np.ndarray,
+    levels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of a segment: ``detect``, then ``classify`` the beats it completed.
+
+    One compiled call for the whole chunk. The beat in progress
+    (``istate[PENDING]``) and the first buffered sample (``istate[B0]``) are
+    carried in ``istate``; ``levels`` holds the rhythm (row 0) and MAP-jump
+    (row 1) level checks. Afterwards the filtered samples no future beat can
+    need are dropped, and a beat in progress too long ago to end within
+    ``max_beat_s`` is forgotten. Returns the new ``y_buf``, ``ssf_hist`` and
+    ``dq`` and the beats (``classify`` rows).
+    """
+    b0 = istate[B0]
+    w = c_tail.size
+    ybuf, ssf, dq, found = detect(
+        x,
+        coef,
+        fstate,
+        istate,
+        c_tail,
+        ssf_hist,
+        dq,
+        y_buf,
+        b0,
+        ipar[IP_H],
+        ipar[IP_LEARN_N],
+        ipar[IP_REFR],
+        fpar[FP_FRAC],
+        fpar[FP_MIN_UP],
+    )
+    max_n = ipar[IP_MAX_N]
+    pending = istate[PENDING]
+    if found.size:
+        rows = classify(
+            ybuf,
+            b0,
+            found,
+            pending,
+            fpar[FP_T0],
+            fpar[FP_FS],
+            fpar[FP_DELAY],
+            max_n,
+            limits,
+            levels[0],
+            levels[1],
+            ipar[IP_CONFIRM],
+            fpar[FP_MIN_RR],
+            fpar[FP_JUMP_TOLERANCE],
+        )
+        pending = found[-1]
+    else:
+        rows = np.empty((0, B_COLUMNS), np.float64)
+    # forget samples no future beat can need
+    n_end = istate[N_END]
+    keep_from = n_end - w - 1
+    if pending >= 0:
+        # future onsets lie at or after n_end - w: too far for a beat?
+        if n_end - w - pending > max_n:
+            pending = -1
+        else:
+            keep_from = min(keep_from, pending)
+    istate[PENDING] = pending
+    if istate[LEARNED] != 0 and keep_from > b0:
+        ybuf = ybuf[keep_from - b0 :]
+        istate[B0] = keep_from
+    return ybuf, ssf, dq, rows

@@ -77,14 +77,12 @@ from streamproc.core import _kernels
 from streamproc.core.messages import AbpChunk
 from streamproc.core.settings import BeatSettings
 
-__all__ = ["Beat", "BeatDetector", "BeatQuality", "warm_up"]
+__all__ = ["Beat", "BeatDetector", "BeatQuality", "beats_from_rows", "warm_up"]
 
 FloatArray = npt.NDArray[np.float64]
 
 #: The low-pass cut-off never exceeds this fraction of the sampling rate.
 _MAX_CUTOFF_FRACTION: Final = 0.45
-#: Recent accepted beats whose median is the reference of the jump and rhythm checks.
-_HISTORY: Final = 8
 
 
 class BeatQuality(StrEnum):
@@ -116,55 +114,52 @@ class Beat:
         return self.quality is BeatQuality.VALID
 
 
-class _LevelCheck:
-    """Plausibility of a beat measure against the median of recent accepted beats.
+#: Initial rows of the sliding maximum's deque buffer (it holds a few beats' upstrokes).
+_DEQUE_ROWS: Final = 64
 
-    A value more than ``below`` (fraction) under the reference, or more than
-    ``above`` over it, is suspect. ``confirm`` consecutive suspects that agree
-    with each other (spread within ``tolerance`` of their median) become the
-    new reference: a real change is accepted after a few beats.
-    """
+#: ``_kernels.Q_*`` code -> verdict.
+_QUALITY: Final = {
+    _kernels.Q_VALID: BeatQuality.VALID,
+    _kernels.Q_NEGATIVE: BeatQuality.NEGATIVE,
+    _kernels.Q_SATURATED: BeatQuality.SATURATED,
+    _kernels.Q_SQUARE_WAVE: BeatQuality.SQUARE_WAVE,
+    _kernels.Q_OUT_OF_RANGE: BeatQuality.OUT_OF_RANGE,
+    _kernels.Q_JUMP: BeatQuality.JUMP,
+    _kernels.Q_PREMATURE: BeatQuality.PREMATURE,
+}
 
-    __slots__ = ("_above", "_below", "_confirm", "_history", "_suspects", "_tolerance")
-
-    def __init__(self, *, below: float, above: float, confirm: int, tolerance: float) -> None:
-        self._below = below
-        self._above = above
-        self._confirm = max(confirm, 1)
-        self._tolerance = tolerance
-        # plain lists capped by hand: a deque costs ~600 bytes even empty, per bed
-        self._history: list[float] = []
-        self._suspects: list[float] = []
-
-    def judge(self, value: float) -> bool:
-        """Whether ``value`` is plausible; learn from it either way."""
-        history = self._history
-        if history:
-            ordered = sorted(history)
-            mid = len(ordered) // 2
-            ref = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
-            if value < ref * (1.0 - self._below) or value > ref * (1.0 + self._above):
-                suspects = self._suspects
-                suspects.append(value)
-                if len(suspects) > self._confirm:
-                    del suspects[0]
-                if len(suspects) >= self._confirm:
-                    level = _median(suspects)
-                    if max(suspects) - min(suspects) <= self._tolerance * level:
-                        history[:] = suspects[-_HISTORY:]
-                        suspects.clear()
-                return False
-        history.append(value)
-        if len(history) > _HISTORY:
-            del history[0]
-        self._suspects.clear()
-        return True
+_NO_ROWS: Final[FloatArray] = np.empty((0, _kernels.B_COLUMNS), np.float64)
+_NO_ROWS.flags.writeable = False
 
 
-def _median(values: list[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+def beats_from_rows(rows: FloatArray) -> list[Beat]:
+    """``_kernels.classify`` rows as :class:`Beat` objects."""
+    return [
+        Beat(onset, end, sbp, dbp, mean_p, hr, _QUALITY[int(q)])
+        for onset, end, sbp, dbp, mean_p, hr, q in rows.tolist()
+    ]
+
+
+@functools.lru_cache(maxsize=16)
+def _limits(st: BeatSettings) -> FloatArray:
+    """The quality limits of ``st`` in ``_kernels.classify``'s layout (``L_*``)."""
+    lim = np.empty(_kernels.L_SIZE, np.float64)
+    lim[_kernels.L_MAX_SBP] = st.max_sbp
+    lim[_kernels.L_MAX_PLATEAU] = st.max_plateau_fraction
+    lim[_kernels.L_MIN_SBP] = st.min_sbp
+    lim[_kernels.L_MIN_DBP] = st.min_dbp
+    lim[_kernels.L_MAX_DBP] = st.max_dbp
+    lim[_kernels.L_MIN_MAP] = st.min_map
+    lim[_kernels.L_MAX_MAP] = st.max_map
+    lim[_kernels.L_MIN_PP] = st.min_pulse_pressure
+    lim[_kernels.L_MAX_PP] = st.max_pulse_pressure
+    lim[_kernels.L_MIN_HR] = st.min_hr
+    lim[_kernels.L_MAX_HR] = st.max_hr
+    lim[_kernels.L_MAX_JUMP] = st.max_jump_fraction
+    lim[_kernels.L_BAND_MMHG] = st.plateau_band_mmhg
+    lim[_kernels.L_BAND_PP] = st.plateau_band_pp_fraction
+    lim.flags.writeable = False
+    return lim
 
 
 @functools.lru_cache(maxsize=64)
@@ -189,24 +184,19 @@ class _Segment:
     """Detection state over one continuous run of samples."""
 
     __slots__ = (
-        "b0",
         "c_tail",
         "coef",
         "delay",
+        "dq",
+        "fpar",
         "fs",
         "fstate",
-        "h",
+        "ipar",
         "istate",
-        "jump",
-        "learn_n",
-        "max_beat_n",
-        "pending",
-        "refr",
-        "rhythm",
+        "levels",
         "settings",
         "ssf_hist",
         "t0",
-        "w",
         "y_buf",
     )
 
@@ -223,142 +213,64 @@ class _Segment:
         # carried state of the compiled loops (see ``_kernels.detect``)
         self.fstate: FloatArray = np.zeros(4, np.float64)
         self.fstate[_kernels.Z0 : _kernels.Z1 + 1] = zi_unit * first
-        self.istate = np.zeros(4, np.int64)
+        self.istate = np.zeros(_kernels.I_SIZE, np.int64)
         self.istate[_kernels.PREV_ABOVE] = 1
         self.istate[_kernels.LAST_CROSS] = -(1 << 62)
-        self.w = max(round(settings.ssf_window_s * fs), 1)
-        h = max(round(settings.threshold_window_s * fs), 1)
-        self.h = h | 1  # odd: the causal maximum filter's origin is exact
-        self.learn_n = min(max(round(settings.learning_s * fs), 1), self.h)
-        self.refr = max(round(settings.refractory_s * fs), self.w + 1)
-        self.max_beat_n = round(settings.max_beat_s * fs)
-        self.b0 = 0
+        self.istate[_kernels.PENDING] = -1  # no beat in progress
+        w = max(round(settings.ssf_window_s * fs), 1)
+        h = max(round(settings.threshold_window_s * fs), 1) | 1  # odd: exact causal maximum
+        confirm = max(settings.jump_confirm_beats, 1)
+        self.ipar = np.array(
+            (
+                h,
+                min(max(round(settings.learning_s * fs), 1), h),  # learning samples
+                max(round(settings.refractory_s * fs), w + 1),  # refractory samples
+                round(settings.max_beat_s * fs),
+                confirm,
+            ),
+            np.int64,
+        )
+        self.fpar = np.array(
+            (
+                settings.threshold_fraction,
+                settings.min_upstroke_mmhg,
+                t0,
+                fs,
+                self.delay,
+                settings.min_rr_fraction,
+                settings.jump_confirm_fraction,
+            ),
+            np.float64,
+        )
         self.y_buf: FloatArray = np.empty(0, np.float64)
-        self.c_tail: FloatArray = np.zeros(self.w, np.float64)
+        self.c_tail: FloatArray = np.zeros(w, np.float64)
         self.ssf_hist: FloatArray = np.empty(0, np.float64)
-        self.pending: int | None = None
-        self.jump = _LevelCheck(
-            below=settings.max_jump_fraction,
-            above=settings.max_jump_fraction,
-            confirm=settings.jump_confirm_beats,
-            tolerance=settings.jump_confirm_fraction,
-        )
-        self.rhythm = _LevelCheck(
-            below=1.0 - settings.min_rr_fraction,
-            above=math.inf,
-            confirm=settings.jump_confirm_beats,
-            tolerance=settings.jump_confirm_fraction,
-        )
+        # the sliding maximum's deque of (segment index, slope sum), grown when needed
+        self.dq: FloatArray = np.empty((_DEQUE_ROWS, 2), np.float64)
+        # the two plausibility checks' states (``_kernels.judge_level``): rhythm, MAP jumps
+        self.levels: FloatArray = np.zeros((2, _kernels.LV_SUSP + confirm), np.float64)
 
     @property
     def expected_t0(self) -> float:
         return self.t0 + int(self.istate[_kernels.N_END]) / self.fs
 
-    def feed(self, x: FloatArray) -> list[Beat]:
-        st = self.settings
-        self.y_buf, self.ssf_hist, onsets = _kernels.detect(
+    def feed(self, x: FloatArray) -> FloatArray:
+        """The beats ``x`` completed, as ``_kernels.classify`` rows (``B_*`` columns)."""
+        self.y_buf, self.ssf_hist, self.dq, rows = _kernels.detect_beats(
             x,
             self.coef,
             self.fstate,
             self.istate,
             self.c_tail,
             self.ssf_hist,
+            self.dq,
             self.y_buf,
-            self.b0,
-            self.h,
-            self.learn_n,
-            self.refr,
-            st.threshold_fraction,
-            st.min_upstroke_mmhg,
+            self.ipar,
+            self.fpar,
+            _limits(self.settings),
+            self.levels,
         )
-        beats: list[Beat] = []
-        if onsets.size:
-            beats = self._onsets_to_beats(onsets.tolist())
-        self._trim()
-        return beats
-
-    def _onsets_to_beats(self, found: list[int]) -> list[Beat]:
-        """Turn new onsets into the completed beats (each up to the next onset)."""
-        onsets = found if self.pending is None else [self.pending, *found]
-        self.pending = onsets[-1]
-        if len(onsets) < 2:
-            return []
-        st = self.settings
-        m = _kernels.beat_measures(
-            self.y_buf,
-            self.b0,
-            np.asarray(onsets, np.int64),
-            st.plateau_band_mmhg,
-            st.plateau_band_pp_fraction,
-        )
-        return self._classify(onsets, m.tolist())
-
-    def _classify(self, onsets: list[int], measures: list[list[float]]) -> list[Beat]:
-        """Quality verdicts, in order of precedence; the beats in order.
-
-        ``measures`` rows are ``beat_measures``'s: foot, mean, max, min,
-        plateau share, next foot.
-        """
-        st = self.settings
-        fs = self.fs
-        t0 = self.t0
-        delay = self.delay
-        max_n = self.max_beat_n
-        out: list[Beat] = []
-        t_end = t0 + (onsets[0] - delay) / fs
-        for k, (dbp, mean_p, sbp, low, plateau, next_foot) in enumerate(measures):
-            n = onsets[k + 1] - onsets[k]
-            t_start = t_end
-            t_end = t0 + (onsets[k + 1] - delay) / fs
-            if n > max_n:
-                continue  # a pause or a lost signal, not a beat
-            pp = sbp - dbp
-            hr = 60.0 * fs / n
-            if low < 0.0:
-                q = BeatQuality.NEGATIVE
-            elif sbp >= st.max_sbp:
-                q = BeatQuality.SATURATED
-            elif plateau > st.max_plateau_fraction:
-                q = BeatQuality.SQUARE_WAVE
-            elif not (
-                st.min_sbp <= sbp <= st.max_sbp
-                and st.min_dbp <= dbp <= st.max_dbp
-                and st.min_map <= mean_p <= st.max_map
-                and st.min_pulse_pressure <= pp <= st.max_pulse_pressure
-                and st.min_hr <= hr <= st.max_hr
-            ):
-                q = BeatQuality.OUT_OF_RANGE
-            elif abs(next_foot - dbp) > st.max_jump_fraction * mean_p:
-                # The beat ends on a foot far from the one it started on: the
-                # level moved within the beat (a line returning from a flat
-                # stretch), not a physiological beat.
-                q = BeatQuality.JUMP
-            elif not self.rhythm.judge(n):
-                q = BeatQuality.PREMATURE
-            elif not self.jump.judge(mean_p):
-                q = BeatQuality.JUMP
-            else:
-                q = BeatQuality.VALID
-            out.append(Beat(t_start, t_end, sbp, dbp, mean_p, hr, q))
-        return out
-
-    def _trim(self) -> None:
-        """Forget samples no future beat can need."""
-        n_end = int(self.istate[_kernels.N_END])
-        keep_from = n_end - self.w - 1
-        pending = self.pending
-        if pending is not None:
-            # Future onsets lie at or after n_end - w: too far for a beat?
-            if n_end - self.w - pending > self.max_beat_n:
-                self.pending = None
-            else:
-                keep_from = min(keep_from, pending)
-        if not self.istate[_kernels.LEARNED]:
-            return
-        keep_from = max(keep_from, self.b0)
-        if keep_from > self.b0:
-            self.y_buf = self.y_buf[keep_from - self.b0 :]
-            self.b0 = keep_from
+        return rows
 
 
 class BeatDetector:
@@ -381,6 +293,10 @@ class BeatDetector:
         a sample away from where the previous ended, or another ``fs``) starts
         a new segment: the beat in progress is dropped and detection re-learns.
         """
+        return beats_from_rows(self.feed_rows(chunk))
+
+    def feed_rows(self, chunk: AbpChunk) -> FloatArray:
+        """:meth:`feed`, the beats as ``_kernels.classify`` rows (no objects made)."""
         x = chunk.samples
         seg = self._segment
         if (

@@ -9,13 +9,18 @@ returns the :class:`~streamproc.core.alarms.AlarmEvent` list to publish.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+import functools
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
+from streamproc.core import _kernels
 from streamproc.core.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
-from streamproc.core.beats import Beat, BeatDetector
+from streamproc.core.beats import BeatDetector
 from streamproc.core.escalation import (
     ADVISORY_REASONS,
     DISCLAIMER,
@@ -48,15 +53,10 @@ HYPOTENSION: Final = "hypotension"
 SIGNAL_INVALID: Final = "abp_signal_invalid"
 STALE: Final = "data_stale"
 
+FloatArray = npt.NDArray[np.float64]
+
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
-
-
-def _sorted_median(values: list[float]) -> float:
-    """``statistics.median`` of an already sorted, non-empty list."""
-    n = len(values)
-    mid = n // 2
-    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 class Sustained:
@@ -66,32 +66,91 @@ class Sustained:
     its data time ``ts`` and the valid time ``dt`` it stands for. A false
     observation ends the run; a gap in valid data longer than ``max_gap`` ends
     it too, but shorter gaps (artifact) neither break it nor count towards it.
+
+    The state is one row (start, last, accum; NaN for none) of the monitor's
+    timer array, which the compiled per-beat path (``_kernels.advance_beats``)
+    updates with the same rule.
     """
 
-    __slots__ = ("accum", "last", "start")
+    __slots__ = ("_row", "_timers")
 
-    def __init__(self) -> None:
-        self.start: float | None = None
-        self.last: float | None = None
-        self.accum = 0.0
+    def __init__(self, timers: FloatArray | None = None, row: int = 0) -> None:
+        if timers is None:
+            timers = _new_timers(1)
+        self._timers = timers
+        self._row = row
+
+    @property
+    def start(self) -> float | None:
+        v = float(self._timers[self._row, _kernels.T_START])
+        return None if math.isnan(v) else v
+
+    @property
+    def last(self) -> float | None:
+        v = float(self._timers[self._row, _kernels.T_LAST])
+        return None if math.isnan(v) else v
+
+    @property
+    def accum(self) -> float:
+        return float(self._timers[self._row, _kernels.T_ACCUM])
 
     def observe(self, holds: bool, ts: float, dt: float, max_gap: float) -> None:
+        t = self._timers[self._row]
         if not holds:
-            self.reset()
+            t[:] = _RESET
             return
-        if self.start is None or (self.last is not None and ts - dt - self.last > max_gap):
-            self.start = ts - dt
-            self.accum = 0.0
-        self.accum += dt
-        self.last = ts
+        start, last = t[_kernels.T_START], t[_kernels.T_LAST]
+        if math.isnan(start) or (not math.isnan(last) and ts - dt - last > max_gap):
+            t[_kernels.T_START] = ts - dt
+            t[_kernels.T_ACCUM] = 0.0
+        t[_kernels.T_ACCUM] += dt
+        t[_kernels.T_LAST] = ts
 
     def reset(self) -> None:
-        self.start = None
-        self.last = None
-        self.accum = 0.0
+        self._timers[self._row] = _RESET
 
     def held(self, duration: float) -> bool:
-        return self.start is not None and self.accum >= duration - 1e-9
+        t = self._timers[self._row]
+        return not math.isnan(t[_kernels.T_START]) and t[_kernels.T_ACCUM] >= duration - 1e-9
+
+
+_RESET: Final = (math.nan, math.nan, 0.0)
+
+
+def _new_timers(rows: int) -> FloatArray:
+    timers = np.empty((rows, 3), np.float64)
+    timers[:] = _RESET
+    return timers
+
+
+@functools.lru_cache(maxsize=16)
+def _params(settings: Settings) -> FloatArray:
+    """``_kernels.advance_beats``'s parameters (``P_*``) from ``settings``."""
+    hs, ms = settings.hypotension, settings.monitor
+    par = np.empty(_kernels.P_SIZE, np.float64)
+    par[_kernels.P_WINDOW_S] = hs.rolling_window_s
+    par[_kernels.P_MIN_BEATS] = hs.min_beats_in_window
+    par[_kernels.P_CONTINUITY_S] = _BEAT_CONTINUITY_S
+    par[_kernels.P_GAP_S] = hs.max_invalid_gap_s
+    par[_kernels.P_CRITICAL_MAP] = hs.critical_map
+    par[_kernels.P_CLEAR_MARGIN] = hs.clear_margin
+    par[_kernels.P_HOLD_S] = hs.hold_s
+    par[_kernels.P_CRITICAL_HOLD_S] = hs.critical_hold_s
+    par[_kernels.P_CLEAR_HOLD_S] = hs.clear_hold_s
+    par[_kernels.P_VALID_CLEAR_S] = ms.signal_valid_clear_s
+    par[_kernels.P_TREND_STEP_S] = ms.trend_step_s
+    par[_kernels.P_WORSEN] = settings.alarms.worsen_mmhg
+    par[_kernels.P_RANK_MEDIUM] = Priority.MEDIUM.rank
+    par[_kernels.P_RANK_HIGH] = Priority.HIGH.rank
+    par.flags.writeable = False
+    return par
+
+
+#: Initial rows of a bed's rolling window (grown when a fast rhythm needs more).
+_WINDOW_ROWS: Final = 16
+#: A re-announcement's due time is checked this early by the compiled path (it
+#: only makes the exact check run; rounding of ``a + b`` vs ``t - a`` is far smaller).
+_WAKE_MARGIN_S: Final = 1e-3
 
 
 @dataclass(slots=True)
@@ -139,9 +198,12 @@ class BedMonitor:
         #: they run on the processor's clock (arrival and ticks).
         self.data_clock = data_clock
         self.detector = BeatDetector(settings.beats)
-        self.window: deque[Beat] = deque()
-        # the window's MAP, SBP, DBP and HR values, each kept sorted (a median is a lookup)
-        self._sorted: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
+        # the compiled per-beat path's state (``_kernels.advance_beats``): the rolling
+        # window (end, MAP, SBP, DBP, HR of its valid beats), the hold timers, its slots
+        self._win: FloatArray = np.empty((_WINDOW_ROWS, _kernels.W_COLUMNS), np.float64)
+        self._timers = _new_timers(_kernels.T_ROWS)
+        self._mst: FloatArray = np.zeros(_kernels.M_SIZE, np.float64)
+        self._par = _params(settings)
         self.infusions: dict[Drug, Infusion] = {}
         # derived from patient / infusions, recomputed when a message changes them
         self._target: tuple[str, float] | None = None
@@ -153,11 +215,11 @@ class BedMonitor:
         self.alarms: dict[str, Alarm] = {}
         self._id_ms: dict[str, int] = {}  # last id number issued per alarm kind
         # hold timers on data time
-        self.below = Sustained()
-        self.critical = Sustained()
-        self.recovered = Sustained()
-        self.sbp_at_target = Sustained()
-        self.valid_run = Sustained()
+        self.below = Sustained(self._timers, _kernels.T_BELOW)
+        self.critical = Sustained(self._timers, _kernels.T_CRITICAL)
+        self.recovered = Sustained(self._timers, _kernels.T_RECOVERED)
+        self.sbp_at_target = Sustained(self._timers, _kernels.T_SBP_AT_TARGET)
+        self.valid_run = Sustained(self._timers, _kernels.T_VALID_RUN)
         # latest values
         self.value: float | None = None  # rolling value of the target's metric
         self.map: float | None = None
@@ -246,8 +308,9 @@ class BedMonitor:
         if prev is None or chunk.t0 - prev > self.settings.monitor.stale_s:
             self.valid_ref = chunk.t0  # (re)start of a waveform stream
         self.last_wave_ts = chunk.ts
-        for beat in self.detector.feed(chunk):
-            self._on_beat(beat, out)
+        rows = self.detector.feed_rows(chunk)
+        if rows.shape[0]:
+            self._on_beats(rows, out)
         ref = self.valid_ref if self.valid_ref is not None else chunk.t0
         if chunk.ts - ref >= self.settings.monitor.signal_invalid_s:
             self._raise_simple(
@@ -260,43 +323,91 @@ class BedMonitor:
                 "zeroing, damping, disconnection) and the transducer.",
             )
 
-    def _on_beat(self, beat: Beat, out: list[AlarmEvent]) -> None:
-        self.beats_total += 1
-        dur = beat.end - beat.onset
-        self.valid_run.observe(beat.valid, beat.end, dur, _BEAT_CONTINUITY_S)
-        if not beat.valid:
-            return
-        self.beats_valid += 1
-        self.valid_ref = beat.end
-        if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
-            self._clear(SIGNAL_INVALID, beat.end, out)
-        hs = self.settings.hypotension
-        win = self.window
-        maps, sbps, dbps, hrs = self._sorted
-        if win and beat.end < win[-1].end:
-            # data time went back (gateway clock): the window restarts
-            win.clear()
-            for values in self._sorted:
-                values.clear()
-        win.append(beat)
-        insort(maps, beat.map)
-        insort(sbps, beat.sbp)
-        insort(dbps, beat.dbp)
-        insort(hrs, beat.hr)
-        horizon = beat.end - hs.rolling_window_s
-        while win[0].end < horizon:
-            old = win.popleft()
-            del maps[bisect_left(maps, old.map)]
-            del sbps[bisect_left(sbps, old.sbp)]
-            del dbps[bisect_left(dbps, old.dbp)]
-            del hrs[bisect_left(hrs, old.hr)]
-        if len(win) < hs.min_beats_in_window:
-            return
-        self.map = _sorted_median(maps)
-        self.sbp = _sorted_median(sbps)
-        self.dbp = _sorted_median(dbps)
-        self.hr = _sorted_median(hrs)
-        self._observe(beat.end, dur, self.map, self.sbp, out)
+    @property
+    def window(self) -> FloatArray:
+        """The rolling window's valid beats: rows of end, MAP, SBP, DBP, HR."""
+        return self._win[: int(self._mst[_kernels.M_WIN_N])]
+
+    def _context(self) -> FloatArray:
+        """What the protocol's decisions depend on, for ``_kernels.advance_beats``."""
+        metric, target = self.target()
+        alarms = self.alarms
+        alarm = alarms.get(HYPOTENSION)
+        code, rank, ack_value = _kernels.ALARM_NONE, 0, math.nan
+        if alarm is not None:
+            rank = alarm.priority.rank
+            if alarm.state is AlarmState.ACTIVE:
+                code = _kernels.ALARM_ACTIVE
+            elif alarm.state is AlarmState.ACKNOWLEDGED:
+                code = _kernels.ALARM_ACKED
+                if alarm.ack_value is not None:
+                    ack_value = alarm.ack_value
+            else:
+                code = _kernels.ALARM_OTHER
+        step = self._step
+        if step is None:
+            step = self._step = current_step(self.infusions)
+        wake = math.inf
+        if self.data_clock and alarms:
+            als = self.settings.alarms
+            for a in alarms.values():
+                if a.state is AlarmState.ACTIVE:
+                    wake = min(wake, a.last_announce + als.reannounce_s)
+                elif a.state is AlarmState.ACKNOWLEDGED and a.ack_ts is not None:
+                    wake = min(wake, a.ack_ts + als.ack_silence_s)
+            wake -= _WAKE_MARGIN_S
+        return np.array(
+            (
+                metric == "sbp",
+                target,
+                SIGNAL_INVALID in alarms,
+                code,
+                rank,
+                ack_value,
+                step is Step.REFRACTORY,
+                self._flags[0],
+                self._flags[1],
+                wake,
+                math.nan if self._trend_ts is None else self._trend_ts,
+            ),
+            np.float64,
+        )
+
+    def _on_beats(self, rows: FloatArray, out: list[AlarmEvent]) -> None:
+        """A chunk's beats (``_kernels.classify`` rows), in order.
+
+        The compiled path takes the beats that change nothing the protocol
+        decides (most of them) in one call; a beat after which something may
+        change (see ``_kernels.advance_beats``) is decided here, by the same
+        code as every other observation, before the next beats are taken.
+        """
+        n = rows.shape[0]
+        i = 0
+        mst = self._mst
+        while i < n:
+            win = self._win
+            i = _kernels.advance_beats(rows, i, win, self._timers, mst, self._context(), self._par)
+            (_, total, valid, valid_ref, full, mp, sbp, dbp, hr, value, obs_ts, decide) = (
+                mst.tolist()
+            )
+            self.beats_total += int(total)
+            if valid:
+                self.beats_valid += int(valid)
+                self.valid_ref = valid_ref
+            if full:
+                self.map, self.sbp, self.dbp, self.hr = mp, sbp, dbp, hr
+                self.value = value
+                self.obs_ts = obs_ts
+            if decide:
+                end = rows[i - 1, _kernels.B_END]
+                if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
+                    self._clear(SIGNAL_INVALID, float(end), out)
+                if decide == _kernels.DECIDE_OBSERVED:
+                    metric, target = self.target()
+                    self._decide(float(end), value, mp, metric, target, out)
+            elif i < n:  # the window is full (a fast rhythm): room for more beats
+                self._win = np.empty((2 * win.shape[0], _kernels.W_COLUMNS), np.float64)
+                self._win[: win.shape[0]] = win
 
     # ------------------------------------------------------------------ numerics
     def _on_vitals(self, v: Vitals, out: list[AlarmEvent]) -> None:
@@ -359,6 +470,27 @@ class BedMonitor:
             return
         self.value = value
         self.obs_ts = ts
+        gap = hs.max_invalid_gap_s
+        self.below.observe(value < target, ts, dt, gap)
+        self.critical.observe(map_value is not None and map_value < hs.critical_map, ts, dt, gap)
+        self.recovered.observe(value >= target + hs.clear_margin, ts, dt, gap)
+        if metric == "sbp":
+            self.sbp_at_target.observe(value >= target, ts, dt, gap)
+        else:
+            self.sbp_at_target.reset()
+        self._decide(ts, value, map_value, metric, target, out)
+
+    def _decide(  # noqa: PLR0917 - the observation, as ``_observe`` has it
+        self,
+        ts: float,
+        value: float,
+        map_value: float | None,
+        metric: str,
+        target: float,
+        out: list[AlarmEvent],
+    ) -> None:
+        """The protocol's decisions on an observation whose hold timers are counted."""
+        hs = self.settings.hypotension
         if self._trend_ts is not None and ts < self._trend_ts:
             self._trend_ts = None  # data time went back: restart the trend's clock
         if map_value is not None and (
@@ -368,14 +500,6 @@ class BedMonitor:
             self._trend_ts = ts
         if self.data_clock and self.alarms:
             self._reannounce(ts, out)
-        gap = hs.max_invalid_gap_s
-        self.below.observe(value < target, ts, dt, gap)
-        self.critical.observe(map_value is not None and map_value < hs.critical_map, ts, dt, gap)
-        self.recovered.observe(value >= target + hs.clear_margin, ts, dt, gap)
-        if metric == "sbp":
-            self.sbp_at_target.observe(value >= target, ts, dt, gap)
-        else:
-            self.sbp_at_target.reset()
         critical = self.critical.held(hs.critical_hold_s)
         step = self._step
         if step is None:

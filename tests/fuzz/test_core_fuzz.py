@@ -288,15 +288,17 @@ def check_bounded(engine: Engine, settings: Settings, chunk_max: int) -> None:
         assert len(mon.labs) <= 3
         assert len(mon.prev_labs) <= 3
         assert len(mon.alarms) <= 12
+        # the compiled per-beat path's window buffer: at most twice the window
+        assert mon._win.shape[0] <= max(16, 2 * (max_window + 1))
         seg = getattr(mon.detector, "_segment", None)
         if seg is not None:
-            y_buf = getattr(seg, "y_buf", None)
-            if y_buf is not None:
-                limit = seg.max_beat_n + seg.w + seg.learn_n + chunk_max + 4
-                assert y_buf.size <= limit, f"{mon.bed}: y_buf {y_buf.size} > {limit}"
-            ssf = getattr(seg, "ssf_hist", None)
-            if ssf is not None:
-                assert ssf.size <= max(seg.h, seg.learn_n + chunk_max)
+            h, learn_n, _, max_beat_n, _ = seg.ipar.tolist()
+            w = seg.c_tail.size
+            limit = max_beat_n + w + learn_n + chunk_max + 4
+            assert seg.y_buf.size <= limit, f"{mon.bed}: y_buf {seg.y_buf.size} > {limit}"
+            assert seg.ssf_hist.size <= learn_n + chunk_max
+            # the sliding maximum's deque holds at most h + 1 values
+            assert seg.dq.shape[0] <= max(64, 2 * (h + 1))
 
 
 @dataclass
