@@ -8,6 +8,7 @@ socket or a file, so the live service and a replay run exactly the same code.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ class Engine:
         self.now: float | None = None
         #: Transitions decided by an eviction, returned by the next ``receive`` or ``tick``.
         self._evicted: list[AlarmEvent] = []
+        #: Evicted beds' last alarm-id numbers per kind (at most ``max_beds`` beds): a bed
+        #: that comes back never reuses the id of an episode closed by its eviction.
+        self._retired_ids: OrderedDict[BedId, dict[str, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._beds)
@@ -62,6 +66,9 @@ class Engine:
             if len(self._beds) >= self.max_beds:
                 self._evict()
             mon = self._beds[bed] = BedMonitor(bed, self.settings, data_clock=self.data_clock)
+            retired = self._retired_ids.pop(bed, None)
+            if retired is not None:
+                mon.adopt_id_numbers(retired)
         return mon
 
     def _evict(self) -> None:
@@ -80,6 +87,11 @@ class Engine:
         victim, mon = min(self._beds.items(), key=idle)
         del self._beds[victim]
         self.stats.beds_evicted += 1
+        ids = mon.id_numbers()
+        if ids:
+            self._retired_ids[victim] = ids
+            while len(self._retired_ids) > self.max_beds:
+                self._retired_ids.popitem(last=False)
         if mon.alarms:
             self._close_evicted(mon)
 

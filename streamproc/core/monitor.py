@@ -804,6 +804,15 @@ class BedMonitor:
         if tail.isdigit():
             self._id_ms[alarm.kind] = max(self._id_ms.get(alarm.kind, 0), int(tail))
 
+    def id_numbers(self) -> dict[str, int]:
+        """The last alarm-id number issued per kind (to carry over an eviction)."""
+        return dict(self._id_ms)
+
+    def adopt_id_numbers(self, numbers: dict[str, int]) -> None:
+        """Never issue an id at or below ``numbers`` (this bed's before an eviction)."""
+        for kind, ms in numbers.items():
+            self._id_ms[kind] = max(self._id_ms.get(kind, -1), ms)
+
     def _new_alarm(self, kind: str, onset: float) -> Alarm:
         """A new episode; its id is never one this bed has used for the kind before.
 

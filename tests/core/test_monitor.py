@@ -475,6 +475,21 @@ class TestEngine:
         # nothing is returned twice
         assert eng.tick(e.t + 1) == []
 
+    def test_evicted_bed_coming_back_gets_a_new_alarm_id(self) -> None:
+        """An evicted bed that sends the same message again opens a new episode with a
+        new id, never the id of the episode its eviction closed (found by the fuzzer)."""
+        eng = Engine(max_beds=1)
+        a, b = BedId("u", "a"), BedId("u", "b")
+        vaso = Infusion(T0, Drug.VASOPRESSIN, 0.03, RateUnit.U_MIN)
+        (raised,) = eng.receive(a, vaso, T0)
+        assert raised.kind == "advisory_vasopressin_without_ne"
+        (closed,) = eng.receive(b, Vitals(T0 + 1, VitalsSource.ART, map=80), T0 + 1)
+        assert (closed.alarm_id, closed.state) == (raised.alarm_id, AlarmState.CLEARED)
+        out = eng.receive(a, vaso, T0 + 2)  # the pump re-sends; b is evicted silently
+        again = [e for e in out if e.bed == a]
+        assert [e.state for e in again] == [AlarmState.ACTIVE]
+        assert again[0].alarm_id != raised.alarm_id
+
     def test_eviction_while_restoring_is_returned_by_the_next_tick(self) -> None:
         """More open alarms restored than max_beds: the extra beds' alarms are closed and
         come out of the next tick."""
