@@ -4,6 +4,11 @@ A recording is JSON Lines, one MQTT message a line: ``{"topic": ..., "payload":
 {...}}`` or, for a raw payload as it came off the wire, ``"payload": "..."``.
 Every alarm message the service would publish comes out as the same kind of
 line. Malformed lines are counted by reason and never stop the replay.
+
+Nearly every line of a recording is an ``abp`` chunk: such a line is read in one
+pass (:func:`streamproc.codec.decode_abp_record`); any other line, and any line
+that pass is unsure of, takes the general path (the envelope, then
+:func:`streamproc.codec.decode`), which gives the same result.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ from typing import Final
 
 import msgspec
 
-from streamproc.codec import CodecError, decode
+from streamproc.codec import CodecError, build_abp, decode, decode_abp_record
 from streamproc.config import StreamprocConfig
 from streamproc.core.alarms import AlarmEvent
 from streamproc.core.engine import Engine
-from streamproc.core.messages import AbpChunk
+from streamproc.core.messages import AbpChunk, Message
 from streamproc.outbound import as_line
-from streamproc.topics import alarm_topic, parse_inbound
+from streamproc.topics import InboundTopic, alarm_topic, parse_inbound
 
 __all__ = ["ReplaySummary", "Replayer", "replay_lines"]
 
@@ -35,6 +40,8 @@ class _Line(msgspec.Struct):
 
 #: Ticks run one by one up to this many steps; a longer jump is crossed in one.
 MAX_TICKS: Final = 3600
+#: Parsed topics kept per replay (a bed sends the same few); cleared when full.
+TOPIC_CACHE_MAX: Final = 100_000
 
 _line_decoder: Final = msgspec.json.Decoder(_Line)
 _str_decoder: Final = msgspec.json.Decoder(str)
@@ -100,6 +107,7 @@ class Replayer:
         self.summary = ReplaySummary()
         self._next_tick: float | None = None
         self.on_event: Callable[[AlarmEvent], None] | None = None
+        self._topics: dict[str, InboundTopic] = {}
 
     def _publish(self, events: list[AlarmEvent]) -> None:
         for ev in events:
@@ -108,6 +116,16 @@ class Replayer:
                 self.on_event(ev)
             self.emit(as_line(alarm_topic(self.root, ev.bed, ev.kind), ev.payload()))
 
+    def _topic(self, topic: str) -> InboundTopic:
+        """``parse_inbound(topic, root)``, cached (errors are not)."""
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            parsed = parse_inbound(topic, self.root)
+            if len(self._topics) >= TOPIC_CACHE_MAX:
+                self._topics.clear()
+            self._topics[topic] = parsed
+        return parsed
+
     def feed_line(self, line: bytes) -> None:
         """One recording line; malformed ones are counted, never raised."""
         s = self.summary
@@ -115,10 +133,34 @@ class Replayer:
         if not line:
             return
         s.lines += 1
+        service = self.config.service
+        # fast path: an abp chunk read in one pass (what nearly every line is);
+        # anything else, including any doubt, takes the general path below
+        rec = decode_abp_record(line, service.max_payload_bytes)
+        if rec is not None:
+            topic = self._topics.get(rec.topic)
+            if topic is not None and topic.kind == "abp":
+                try:
+                    chunk = build_abp(rec.payload, service.max_samples)
+                except CodecError as exc:
+                    s.rejected[exc.code] += 1
+                    return
+                s.messages["abp"] += 1
+                s.samples += chunk.samples.size
+                self._take(topic, chunk, chunk.t0, chunk.ts)
+                return
+        self._feed_general(line)
+
+    def _feed_general(self, line: bytes) -> None:
+        """Any line: its envelope, then the payload decoded for the topic's kind."""
+        s = self.summary
         try:
             rec = _line_decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             s.rejected["bad_line"] += 1
+            return
+        except RecursionError:  # nested deeper than msgspec's limit (escaped before)
+            s.rejected["too_deep"] += 1
             return
         raw: bytes | memoryview = memoryview(rec.payload)
         if raw[:1] == b'"':
@@ -128,7 +170,7 @@ class Replayer:
                 s.rejected["bad_line"] += 1
                 return
         try:
-            topic = parse_inbound(rec.topic, self.root)
+            topic = self._topic(rec.topic)
             msg = decode(
                 topic.kind,
                 raw,
@@ -143,16 +185,29 @@ class Replayer:
         if isinstance(msg, AbpChunk):
             s.samples += msg.samples.size
             begins = msg.t0
+        self._take(topic, msg, begins, msg.ts)
+
+    def _take(self, topic: InboundTopic, msg: Message, begins: float, ts: float) -> None:
+        """A decoded message that begins at ``begins`` and is dated ``ts``."""
+        s = self.summary
+        last = s.last_ts
+        nxt = self._next_tick
         # time passes up to where this message begins (a silent bed goes stale,
-        # a standing NIBP reading is judged) before the message is taken
-        if s.last_ts is not None and begins > s.last_ts:
+        # a standing NIBP reading is judged) before the message is taken;
+        # _tick is called only when a tick is due (or not yet scheduled)
+        if last is not None and begins > last and (nxt is None or begins >= nxt):
             self._tick(begins)
-        ts = msg.ts
-        if s.first_ts is None:
+        if last is None:
             s.first_ts = ts
-        s.last_ts = ts if s.last_ts is None else max(s.last_ts, ts)
-        self._publish(self.engine.receive(topic.bed, msg, ts))
-        self._tick(s.last_ts)
+            s.last_ts = last = ts
+        elif ts > last:
+            s.last_ts = last = ts
+        events = self.engine.receive(topic.bed, msg, ts)
+        if events:
+            self._publish(events)
+        nxt = self._next_tick
+        if nxt is None or last >= nxt:
+            self._tick(last)
 
     def _tick(self, now: float) -> None:
         """Tick the engine at each whole ``tick_s`` of data time.

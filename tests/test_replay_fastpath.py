@@ -1,0 +1,214 @@
+"""The replay's one-pass ``abp`` path gives what the general path gives, line for line.
+
+``Replayer.feed_line`` reads an ``abp`` line in one pass
+(``codec.decode_abp_record`` + ``codec.build_abp``) and leaves every other line,
+and every line that pass is unsure of, to the general path (the envelope, then
+``codec.decode``). Here the same lines go through a replayer whose fast path is
+switched off: the output lines and the summary must be the same, byte for byte
+and count for count, valid or hostile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from functools import cache
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulators.scenario import load_scenario, merge, scenario_dir, to_jsonl
+from streamproc import replay
+from streamproc.config import load_config
+from streamproc.replay import Replayer, ReplaySummary, replay_lines
+from tests.fuzz import fuzz_settings
+from tests.fuzz.test_replay_fuzz import arbitrary_line, valid_lines
+
+Result = tuple[list[bytes], dict[str, Any]]
+
+
+def _summary(s: ReplaySummary) -> dict[str, Any]:
+    d = {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name != "elapsed_s"}
+    for key in ("messages", "rejected", "alarms"):
+        d[key] = sorted(d[key].items())  # a zero count is a difference too
+    return d
+
+
+def _replay(lines: list[bytes], *, fast: bool, **overrides: Any) -> Result:
+    out: list[bytes] = []
+    config = load_config(environ={}, overrides=overrides)
+    if fast:
+        summary = replay_lines(lines, config, out.append)
+    else:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(replay, "decode_abp_record", lambda line, max_bytes: None)
+            summary = replay_lines(lines, config, out.append)
+    return out, _summary(summary)
+
+
+def assert_same(lines: list[bytes], **overrides: Any) -> Result:
+    fast = _replay(lines, fast=True, **overrides)
+    assert fast == _replay(lines, fast=False, **overrides)
+    return fast
+
+
+@cache
+def ward() -> tuple[bytes, ...]:
+    """Every shipped scenario in one ward (a bed each)."""
+    beds = [
+        dataclasses.replace(load_scenario(path), bed=f"bed{i:02d}")
+        for i, path in enumerate(sorted(scenario_dir().glob("*.toml")))
+    ]
+    return tuple(to_jsonl(merge(*beds)).splitlines())
+
+
+def _hostile(rnd: random.Random, line: bytes) -> bytes:
+    """One valid ``abp`` line made wrong in one of the ways the fast path must hand over."""
+    rec = json.loads(line)
+    p = rec["payload"]
+    s = p["samples"]
+    choice = rnd.randrange(22)
+    if choice == 0:
+        p["samples"] = []
+    elif choice == 1:
+        s[rnd.randrange(len(s))] = rnd.choice([None, True, "1", [1], 600.0, -101.0, 2**70])
+    elif choice == 2:
+        return line.replace(b'"samples":[', b'"samples":[1e400,', 1)
+    elif choice == 3:
+        p["samples"] = s * 241  # more than service.max_samples
+    elif choice == 4:
+        p["seq"] = rnd.choice([0, 7, -1, 2**63 - 1, 2**63, True, "3", 1.5])
+    elif choice == 5:
+        p["fs"] = rnd.choice([0, 0.5, 2000, 2000.5, "125", None])
+    elif choice == 6:
+        p["t0"] = rnd.choice([0, "x", None, p["t0"] - 300, p["t0"] + 1e8])
+    elif choice == 7:
+        del p[rnd.choice(["t0", "fs", "samples"])]
+    elif choice == 8:
+        rec["payload"] = json.dumps(p)  # a raw string payload
+    elif choice == 9:
+        rec["topic"] = rec["topic"].rsplit("/", 1)[0] + "/" + rnd.choice(["vitals", "x", "ack"])
+    elif choice == 10:
+        rec["topic"] = rnd.choice(["icu/+/b/abp", "icu/w/b/c/abp", "ICU/w/b/abp", "icu/w//abp"])
+    elif choice == 11:  # duplicate keys: the last one counts
+        return line[:-1] + b',"payload":{"t0":1732400000,"fs":125,"samples":[80,81]}}'
+    elif choice == 12:
+        return line[:-1] + b',"payload":"x"}'
+    elif choice == 13:
+        return line.replace(b'"payload":', b'"payload":"x","payload":', 1)
+    elif choice == 14:
+        return line.replace(b'"payload":{', b'"payload":{"x":' + b"[" * 500 + b"]" * 500 + b",", 1)
+    elif choice == 15:
+        return line.replace(b'"payload":{', b'"payload":{"note":"\xc0\xaf",', 1)  # not UTF-8
+    elif choice == 16:
+        p["note"] = "caf\u00e9"  # UTF-8, not ASCII
+        return json.dumps(rec, ensure_ascii=False).encode()
+    elif choice == 17:
+        return b" \x0c" + line + b"\r"
+    elif choice == 18:
+        return line[: rnd.randrange(len(line))]
+    elif choice == 19:
+        return line.replace(b'"samples":[', b'"samples":[' + b"1.0," * 70_000, 1)  # too large
+    elif choice == 20:
+        p["samples"] = s[: rnd.choice([1, 2, 60])] * rnd.choice([1, 3])
+    else:
+        return (
+            b'{"payload":' + json.dumps(p).encode() + b',"topic":"' + rec["topic"].encode() + b'"}'
+        )
+    return json.dumps(rec).encode()
+
+
+def _mixed(seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    lines = list(ward())
+    abp = [x for x in lines if b'/abp"' in x]
+    for _ in range(len(lines) // 3):
+        lines.insert(rnd.randrange(len(lines) + 1), _hostile(rnd, rnd.choice(abp)))
+    return lines
+
+
+def test_ward_is_the_same_and_takes_the_fast_path() -> None:
+    lines = list(ward())
+    out, summary = assert_same(lines)
+    assert out
+    assert summary["rejected"] == []
+    calls = []
+    real = replay.decode_abp_record
+
+    def spy(line: bytes, max_bytes: int) -> Any:
+        rec = real(line, max_bytes)
+        calls.append(rec is not None)
+        return rec
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(replay, "decode_abp_record", spy)
+        replay_lines(lines, load_config(environ={}), [].append)
+    n_abp = sum(1 for x in lines if b'/abp"' in x)
+    assert sum(calls) == n_abp  # every abp line was read in one pass
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hostile_lines_same_results(seed: int) -> None:
+    _, summary = assert_same(_mixed(seed))
+    codes = dict(summary["rejected"])  # [(code, count), ...]
+    for code in ("bad_line", "bad_topic", "out_of_range", "too_large", "wrong_type"):
+        assert codes.get(code, 0) > 0, codes
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"service.max_payload_bytes": 800},  # some abp lines over, their payloads under
+        {"service.max_samples": 100},
+        {"service.tick_s": 2.5},
+    ],
+    ids=["max_bytes", "max_samples", "tick_s"],
+)
+def test_limits_same_results(overrides: dict[str, Any]) -> None:
+    assert_same(_mixed(7), **overrides)
+
+
+def test_out_of_order_and_far_future_same_results() -> None:
+    """The ticking (skipped when no tick is due) is the same with time going back and forth."""
+    rnd = random.Random(3)
+    lines = []
+    for line in ward():
+        rec = json.loads(line)
+        p = rec["payload"]
+        if "t0" in p and rnd.random() < 0.1:
+            p["t0"] += rnd.choice([-400.0, -1.5, 0.25, 31.0, 90.0, 3 * 86400.0])
+        lines.append(json.dumps(rec).encode())
+    assert_same(lines)
+
+
+@fuzz_settings(60)
+@given(st.lists(st.one_of(st.sampled_from(valid_lines()), arbitrary_line), max_size=30))
+def test_fuzz_same_results(lines: list[bytes]) -> None:
+    assert_same(lines)
+
+
+def test_too_deep_line_is_counted_not_raised() -> None:
+    """A line nested beyond msgspec's limit escaped ``feed_line`` as RecursionError."""
+    deep = b'{"topic":"icu/w/b/abp","payload":{"x":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    rp = Replayer(load_config(environ={}), [].append)
+    rp.feed_line(deep)
+    rp.feed_line(b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert rp.summary.rejected == {"too_deep": 2}
+    assert rp.summary.lines == 2
+
+
+def test_topic_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = list(ward())
+    ref = _replay(lines, fast=True)
+    monkeypatch.setattr(replay, "TOPIC_CACHE_MAX", 3)
+    out: list[bytes] = []
+    rp = Replayer(load_config(environ={}), out.append)
+    sizes = []
+    for line in lines:
+        rp.feed_line(line)
+        sizes.append(len(rp._topics))
+    assert max(sizes) <= 3
+    assert (out, _summary(rp.finish())) == ref
