@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "advance_beats",
+    "all_within",
     "beat_measures",
     "classify",
     "detect",
@@ -794,3 +795,12 @@ def detect_beats(  # noqa: PLR0917 - the segment's state, flat for the compiler
         ybuf = ybuf[keep_from - b0 :]
         istate[B0] = keep_from
     return ybuf, ssf, dq, rows
+
+
+@_jit
+def all_within(x: np.ndarray, lo: float, hi: float) -> bool:
+    """Whether every value of ``x`` lies in ``[lo, hi]`` (NaN does not)."""
+    for v in x:  # noqa: SIM110 - an explicit loop: numba compiles it, not a generator
+        if not (v >= lo and v <= hi):
+            return False
+    return True

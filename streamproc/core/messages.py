@@ -18,6 +18,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from streamproc.core import _kernels
+
 __all__ = [
     "IDENT_RE",
     "MAX_SAMPLES_PER_CHUNK",
@@ -155,8 +157,8 @@ class AbpChunk:
                 "samples", f"has {s.size} samples, more than {MAX_SAMPLES_PER_CHUNK}"
             )
         lo, hi = PRESSURE_LIMITS
-        # one comparison pair that NaN (and inf) also fail
-        if not (s.min() >= lo and s.max() <= hi):
+        # one compiled pass whose comparisons NaN (and inf) also fail
+        if not _kernels.all_within(s, lo, hi):
             if not np.isfinite(s).all():
                 raise InvalidMessageError("samples", "must all be finite numbers (no NaN/inf/null)")
             raise InvalidMessageError("samples", f"must lie between {lo:g} and {hi:g} mmHg")
