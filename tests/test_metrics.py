@@ -7,8 +7,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 import streamproc.metrics
 from streamproc import __version__
@@ -388,3 +389,33 @@ class TestEndpoint:
             assert {_parse(raw)[0] for raw in raws} == {200}
 
         _with_server(check)
+
+
+class TestBatchHistogram:
+    """Small batches (counted value by value) and large ones (numpy) fill the same buckets."""
+
+    @staticmethod
+    def _hist() -> streamproc.metrics.BatchHistogram:
+        return streamproc.metrics.BatchHistogram(
+            "t_seconds", "test", buckets=(0.001, 0.01, 0.1), registry=CollectorRegistry()
+        )
+
+    @staticmethod
+    def _buckets(hist: streamproc.metrics.BatchHistogram) -> list[tuple[str, float]]:
+        (family,) = hist.collect()
+        return [(s.labels.get("le", s.name), s.value) for s in family.samples]
+
+    def test_small_equals_large(self) -> None:
+        """On the bounds, between them, above them and NaN: one at a time == all at once."""
+        values = [0.0, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.2, 7.0, float("nan"), 0.0005]
+        small, large = self._hist(), self._hist()
+        for v in values:
+            small.observe_many(np.array([v]))
+        large.observe_many(np.array(values))
+        assert self._buckets(small)[:4] == self._buckets(large)[:4]
+        # a value equal to a bound counts in it (le); NaN only in +Inf
+        counts = dict(self._buckets(small))
+        assert counts["0.001"] == 3
+        assert counts["0.01"] == 5
+        assert counts["0.1"] == 7
+        assert counts["+Inf"] == 10
