@@ -39,6 +39,7 @@ logs it (``service.fast_read`` turns the fast path off by hand).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, Final
@@ -74,11 +75,13 @@ class FastReader:
     __slots__ = (
         "_buf",
         "_client",
+        "_drained",
         "_flush_pending",
         "_loop_thread",
         "_on_message",
         "_orig_recv",
         "_paho",
+        "_plain",
         "_pos",
         "_writer_fd",
         "budget",
@@ -102,6 +105,10 @@ class FastReader:
         self.budget = budget
         self._buf = b""
         self._pos = 0
+        # the last read from the kernel returned less than asked: the socket was
+        # empty then (plain TCP only: TLS may hold decrypted bytes the fd does not show)
+        self._drained = False
+        self._plain = True
         self._orig_recv: Callable[[int], bytes] = self._paho._sock_recv
         paho = self._paho
         # paho's dispatcher matches every topic against its per-filter callbacks
@@ -115,6 +122,7 @@ class FastReader:
             # task through call_soon_threadsafe; ours is queued after it and
             # replaces the reader for the same descriptor.
             original_open(pclient, userdata, sock)
+            self._plain = not isinstance(sock, ssl.SSLSocket)
             # paho writes a byte to this socket pair on every queued packet (a PUBACK
             # per QoS 1 message) to wake its own network thread, which aiomqtt does
             # not run: a failing system call per message, dropped
@@ -161,10 +169,15 @@ class FastReader:
         pos = self._pos
         buf = self._buf
         if pos >= len(buf):
+            if self._drained:
+                # the kernel had no more at the last read of this round: no system call
+                # just to hear EAGAIN (the loop's level-triggered poll wakes us for more)
+                raise BlockingIOError
             buf = self._orig_recv(RECV_BUFFER)  # raises BlockingIOError when empty
             if not buf:
                 return buf  # connection closed: paho sees b"" and reports it
             self._buf = buf
+            self._drained = self._plain and len(buf) < RECV_BUFFER
             pos = 0
         end = pos + bufsize
         self._pos = end
@@ -173,6 +186,7 @@ class FastReader:
     def _on_readable(self) -> None:
         """Read packets until the socket and the buffer are empty (``budget`` per round)."""
         paho = self._paho
+        self._drained = False  # the poll says there is more: ask the kernel
         try:
             for _ in range(self.budget):
                 rc = paho._packet_read()
@@ -189,6 +203,8 @@ class FastReader:
             disconnected = self._client._disconnected
             if not disconnected.done():
                 disconnected.set_exception(exc)
+        finally:
+            self._drained = False  # only this round skips the system call
 
     def _register_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
         loop = self._client._loop
@@ -218,6 +234,18 @@ class FastReader:
             disconnected = self._client._disconnected
             if not disconnected.done():
                 disconnected.set_exception(exc)
+
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Queue a QoS 0 message; it goes out with this loop turn's flush.
+
+        For display data (bed summaries): nothing to confirm, so none of
+        aiomqtt's per-message future, timeout and task; many summaries queued
+        in one turn share one write. Raises :class:`aiomqtt.MqttCodeError`
+        when paho refuses (not connected, queue full).
+        """
+        info = self._paho.publish(topic, payload, 0, retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
 
     # ------------------------------------------------------------------ asyncio side
     async def wait_disconnected(self) -> None:
