@@ -228,9 +228,18 @@ def parse_broker(url: str) -> tuple[str, int]:
 
 
 class Publisher:
-    """paho on its own network thread, tuned to never block or drop on the client side."""
+    """paho, tuned to never block or drop on the client side.
 
-    def __init__(self, host: str, port: int, *, client_id: str = "") -> None:
+    ``threaded``: paho's own network thread sends and reads (the drain: the
+    publishing loop never waits for the socket). Otherwise (real time) the
+    calling thread does all of the socket's work: ``publish`` writes at once,
+    and :meth:`wait` reads acknowledgements while waiting for the next due
+    time, so a message leaves when it is stamped, not when a second thread
+    gets the GIL (up to the interpreter's 5 ms switch interval later, which the
+    latency figures would have counted against the service).
+    """
+
+    def __init__(self, host: str, port: int, *, client_id: str = "", threaded: bool = True) -> None:
         self.acked = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -245,9 +254,22 @@ class Publisher:
         sock = self.client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client.loop_start()
-        if not self._connected.wait(10):
-            raise TimeoutError(f"no CONNACK from {host}:{port}")
+        self.threaded = threaded
+        if threaded:
+            self.client.loop_start()
+            if not self._connected.wait(10):
+                raise TimeoutError(f"no CONNACK from {host}:{port}")
+        else:
+            deadline = time.monotonic() + 10
+            while not self._connected.is_set():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no CONNACK from {host}:{port}")
+                self.client.loop(timeout=0.05)
+
+    def wait(self, seconds: float) -> None:
+        """Unthreaded: read acknowledgements (and keep alive) for ``seconds``."""
+        if seconds > 0:
+            self.client.loop(timeout=seconds)
 
     def _on_publish(self, *_args: Any) -> None:
         with self._lock:
@@ -256,13 +278,19 @@ class Publisher:
     def fence(self, timeout: float = 600.0) -> None:
         """Wait until the broker has routed everything published so far (QoS 1 PUBACK)."""
         info = self.client.publish(FENCE_TOPIC, b"", qos=1)
-        info.wait_for_publish(timeout)
+        if self.threaded:
+            info.wait_for_publish(timeout)
+        else:
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and time.monotonic() < deadline:
+                self.client.loop(timeout=0.05)
         if not info.is_published():
             raise TimeoutError("fence not acknowledged")
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        if self.threaded:
+            self.client.loop_stop()
 
 
 def publish_fast(load: Load, pub: Publisher, n: int, qos: int) -> dict[str, Any]:
@@ -326,7 +354,10 @@ def publish_realtime(
                     break
                 wait = min(due, next_ping) - now if ping_interval > 0 else due - now
                 if wait > 0.0001:
-                    time.sleep(wait)
+                    if pub.threaded:
+                        time.sleep(wait)
+                    else:
+                        pub.wait(wait)  # and read the PUBACKs meanwhile
                 else:
                     break
             payload = load.payload(i, k)
@@ -385,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     load = Load(spec)
     build_s = time.perf_counter() - t
     host, port = parse_broker(args.broker)
-    pub = Publisher(host, port, client_id=args.client_id)
+    # real time: one thread does the socket's work (exact send times)
+    pub = Publisher(host, port, client_id=args.client_id, threaded=not args.realtime)
     print("READY", flush=True)
     try:
         if args.realtime:
