@@ -55,7 +55,13 @@ RECV_BUFFER: Final = 65536
 _AGAIN: Final = MQTTErrorCode.MQTT_ERR_AGAIN
 _SUCCESS: Final = MQTTErrorCode.MQTT_ERR_SUCCESS
 # the private attributes the fast path relies on
-_CLIENT_ATTRS: Final = ("_client", "_loop", "_disconnected", "_on_socket_open")
+_CLIENT_ATTRS: Final = (
+    "_client",
+    "_loop",
+    "_disconnected",
+    "_on_socket_open",
+    "_pending_publishes",
+)
 _PAHO_ATTRS: Final = (
     "_packet_read",
     "_loop_rc_handle",
@@ -76,7 +82,7 @@ class FastReader:
         "_buf",
         "_client",
         "_drained",
-        "_flush_pending",
+        "_flush_handle",
         "_loop_thread",
         "_on_message",
         "_orig_recv",
@@ -139,7 +145,7 @@ class FastReader:
         # of a read round), instead of aiomqtt's call_soon_threadsafe + add_writer +
         # remove_writer per packet
         self._loop_thread = threading.get_ident()
-        self._flush_pending = False
+        self._flush_handle: asyncio.Handle | None = None
         self._writer_fd: int | None = None
         paho.on_socket_register_write = self._register_write
         paho.on_socket_unregister_write = self._unregister_write
@@ -205,15 +211,18 @@ class FastReader:
                 disconnected.set_exception(exc)
         finally:
             self._drained = False  # only this round skips the system call
+            if self._flush_handle is not None:
+                # the round's PUBACKs go out now, before the core takes the messages:
+                # the broker's in-flight window (20 by default) refills while we work
+                self._flush()
 
     def _register_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
         loop = self._client._loop
         if threading.get_ident() != self._loop_thread:
             # paho connects from aiomqtt's executor thread: hand over to the loop
             loop.call_soon_threadsafe(self._flush)
-        elif not self._flush_pending:
-            self._flush_pending = True
-            loop.call_soon(self._flush)
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush)
 
     def _unregister_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
         if self._writer_fd is not None:
@@ -222,7 +231,9 @@ class FastReader:
 
     def _flush(self) -> None:
         """Write what paho queued; if the socket is full, wait for it to drain."""
-        self._flush_pending = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()  # when called directly (end of a read round)
+            self._flush_handle = None
         paho = self._paho
         try:
             paho.loop_write()
@@ -246,6 +257,37 @@ class FastReader:
         info = self._paho.publish(topic, payload, 0, retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+
+    async def publish_confirmed(
+        self, topic: str, payload: bytes, *, retain: bool, timeout: float
+    ) -> None:
+        """Publish at QoS 1, written at once; return when the broker has acknowledged it.
+
+        For alarms: aiomqtt's ``publish`` leaves the write to a callback that
+        runs after whatever the loop had already scheduled (a batch of chunks
+        to process); here the packet is on the socket before this coroutine
+        first waits. The PUBACK is awaited as aiomqtt does (its ``on_publish``
+        sets the event registered under the message id). Raises
+        :class:`aiomqtt.MqttCodeError` when paho refuses, :class:`aiomqtt.MqttError`
+        when no PUBACK comes within ``timeout`` seconds.
+        """
+        info = self._paho.publish(topic, payload, 1, retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if self._flush_handle is not None:
+            self._flush()
+        if info.is_published():
+            return
+        confirmed = asyncio.Event()
+        pending = self._client._pending_publishes
+        pending[info.mid] = confirmed
+        try:
+            async with asyncio.timeout(timeout):
+                await confirmed.wait()
+        except TimeoutError as exc:
+            raise aiomqtt.MqttError(f"No PUBACK for an alarm within {timeout:g} s") from exc
+        finally:
+            pending.pop(info.mid, None)
 
     # ------------------------------------------------------------------ asyncio side
     async def wait_disconnected(self) -> None:

@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import signal
+import socket
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -525,6 +526,9 @@ class Service:
             keepalive=10,
             timeout=10,
             max_queued_incoming_messages=0,
+            # an alarm is one small packet: sent now, not held by Nagle's algorithm
+            # until the broker acknowledges the last PUBACK we sent
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def _restore(self) -> None:
@@ -775,7 +779,10 @@ class Service:
             while outbox or summaries:
                 while outbox:
                     topic, payload, retain = outbox[0]
-                    await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
+                    if fast is not None:  # on the wire before this task first waits
+                        await fast.publish_confirmed(topic, payload, retain=retain, timeout=10)
+                    else:
+                        await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
                     outbox.popleft()
                     self.metrics.publish_queue_depth.set(len(outbox))
                 if summaries:
