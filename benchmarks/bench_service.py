@@ -93,6 +93,7 @@ if str(REPO) not in sys.path:
 
 from load import PING_TOPIC, Load, LoadSpec  # noqa: E402
 
+from simulators.soak import bucket_delta, histogram_quantile  # noqa: E402
 from tests.broker import MosquittoBroker, find_mosquitto  # noqa: E402
 from tests.service_helpers import ServiceProcess  # noqa: E402
 
@@ -190,30 +191,6 @@ def scrape(port: int, proc: psutil.Process | None = None) -> Scrape | None:
             sample.cpu = cpu.user + cpu.system
             sample.rss = proc.memory_info().rss
     return sample
-
-
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """Prometheus' ``histogram_quantile``: linear within the bucket (seconds)."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le  # beyond the last finite bucket: a lower bound
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
-    return prev_le
-
-
-def bucket_delta(
-    a: list[tuple[float, float]], b: list[tuple[float, float]]
-) -> list[tuple[float, float]]:
-    before = dict(a)
-    return [(le, count - before.get(le, 0.0)) for le, count in b]
 
 
 def _max_bucket(buckets: list[tuple[float, float]]) -> float | None:

@@ -77,6 +77,7 @@ __all__ = [
     "BedResult",
     "SoakReport",
     "SpawnedService",
+    "bucket_delta",
     "classify",
     "default_unit_prefix",
     "evaluate",
@@ -263,9 +264,10 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return prev_bound  # pragma: no cover - the +Inf bucket holds every observation
 
 
-def _minus(
-    later: Sequence[tuple[float, float]], earlier: Sequence[tuple[float, float]]
+def bucket_delta(
+    earlier: Sequence[tuple[float, float]], later: Sequence[tuple[float, float]]
 ) -> list[tuple[float, float]]:
+    """Cumulative buckets ``later`` minus ``earlier`` (the observations in between)."""
     base = dict(earlier)
     return [(bound, count - base.get(bound, 0.0)) for bound, count in later]
 
@@ -312,7 +314,7 @@ def service_figures(samples: Sequence[dict[str, Any]], warmup_s: float) -> dict[
     warm = next((s for s in samples if s["t_s"] >= warmup_s), None)
     p99_after = None
     if warm is not None and warm is not last:
-        p99_after = histogram_quantile(0.99, _minus(end, warm.get("latency_buckets") or []))
+        p99_after = histogram_quantile(0.99, bucket_delta(warm.get("latency_buckets") or [], end))
     figures["latency"] = {
         "p99_ms": None if p99 is None else round(p99 * 1000, 2),
         "p99_ms_after_warmup": None if p99_after is None else round(p99_after * 1000, 2),

@@ -186,7 +186,6 @@ class _Segment:
     __slots__ = (
         "c_tail",
         "coef",
-        "delay",
         "dq",
         "fpar",
         "fs",
@@ -194,14 +193,13 @@ class _Segment:
         "ipar",
         "istate",
         "levels",
-        "settings",
+        "limits",
         "ssf_hist",
         "t0",
         "y_buf",
     )
 
     def __init__(self, settings: BeatSettings, t0: float, fs: float, first: float) -> None:
-        self.settings = settings
         self.t0 = t0
         self.fs = fs
         cutoff = min(settings.lowpass_hz, _MAX_CUTOFF_FRACTION * fs)
@@ -209,7 +207,7 @@ class _Segment:
         # step response barely overshoots (0.4%), so a flush plateau stays
         # flat. A single biquad: lfilter's direct form is as accurate as
         # sections here, and much cheaper to call on small chunks.
-        self.coef, zi_unit, self.delay = _design(cutoff, fs)
+        self.coef, zi_unit, delay = _design(cutoff, fs)
         # carried state of the compiled loops (see ``_kernels.detect``)
         self.fstate: FloatArray = np.zeros(4, np.float64)
         self.fstate[_kernels.Z0 : _kernels.Z1 + 1] = zi_unit * first
@@ -236,12 +234,13 @@ class _Segment:
                 settings.min_upstroke_mmhg,
                 t0,
                 fs,
-                self.delay,
+                delay,
                 settings.min_rr_fraction,
                 settings.jump_confirm_fraction,
             ),
             np.float64,
         )
+        self.limits = _limits(settings)  # shared by the segments of equal settings
         self.y_buf: FloatArray = np.empty(0, np.float64)
         self.c_tail: FloatArray = np.zeros(w, np.float64)
         self.ssf_hist: FloatArray = np.empty(0, np.float64)
@@ -267,7 +266,7 @@ class _Segment:
             self.y_buf,
             self.ipar,
             self.fpar,
-            _limits(self.settings),
+            self.limits,
             self.levels,
         )
         return rows

@@ -141,6 +141,19 @@ def metric_sum(service: ServiceProcess, name: str) -> float:
     return total
 
 
+def wait_accounted(service: ServiceProcess, total: int, timeout: float) -> tuple[float, float]:
+    """Wait until messages in + rejected reach ``total``; returns (in, rejected)."""
+
+    def counts() -> tuple[float, float]:
+        return (
+            metric_sum(service, "streamproc_messages_in_total"),
+            metric_sum(service, "streamproc_messages_rejected_total"),
+        )
+
+    wait_until(lambda: sum(counts()) >= total, timeout, f"in + rejected reach {total}")
+    return counts()
+
+
 def healthz(service: ServiceProcess) -> tuple[int, dict[str, Any]]:
     """/healthz's HTTP status and body."""
     url = f"http://127.0.0.1:{service.metrics_port}/healthz"
@@ -759,14 +772,7 @@ def fault_clock_jump(
             )
             total = len(before) + len(jumped) + len(after)
 
-            def accounted() -> bool:
-                n_in = metric_sum(r.service, "streamproc_messages_in_total")
-                n_rej = metric_sum(r.service, "streamproc_messages_rejected_total")
-                return n_in + n_rej >= total
-
-            wait_until(accounted, 20, f"in + rejected reach {total}")
-            n_in = metric_sum(r.service, "streamproc_messages_in_total")
-            n_rej = metric_sum(r.service, "streamproc_messages_rejected_total")
+            n_in, n_rej = wait_accounted(r.service, total, 20)
             res.details.update(
                 sent=total, jumped=len(jumped), accepted=int(n_in), rejected=int(n_rej)
             )
@@ -866,14 +872,7 @@ def fault_hostile_input(
             res.recovery_s = _alarm_after(obs, t0)
             total = len(extra) + len(episode)
 
-            def accounted() -> bool:
-                n_in = metric_sum(r.service, "streamproc_messages_in_total")
-                n_rej = metric_sum(r.service, "streamproc_messages_rejected_total")
-                return n_in + n_rej >= total
-
-            wait_until(accounted, 60, f"in + rejected reach {total}")
-            n_in = metric_sum(r.service, "streamproc_messages_in_total")
-            n_rej = metric_sum(r.service, "streamproc_messages_rejected_total")
+            n_in, n_rej = wait_accounted(r.service, total, 60)
             by_reason = {
                 reason: int(r.service.metric("streamproc_messages_rejected_total", reason=reason))
                 for reason in ("too_large", "not_json", "not_utf8", "not_finite", "wrong_type",
