@@ -27,7 +27,9 @@ __all__ = [
     "classify",
     "detect",
     "detect_beats",
+    "has_room",
     "judge_level",
+    "step_chunk",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -46,21 +48,51 @@ def _jit(fn: _F) -> _F:
         return cast("_F", numba.njit(cache=False, nogil=True)(fn))
 
 
-# Integer state slots of ``detect`` (``istate``).
+# Integer state slots of a segment (``istate``).
 N_END = 0  # samples of the segment seen so far
 LEARNED = 1  # 1 once the learning window is complete
 PREV_ABOVE = 2  # 1 when the last sample was above the threshold
 LAST_CROSS = 3  # segment index of the last accepted crossing
 PENDING = 4  # onset of the beat in progress (-1: none); ``detect_beats`` only
-B0 = 5  # segment index of ``y_buf[0]``; ``detect_beats`` only
+B0 = 5  # segment index of ``ybuf[0]``
 DQ_HEAD = 6  # the sliding maximum's deque: head slot in its ring
 DQ_LEN = 7  # and length
-I_SIZE = 8
+Y_LEN = 8  # filtered samples held in ``ybuf``
+ROWS_N = 9  # beats ``step_chunk`` wrote to ``rows``
+ROWS_I = 10  # and how many of them ``advance_beats`` took
+TAIL_K = 11  # slot of ``c_tail`` holding the running sum ``w`` samples back
+I_SIZE = 12
 # Float state slots (``fstate``).
 Z0 = 0  # biquad state
 Z1 = 1
 C_LAST = 2  # running sum of positive slopes at the last sample
 Y_LAST = 3  # filtered value of the last sample
+
+
+@_jit
+def has_room(  # noqa: PLR0917 - the buffers a chunk of ``n`` samples writes to
+    n: int,
+    istate: np.ndarray,
+    ssf: np.ndarray,
+    dq: np.ndarray,
+    ybuf: np.ndarray,
+    rows: np.ndarray,
+    refr: int,
+) -> bool:
+    """Whether a chunk of ``n`` samples fits the segment's buffers.
+
+    ``ybuf`` takes the chunk's filtered samples after those held; ``ssf`` the
+    chunk's slope sums (after the learning window's, while it fills); ``dq``
+    at most one entry per slope sum scanned; ``rows`` one beat per accepted
+    crossing (at least ``refr`` samples apart) and the one in progress.
+    """
+    scanned = n if istate[LEARNED] != 0 else istate[N_END] + n
+    return (
+        ybuf.size >= istate[Y_LEN] + n
+        and ssf.size >= scanned
+        and dq.shape[0] >= istate[DQ_LEN] + scanned + 1
+        and rows.shape[0] >= scanned // refr + 2
+    )
 
 
 @_jit
@@ -70,143 +102,45 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     fstate: np.ndarray,
     istate: np.ndarray,
     c_tail: np.ndarray,
-    ssf_hist: np.ndarray,
+    ssf: np.ndarray,
     dq: np.ndarray,
-    y_buf: np.ndarray,
-    b0: int,
+    ybuf: np.ndarray,
     h: int,
     learn_n: int,
     refr: int,
     frac: float,
     min_up: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Filter ``x``, find the accepted threshold crossings and their onsets.
 
     ``coef`` is ``(b0, b1, b2, a1, a2)`` of a biquad normalised to ``a0 = 1``
     (direct form II transposed, state in ``fstate[Z0:Z1+1]``). ``c_tail`` holds
-    the last ``w`` values of the slope running sum (updated in place);
-    ``ssf_hist`` the slope sums of the learning window while it fills (empty
-    afterwards). ``dq`` is the sliding maximum's monotonic deque of (segment
-    index, slope sum) rows (a buffer moved to its start when its end is reached,
-    grown when full), its head and length in ``istate[DQ_HEAD]``,
-    ``istate[DQ_LEN]``: carried from chunk to chunk, so each slope sum enters
-    it once. ``y_buf`` holds the filtered samples from
-    segment index ``b0`` on. ``istate``/``fstate`` are updated in place.
+    the last ``w`` values of the slope running sum, a ring whose oldest value is
+    at ``istate[TAIL_K]`` (updated in place). ``ssf``
+    takes the chunk's slope sums, after those of the learning window while it
+    fills (kept there until it is complete). ``dq`` is the sliding maximum's
+    monotonic deque of (segment index, slope sum) rows (moved to the start of
+    its buffer when its end is reached), its head and length in
+    ``istate[DQ_HEAD]``, ``istate[DQ_LEN]``: carried from chunk to chunk, so
+    each slope sum enters it once. ``ybuf[:istate[Y_LEN]]`` holds the filtered
+    samples from segment index ``istate[B0]`` on; the chunk's are appended.
+    Every buffer must have room for the chunk (``has_room``); ``istate`` and
+    ``fstate`` are updated in place.
 
-    Returns the new ``y_buf`` (old + this chunk, from ``b0``), the new
-    ``ssf_hist``, the deque's buffer (a new one when it grew) and the onsets
-    (segment indices) of the accepted crossings; an onset at index 0 (an
-    upstroke that began before the segment) is left out.
+    Returns the onsets (segment indices) of the accepted crossings; an onset
+    at index 0 (an upstroke that began before the segment) is left out.
     """
-    n = x.size
-    w = c_tail.size
-    start = istate[N_END]
-    # 1. low-pass biquad
-    cb0, cb1, cb2, ca1, ca2 = coef[0], coef[1], coef[2], coef[3], coef[4]
-    z0 = fstate[Z0]
-    z1 = fstate[Z1]
-    old = y_buf.size
-    ybuf = np.empty(old + n, np.float64)
-    ybuf[:old] = y_buf
-    for i in range(n):
-        xi = x[i]
-        yi = z0 + cb0 * xi
-        z0 = z1 + cb1 * xi - ca1 * yi
-        z1 = cb2 * xi - ca2 * yi
-        ybuf[old + i] = yi
-    fstate[Z0] = z0
-    fstate[Z1] = z1
-    # 2. slope sum over the last w samples: c[i] - c[i - w]
-    y_last = fstate[Y_LAST] if start > 0 else ybuf[old]
-    c = fstate[C_LAST]
-    learned = istate[LEARNED] != 0
-    nh = 0 if learned else ssf_hist.size
-    ssf_ext = np.empty(nh + n, np.float64)
-    ssf_ext[:nh] = ssf_hist[:nh]
-    tail = c_tail.copy()  # ring: tail[k] is c at index (start + i - w), k = i mod w
-    k = 0
-    for i in range(n):
-        yi = ybuf[old + i]
-        d = yi - y_last
-        if d > 0.0:
-            c += d
-        y_last = yi
-        ssf_ext[nh + i] = c - tail[k]
-        tail[k] = c
-        k += 1
-        if k == w:
-            k = 0
-    # re-order the ring so c_tail[j] is c at index (end - w + j)
-    for j in range(w):
-        c_tail[j] = tail[k]
-        k += 1
-        if k == w:
-            k = 0
-    fstate[C_LAST] = c
-    fstate[Y_LAST] = y_last
-    end = start + n
-    istate[N_END] = end
-
-    onsets = np.empty(0, np.int64)
-    if not learned:
-        if end < learn_n:
-            return ybuf, ssf_ext, dq, onsets  # still learning: keep every slope sum
-        istate[LEARNED] = 1
-        scan_from = 0  # segment index of ssf_ext[0]
+    if istate[LEARNED] != 0:
+        found = _scan_learned(x, coef, fstate, istate, c_tail, dq, ybuf, h, refr, frac, min_up)
     else:
-        scan_from = start
-    # 3. threshold crossings: level = max of the last h slope sums (none before the segment)
-    total = ssf_ext.size
-    learn_level = 0.0
-    if not learned:
-        for i in range(min(learn_n, total)):
-            learn_level = max(learn_level, ssf_ext[i])
-    cap = dq.shape[0]
-    head = istate[DQ_HEAD]
-    tail_i = head + istate[DQ_LEN]
-    prev_above = istate[PREV_ABOVE] == 1
-    last = istate[LAST_CROSS]
-    found = np.empty(total, np.int64)
-    nf = 0
-    for i in range(total):
-        v = ssf_ext[i]
-        seg_i = scan_from + i
-        # the deque's values decrease from head to tail: drop those not above v
-        while tail_i > head and dq[tail_i - 1, 1] <= v:
-            tail_i -= 1
-        if tail_i == cap:  # at the end of the buffer: move the deque to its start
-            if head == 0:  # full: a longer buffer (a long falling stretch)
-                cap *= 2
-                grown = np.empty((cap, 2), np.float64)
-                grown[:tail_i] = dq[:tail_i]
-                dq = grown
-            else:
-                for r in range(tail_i - head):
-                    dq[r, 0] = dq[head + r, 0]
-                    dq[r, 1] = dq[head + r, 1]
-                tail_i -= head
-                head = 0
-        dq[tail_i, 0] = seg_i
-        dq[tail_i, 1] = v
-        tail_i += 1
-        while dq[head, 0] <= seg_i - h:
-            head += 1
-        level = learn_level if (not learned and i < learn_n) else dq[head, 1]
-        thr = max(level * frac, min_up)
-        above = v > thr
-        if above and not prev_above and seg_i - last >= refr:
-            found[nf] = seg_i
-            nf += 1
-            last = seg_i
-        prev_above = above
-    istate[DQ_HEAD] = head
-    istate[DQ_LEN] = tail_i - head
-    istate[PREV_ABOVE] = 1 if prev_above else 0
-    istate[LAST_CROSS] = last
+        found = _scan_learning(
+            x, coef, fstate, istate, c_tail, ssf, dq, ybuf, h, learn_n, refr, frac, min_up
+        )
     # 4. onset: the foot, the first minimum of y in the w samples before the crossing
-    onsets = np.empty(nf, np.int64)
+    w = c_tail.size
+    b0 = istate[B0]
     no = 0
-    for k in range(nf):
+    for k in range(found.size):
         cross = found[k]
         lo = max(cross - w, b0)
         best = lo
@@ -217,9 +151,215 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
                 best_v = vj
                 best = j
         if best > 0:
-            onsets[no] = best
+            found[no] = best  # (no <= k: the crossings not yet read are untouched)
             no += 1
-    return ybuf, ssf_ext[:0], dq, onsets[:no]
+    return found[:no]
+
+
+@_jit
+def _scan_learned(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
+    x: np.ndarray,
+    coef: np.ndarray,
+    fstate: np.ndarray,
+    istate: np.ndarray,
+    c_tail: np.ndarray,
+    dq: np.ndarray,
+    ybuf: np.ndarray,
+    h: int,
+    refr: int,
+    frac: float,
+    min_up: float,
+) -> np.ndarray:
+    """``detect``'s stages 1-3 once the segment has learned: one pass over the samples.
+
+    The same arithmetic, sample by sample, as ``_scan_learning`` (the filter, the
+    slope sum, the sliding maximum, the crossings), fused into one loop so that
+    their independent recurrences overlap. Returns the accepted crossings.
+    """
+    n = x.size
+    w = c_tail.size
+    start = istate[N_END]
+    cb0, cb1, cb2, ca1, ca2 = coef[0], coef[1], coef[2], coef[3], coef[4]
+    z0 = fstate[Z0]
+    z1 = fstate[Z1]
+    old = istate[Y_LEN]
+    y_last = fstate[Y_LAST]
+    c = fstate[C_LAST]
+    tail = c_tail  # a ring: tail[k] is c at index (start + i - w)
+    k = istate[TAIL_K]
+    cap = dq.shape[0]
+    head = istate[DQ_HEAD]
+    tail_i = head + istate[DQ_LEN]
+    prev_above = istate[PREV_ABOVE] == 1
+    last = istate[LAST_CROSS]
+    found = np.empty(n // refr + 1, np.int64)
+    nf = 0
+    for i in range(n):
+        # 1. low-pass biquad
+        xi = x[i]
+        yi = z0 + cb0 * xi
+        z0 = z1 + cb1 * xi - ca1 * yi
+        z1 = cb2 * xi - ca2 * yi
+        ybuf[old + i] = yi
+        # 2. slope sum over the last w samples
+        d = yi - y_last
+        if d > 0.0:
+            c += d
+        y_last = yi
+        v = c - tail[k]
+        tail[k] = c
+        k += 1
+        if k == w:
+            k = 0
+        # 3. threshold crossing against the maximum of the last h slope sums. The
+        # threshold is max(level * frac, min_up): a slope sum with v * frac <= min_up
+        # cannot raise it, so it stays out of the deque (nor does it drop smaller
+        # ones, which cannot either); and a sample with v <= min_up is never above.
+        seg_i = start + i
+        if v * frac > min_up:
+            while tail_i > head and dq[tail_i - 1, 1] <= v:
+                tail_i -= 1
+            if tail_i == cap:  # at the end of the buffer: move the deque to its start
+                for r in range(tail_i - head):  # (``has_room``: never full)
+                    dq[r, 0] = dq[head + r, 0]
+                    dq[r, 1] = dq[head + r, 1]
+                tail_i -= head
+                head = 0
+            dq[tail_i, 0] = seg_i
+            dq[tail_i, 1] = v
+            tail_i += 1
+            while dq[head, 0] <= seg_i - h:  # (it holds at most the last h slope sums)
+                head += 1
+        above = False
+        if v > min_up:
+            while tail_i > head and dq[head, 0] <= seg_i - h:
+                head += 1
+            level = dq[head, 1] if tail_i > head else 0.0
+            above = v > max(level * frac, min_up)
+        if above and not prev_above and seg_i - last >= refr:
+            found[nf] = seg_i
+            nf += 1
+            last = seg_i
+        prev_above = above
+    fstate[Z0] = z0
+    fstate[Z1] = z1
+    istate[Y_LEN] = old + n
+    istate[TAIL_K] = k
+    fstate[C_LAST] = c
+    fstate[Y_LAST] = y_last
+    istate[N_END] = start + n
+    istate[DQ_HEAD] = head
+    istate[DQ_LEN] = tail_i - head
+    istate[PREV_ABOVE] = 1 if prev_above else 0
+    istate[LAST_CROSS] = last
+    return found[:nf]
+
+
+@_jit
+def _scan_learning(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
+    x: np.ndarray,
+    coef: np.ndarray,
+    fstate: np.ndarray,
+    istate: np.ndarray,
+    c_tail: np.ndarray,
+    ssf: np.ndarray,
+    dq: np.ndarray,
+    ybuf: np.ndarray,
+    h: int,
+    learn_n: int,
+    refr: int,
+    frac: float,
+    min_up: float,
+) -> np.ndarray:
+    """``detect``'s stages 1-3 while the segment learns: stage by stage over the chunk.
+
+    The slope sums are kept in ``ssf`` until the learning window is complete;
+    then they are all scanned, the threshold level within the window being the
+    maximum of the whole window. Returns the accepted crossings.
+    """
+    n = x.size
+    w = c_tail.size
+    start = istate[N_END]
+    # 1. low-pass biquad
+    cb0, cb1, cb2, ca1, ca2 = coef[0], coef[1], coef[2], coef[3], coef[4]
+    z0 = fstate[Z0]
+    z1 = fstate[Z1]
+    old = istate[Y_LEN]
+    for i in range(n):
+        xi = x[i]
+        yi = z0 + cb0 * xi
+        z0 = z1 + cb1 * xi - ca1 * yi
+        z1 = cb2 * xi - ca2 * yi
+        ybuf[old + i] = yi
+    fstate[Z0] = z0
+    fstate[Z1] = z1
+    istate[Y_LEN] = old + n
+    # 2. slope sum over the last w samples: c[i] - c[i - w]
+    y_last = fstate[Y_LAST] if start > 0 else ybuf[old]
+    c = fstate[C_LAST]
+    nh = start  # slope sums of the learning window held in ``ssf``
+    tail = c_tail  # a ring: tail[k] is c at index (start + i - w)
+    k = istate[TAIL_K]
+    for i in range(n):
+        yi = ybuf[old + i]
+        d = yi - y_last
+        if d > 0.0:
+            c += d
+        y_last = yi
+        ssf[nh + i] = c - tail[k]
+        tail[k] = c
+        k += 1
+        if k == w:
+            k = 0
+    istate[TAIL_K] = k
+    fstate[C_LAST] = c
+    fstate[Y_LAST] = y_last
+    end = start + n
+    istate[N_END] = end
+    if end < learn_n:
+        return np.empty(0, np.int64)  # still learning: keep every slope sum
+    istate[LEARNED] = 1
+    # 3. threshold crossings: level = max of the last h slope sums (none before the
+    # segment), within the learning window the maximum of the whole window
+    total = nh + n
+    learn_level = 0.0
+    for i in range(min(learn_n, total)):
+        learn_level = max(learn_level, ssf[i])
+    cap = dq.shape[0]
+    head = istate[DQ_HEAD]
+    tail_i = head + istate[DQ_LEN]
+    prev_above = istate[PREV_ABOVE] == 1
+    last = istate[LAST_CROSS]
+    found = np.empty(total // refr + 1, np.int64)
+    nf = 0
+    for i in range(total):
+        v = ssf[i]  # (segment index i)
+        while tail_i > head and dq[tail_i - 1, 1] <= v:
+            tail_i -= 1
+        if tail_i == cap:  # at the end of the buffer: move the deque to its start
+            for r in range(tail_i - head):  # (``has_room``: the buffer is never full)
+                dq[r, 0] = dq[head + r, 0]
+                dq[r, 1] = dq[head + r, 1]
+            tail_i -= head
+            head = 0
+        dq[tail_i, 0] = i
+        dq[tail_i, 1] = v
+        tail_i += 1
+        while dq[head, 0] <= i - h:
+            head += 1
+        level = learn_level if i < learn_n else dq[head, 1]
+        thr = max(level * frac, min_up)
+        above = v > thr
+        if above and not prev_above and i - last >= refr:
+            found[nf] = i
+            nf += 1
+            last = i
+        prev_above = above
+    istate[DQ_HEAD] = head
+    istate[DQ_LEN] = tail_i - head
+    istate[PREV_ABOVE] = 1 if prev_above else 0
+    istate[LAST_CROSS] = last
+    return found[:nf]
 
 
 @_jit
@@ -377,14 +517,16 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     confirm: int,
     min_rr_fraction: float,
     jump_tolerance: float,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> int:
     """The beats between consecutive onsets, measured and given a quality verdict.
 
     The onsets are ``pending`` (the onset of the beat in progress, -1 if none)
     followed by the newly ``found`` ones.
 
-    Rows of ``B_COLUMNS``: onset and end (data times), SBP, DBP, MAP, HR and
-    the quality code (``Q_*``, first that applies, as documented in
+    Writes rows of ``B_COLUMNS`` to ``out`` (room for one per onset) and
+    returns how many: onset and end (data times), SBP, DBP, MAP, HR and the
+    quality code (``Q_*``, first that applies, as documented in
     ``streamproc.core.beats``). Beats longer than ``max_n`` samples are left
     out. ``rhythm`` and ``jump`` are the two level checks' states (``LV_*``),
     updated in place.
@@ -396,10 +538,9 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     else:
         onsets = found
     if onsets.size < 2:
-        return np.empty((0, B_COLUMNS), np.float64)
+        return 0
     m = beat_measures(y, b0, onsets, limits[L_BAND_MMHG], limits[L_BAND_PP])
     nb = m.shape[0]
-    out = np.empty((nb, B_COLUMNS), np.float64)
     k_out = 0
     max_jump = limits[L_MAX_JUMP]
     t_end = t0 + (onsets[0] - delay) / fs
@@ -449,7 +590,7 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
         out[k_out, B_HR] = hr
         out[k_out, B_QUALITY] = q
         k_out += 1
-    return out[:k_out]
+    return k_out
 
 
 # ---------------------------------------------------------------------------
@@ -466,29 +607,31 @@ T_ROWS = 5
 T_START = 0
 T_LAST = 1
 T_ACCUM = 2
+T_COLUMNS = 3
 
-# Columns of the rolling window.
+# Columns of the rolling window: its beats (end, MAP, SBP, DBP, HR) in order of end,
+# then each value column kept sorted on its own (``W_SORTED`` after it), for the medians.
 W_END = 0
 W_MAP = 1
 W_SBP = 2
 W_DBP = 3
 W_HR = 4
-W_COLUMNS = 5
+W_VALUES = 5
+W_SORTED = 4  # column c's values, sorted, are in column c + W_SORTED
+W_COLUMNS = 9
 
-# Monitor state slots (``mst``) written by ``advance_beats``.
-M_WIN_N = 0  # beats in the window (kept between calls)
-M_TOTAL = 1  # beats taken by this call
-M_VALID = 2  # valid beats taken by this call
-M_VALID_REF = 3  # end of the last valid beat taken (when M_VALID > 0)
-M_FULL = 4  # 1 when this call computed medians (the window had enough beats)
-M_MAP = 5  # the last medians computed
-M_SBP = 6
-M_DBP = 7
-M_HR = 8
-M_VALUE = 9  # the target metric's rolling value, and its data time
-M_OBS_TS = 10
-M_DECIDE = 11  # why the call stopped: 0 all taken; DECIDE_BEAT; DECIDE_OBSERVED
-M_SIZE = 12
+# Monitor state slots (``mst``): the monitor's latest values (NaN: none yet), kept
+# here so that the compiled path updates them without handing them back.
+M_WIN_N = 0  # beats in the rolling window
+M_VALID_REF = 1  # end of the last valid beat, or where the waveform (re)started
+M_MAP = 2  # the last medians computed (or a numeric's values)
+M_SBP = 3
+M_DBP = 4
+M_HR = 5
+M_VALUE = 6  # the target metric's value, and its data time
+M_OBS_TS = 7
+M_DECIDE = 8  # why ``advance_beats`` stopped: 0 all taken; DECIDE_BEAT; DECIDE_OBSERVED
+M_SIZE = 9
 DECIDE_BEAT = 1  # the last beat taken needs decisions (window not yet full)
 DECIDE_OBSERVED = 2  # the last beat taken needs decisions on its observation
 
@@ -525,7 +668,27 @@ P_TREND_STEP_S = 10
 P_WORSEN = 11
 P_RANK_MEDIUM = 12
 P_RANK_HIGH = 13
-P_SIZE = 14
+P_SIGNAL_INVALID_S = 14
+P_SIZE = 15
+
+# A monitor's float arrays packed in one (``mf``), as ``advance_beats`` and
+# ``step_chunk`` take them: numba's call costs grow with the number of arguments.
+MF_TIMERS = 0  # the hold timers, T_ROWS x T_COLUMNS
+MF_MST = MF_TIMERS + T_ROWS * T_COLUMNS
+MF_PAR = MF_MST + M_SIZE
+MF_CTX = MF_PAR + P_SIZE
+MF_SIZE = MF_CTX + C_SIZE
+
+
+@_jit
+def _monitor_views(mf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``mf``'s parts: timers, state, parameters, context."""
+    return (
+        mf[MF_TIMERS:MF_MST],
+        mf[MF_MST:MF_PAR],
+        mf[MF_PAR:MF_CTX],
+        mf[MF_CTX:MF_SIZE],
+    )
 
 
 @_jit
@@ -534,54 +697,85 @@ def observe_timer(  # noqa: PLR0917 - a timer's row and one observation, flat
 ) -> None:
     """One observation of a hold timer (``monitor.Sustained``'s rule).
 
-    A false observation ends the run; a gap in valid data longer than
+    ``timers`` holds the ``T_ROWS`` timers' rows one after the other (``T_COLUMNS``
+    each). A false observation ends the run; a gap in valid data longer than
     ``max_gap`` ends it too, shorter gaps neither break it nor count.
     """
+    at = row * T_COLUMNS
     if not holds:
-        timers[row, T_START] = np.nan
-        timers[row, T_LAST] = np.nan
-        timers[row, T_ACCUM] = 0.0
+        timers[at + T_START] = np.nan
+        timers[at + T_LAST] = np.nan
+        timers[at + T_ACCUM] = 0.0
         return
-    start = timers[row, T_START]
-    last = timers[row, T_LAST]
+    start = timers[at + T_START]
+    last = timers[at + T_LAST]
     if np.isnan(start) or (not np.isnan(last) and ts - dt - last > max_gap):
-        timers[row, T_START] = ts - dt
-        timers[row, T_ACCUM] = 0.0
-    timers[row, T_ACCUM] += dt
-    timers[row, T_LAST] = ts
+        timers[at + T_START] = ts - dt
+        timers[at + T_ACCUM] = 0.0
+    timers[at + T_ACCUM] += dt
+    timers[at + T_LAST] = ts
 
 
 @_jit
 def timer_held(timers: np.ndarray, row: int, duration: float) -> bool:
     """Whether the timer has held for ``duration`` of valid data time."""
-    return (not np.isnan(timers[row, T_START])) and timers[row, T_ACCUM] >= duration - 1e-9
+    at = row * T_COLUMNS
+    return (not np.isnan(timers[at + T_START])) and timers[at + T_ACCUM] >= duration - 1e-9
 
 
 @_jit
-def _window_median(win: np.ndarray, wn: int, col: int, scratch: np.ndarray) -> float:
-    """Median of ``win[:wn, col]`` (insertion sort into ``scratch``: a window is small)."""
-    for k in range(wn):
-        v = win[k, col]
-        j = k
-        while j > 0 and scratch[j - 1] > v:
-            scratch[j] = scratch[j - 1]
-            j -= 1
-        scratch[j] = v
+def _sorted_median(win: np.ndarray, wn: int, col: int) -> float:
+    """Median of the ``wn`` sorted values of window column ``col`` (``W_SORTED``)."""
+    sc = col + W_SORTED
     mid = wn // 2
     if wn % 2:
-        return float(scratch[mid])
-    return float(0.5 * (scratch[mid - 1] + scratch[mid]))
+        return float(win[mid, sc])
+    return float(0.5 * (win[mid - 1, sc] + win[mid, sc]))
 
 
 @_jit
-def advance_beats(  # noqa: PLR0917 - the per-beat path in one piece
+def _window_push(win: np.ndarray, wn: int, row: np.ndarray) -> None:
+    """Append a beat (``classify`` row) as window row ``wn``; insert its values sorted."""
+    win[wn, W_END] = row[B_END]
+    win[wn, W_MAP] = row[B_MAP]
+    win[wn, W_SBP] = row[B_SBP]
+    win[wn, W_DBP] = row[B_DBP]
+    win[wn, W_HR] = row[B_HR]
+    for c in range(W_MAP, W_VALUES):
+        sc = c + W_SORTED
+        v = win[wn, c]
+        j = wn
+        while j > 0 and win[j - 1, sc] > v:
+            win[j, sc] = win[j - 1, sc]
+            j -= 1
+        win[j, sc] = v
+
+
+@_jit
+def _window_drop(win: np.ndarray, wn: int, drop: int) -> None:
+    """Remove the ``drop`` oldest of the window's ``wn`` beats (and their sorted values)."""
+    for r in range(drop):
+        for c in range(W_MAP, W_VALUES):
+            sc = c + W_SORTED
+            v = win[r, c]
+            n_sorted = wn - r
+            j = 0
+            while win[j, sc] != v:  # (it is there: the same float, copied)
+                j += 1
+            for k in range(j, n_sorted - 1):
+                win[k, sc] = win[k + 1, sc]
+    for r in range(wn - drop):
+        for c in range(W_VALUES):
+            win[r, c] = win[r + drop, c]
+
+
+@_jit
+def advance_beats(
     rows: np.ndarray,
     i: int,
     win: np.ndarray,
-    timers: np.ndarray,
-    mst: np.ndarray,
-    ctx: np.ndarray,
-    par: np.ndarray,
+    mf: np.ndarray,
+    counts: np.ndarray,
 ) -> int:
     """Take beats (``classify`` rows) from ``rows[i]`` on, until one needs decisions.
 
@@ -594,18 +788,15 @@ def advance_beats(  # noqa: PLR0917 - the per-beat path in one piece
     point or a re-announcement due, the signal-invalid alarm to clear), judged
     from ``ctx``: if so the call stops after it (``mst[M_DECIDE]``) and the
     caller decides, in Python, exactly as for any other observation. A beat
-    that changes nothing is only counted.
+    that changes nothing is only counted (``counts``: beats, valid beats).
 
     Stops too, before taking a beat, when the window is full (the caller
     grows it and calls again). Returns the index of the next beat to take;
-    ``win``, ``timers``, ``mst`` are updated in place.
+    ``win``, ``mf`` (timers, state), ``counts`` are updated in place.
     """
+    timers, mst, par, ctx = _monitor_views(mf)
     n = rows.shape[0]
-    scratch = np.empty(win.shape[0], np.float64)
     wn = int(mst[M_WIN_N])
-    mst[M_TOTAL] = 0.0
-    mst[M_VALID] = 0.0
-    mst[M_FULL] = 0.0
     mst[M_DECIDE] = 0.0
     metric_sbp = ctx[C_METRIC_SBP] != 0.0
     target = ctx[C_TARGET]
@@ -621,11 +812,11 @@ def advance_beats(  # noqa: PLR0917 - the per-beat path in one piece
         valid = rows[i, B_QUALITY] == Q_VALID
         i += 1
         dur = end - onset
-        mst[M_TOTAL] += 1.0
+        counts[0] += 1.0
         observe_timer(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
         if not valid:
             continue
-        mst[M_VALID] += 1.0
+        counts[1] += 1.0
         mst[M_VALID_REF] = end
         decide = ctx[C_SIGNAL_INVALID] != 0.0 and timer_held(
             timers, T_VALID_RUN, par[P_VALID_CLEAR_S]
@@ -633,33 +824,26 @@ def advance_beats(  # noqa: PLR0917 - the per-beat path in one piece
         # the rolling window
         if wn > 0 and end < win[wn - 1, W_END]:
             wn = 0  # data time went back (gateway clock): the window restarts
-        win[wn, W_END] = end
-        win[wn, W_MAP] = rows[i - 1, B_MAP]
-        win[wn, W_SBP] = rows[i - 1, B_SBP]
-        win[wn, W_DBP] = rows[i - 1, B_DBP]
-        win[wn, W_HR] = rows[i - 1, B_HR]
+        _window_push(win, wn, rows[i - 1])
         wn += 1
         horizon = end - par[P_WINDOW_S]
         drop = 0
         while drop < wn and win[drop, W_END] < horizon:
             drop += 1
         if drop:
-            for r in range(wn - drop):
-                for c in range(W_COLUMNS):
-                    win[r, c] = win[r + drop, c]
+            _window_drop(win, wn, drop)
             wn -= drop
         if wn < par[P_MIN_BEATS]:
             if decide:
                 mst[M_DECIDE] = DECIDE_BEAT
                 break
             continue
-        map_v = _window_median(win, wn, W_MAP, scratch)
-        sbp_v = _window_median(win, wn, W_SBP, scratch)
-        mst[M_FULL] = 1.0
+        map_v = _sorted_median(win, wn, W_MAP)
+        sbp_v = _sorted_median(win, wn, W_SBP)
         mst[M_MAP] = map_v
         mst[M_SBP] = sbp_v
-        mst[M_DBP] = _window_median(win, wn, W_DBP, scratch)
-        mst[M_HR] = _window_median(win, wn, W_HR, scratch)
+        mst[M_DBP] = _sorted_median(win, wn, W_DBP)
+        mst[M_HR] = _sorted_median(win, wn, W_HR)
         value = sbp_v if metric_sbp else map_v
         mst[M_VALUE] = value
         mst[M_OBS_TS] = end
@@ -714,45 +898,96 @@ FP_DELAY = 4
 FP_MIN_RR = 5
 FP_JUMP_TOLERANCE = 6
 FP_SIZE = 7
+F_SIZE = 4  # ``fstate``'s slots (Z0 .. Y_LAST)
+
+# A segment's small arrays packed in three, as ``detect_beats`` and ``step_chunk``
+# take them (numba's call costs grow with the number of arguments):
+# ``sp`` its float parameters: the filter's ``coef``, ``fpar``, the quality ``limits``;
+SP_COEF = 0
+SP_FPAR = SP_COEF + 5
+SP_LIMITS = SP_FPAR + FP_SIZE
+SP_SIZE = SP_LIMITS + L_SIZE
+# ``si`` its integers: ``istate`` then ``ipar``;
+SI_PAR = I_SIZE
+SI_SIZE = SI_PAR + IP_SIZE
+# ``sf`` its float state: ``fstate``, the rhythm and MAP-jump level checks' rows
+# (``LV_SUSP + confirm`` each), then ``c_tail`` (the rest).
+SF_LEVELS = F_SIZE
 
 
 @_jit
-def detect_beats(  # noqa: PLR0917 - the segment's state, flat for the compiler
+def _segment_views(
+    sp: np.ndarray, si: np.ndarray, sf: np.ndarray
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+]:
+    """The parts of a segment's packed arrays.
+
+    ``coef``, ``fpar``, ``limits``, ``istate``, ``ipar``, ``fstate``, the rhythm and
+    MAP-jump level checks' states and ``c_tail``.
+    """
+    ipar = si[SI_PAR:SI_SIZE]
+    width = LV_SUSP + ipar[IP_CONFIRM]
+    tail = SF_LEVELS + 2 * width
+    return (
+        sp[SP_COEF:SP_FPAR],
+        sp[SP_FPAR:SP_LIMITS],
+        sp[SP_LIMITS:SP_SIZE],
+        si[:SI_PAR],
+        ipar,
+        sf[:SF_LEVELS],
+        sf[SF_LEVELS : SF_LEVELS + width],
+        sf[SF_LEVELS + width : tail],
+        sf[tail:],
+    )
+
+
+@_jit
+def detect_beats(  # noqa: PLR0917 - the segment's state, packed for the compiler
     x: np.ndarray,
-    coef: np.ndarray,
-    fstate: np.ndarray,
-    istate: np.ndarray,
-    c_tail: np.ndarray,
-    ssf_hist: np.ndarray,
+    sp: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    ssf: np.ndarray,
     dq: np.ndarray,
-    y_buf: np.ndarray,
-    ipar: np.ndarray,
-    fpar: np.ndarray,
-    limits: np.ndarray,
-    levels: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ybuf: np.ndarray,
+    rows: np.ndarray,
+) -> int:
     """One chunk of a segment: ``detect``, then ``classify`` the beats it completed.
 
-    One compiled call for the whole chunk. The beat in progress
-    (``istate[PENDING]``) and the first buffered sample (``istate[B0]``) are
-    carried in ``istate``; ``levels`` holds the rhythm (row 0) and MAP-jump
-    (row 1) level checks. Afterwards the filtered samples no future beat can
-    need are dropped, and a beat in progress too long ago to end within
-    ``max_beat_s`` is forgotten. Returns the new ``y_buf``, ``ssf_hist`` and
-    ``dq`` and the beats (``classify`` rows).
+    One compiled call for the whole chunk, on the segment's packed arrays
+    (``SP_*``, ``SI_*``, ``SF_*``). The beat in progress (``istate[PENDING]``) and
+    the first buffered sample (``istate[B0]``) are carried in ``istate``.
+    Afterwards the filtered samples no future beat can need are dropped from
+    ``ybuf``, and a beat in progress too long ago to end within ``max_beat_s`` is
+    forgotten.
+
+    Writes the beats (``classify`` rows) to ``rows`` and returns how many; -1,
+    with nothing changed, when a buffer has no room for the chunk (see
+    ``has_room``: the caller grows them and calls again).
     """
+    coef, fpar, limits, istate, ipar, fstate, rhythm, jump, c_tail = _segment_views(sp, si, sf)
+    if not has_room(x.size, istate, ssf, dq, ybuf, rows, ipar[IP_REFR]):
+        return -1
     b0 = istate[B0]
     w = c_tail.size
-    ybuf, ssf, dq, found = detect(
+    found = detect(
         x,
         coef,
         fstate,
         istate,
         c_tail,
-        ssf_hist,
+        ssf,
         dq,
-        y_buf,
-        b0,
+        ybuf,
         ipar[IP_H],
         ipar[IP_LEARN_N],
         ipar[IP_REFR],
@@ -761,8 +996,9 @@ def detect_beats(  # noqa: PLR0917 - the segment's state, flat for the compiler
     )
     max_n = ipar[IP_MAX_N]
     pending = istate[PENDING]
+    nb = 0
     if found.size:
-        rows = classify(
+        nb = classify(
             ybuf,
             b0,
             found,
@@ -772,15 +1008,14 @@ def detect_beats(  # noqa: PLR0917 - the segment's state, flat for the compiler
             fpar[FP_DELAY],
             max_n,
             limits,
-            levels[0],
-            levels[1],
+            rhythm,
+            jump,
             ipar[IP_CONFIRM],
             fpar[FP_MIN_RR],
             fpar[FP_JUMP_TOLERANCE],
+            rows,
         )
         pending = found[-1]
-    else:
-        rows = np.empty((0, B_COLUMNS), np.float64)
     # forget samples no future beat can need
     n_end = istate[N_END]
     keep_from = n_end - w - 1
@@ -792,9 +1027,63 @@ def detect_beats(  # noqa: PLR0917 - the segment's state, flat for the compiler
             keep_from = min(keep_from, pending)
     istate[PENDING] = pending
     if istate[LEARNED] != 0 and keep_from > b0:
-        ybuf = ybuf[keep_from - b0 :]
+        drop = keep_from - b0
+        kept = istate[Y_LEN] - drop
+        for j in range(kept):  # forwards: the ranges may overlap
+            ybuf[j] = ybuf[drop + j]
+        istate[Y_LEN] = kept
         istate[B0] = keep_from
-    return ybuf, ssf, dq, rows
+    return nb
+
+
+# What ``step_chunk`` returns.
+STEP_DONE = 0  # every beat taken, nothing to decide
+STEP_BEATS = 1  # ``rows[ROWS_I:ROWS_N]`` left, after a beat that needs decisions (or room)
+STEP_SIGNAL = 2  # every beat taken; no valid beat for the signal-invalid alarm's time
+STEP_ROOM = -1  # nothing done: a segment buffer must grow first
+
+
+@_jit
+def step_chunk(  # noqa: PLR0917 - a segment's and a monitor's state, packed for the compiler
+    x: np.ndarray,
+    sp: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    ssf: np.ndarray,
+    dq: np.ndarray,
+    ybuf: np.ndarray,
+    rows: np.ndarray,
+    win: np.ndarray,
+    mf: np.ndarray,
+    counts: np.ndarray,
+    ts: float,
+) -> int:
+    """A monitor's chunk in one call: ``detect_beats``, then ``advance_beats`` on its beats.
+
+    ``ts`` is the chunk's data time (its newest sample). Returns ``STEP_DONE``
+    when the monitor has nothing to do in Python (the usual chunk);
+    ``STEP_BEATS`` when ``advance_beats`` stopped (``istate[ROWS_I]`` of
+    ``istate[ROWS_N]`` rows taken): the monitor decides and takes the rest;
+    ``STEP_SIGNAL`` when every beat was taken but no valid beat has come for
+    ``P_SIGNAL_INVALID_S`` (the monitor raises that alarm, or finds it open);
+    ``STEP_ROOM`` as ``detect_beats`` returns -1.
+    """
+    nb = detect_beats(x, sp, si, sf, ssf, dq, ybuf, rows)
+    if nb < 0:
+        return STEP_ROOM
+    mst = mf[MF_MST:MF_PAR]
+    si[ROWS_N] = nb
+    i = 0
+    mst[M_DECIDE] = 0.0
+    if nb:
+        i = advance_beats(rows[:nb], 0, win, mf, counts)
+    si[ROWS_I] = i
+    if i < nb or mst[M_DECIDE] != 0.0:
+        return STEP_BEATS
+    par = mf[MF_PAR:MF_CTX]
+    if ts - mst[M_VALID_REF] >= par[P_SIGNAL_INVALID_S]:
+        return STEP_SIGNAL
+    return STEP_DONE
 
 
 @_jit

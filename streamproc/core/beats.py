@@ -114,8 +114,11 @@ class Beat:
         return self.quality is BeatQuality.VALID
 
 
-#: Initial rows of the sliding maximum's deque buffer (it holds a few beats' upstrokes).
+#: Initial sizes of a segment's buffers (grown when a chunk needs more): the sliding
+#: maximum's deque holds a few beats' upstrokes, the filtered samples a beat and a bit.
 _DEQUE_ROWS: Final = 64
+_BUFFER_SAMPLES: Final = 512
+_BEAT_ROWS: Final = 8
 
 #: ``_kernels.Q_*`` code -> verdict.
 _QUALITY: Final = {
@@ -184,92 +187,143 @@ class _Segment:
     """Detection state over one continuous run of samples."""
 
     __slots__ = (
-        "c_tail",
-        "coef",
         "dq",
-        "fpar",
         "fs",
-        "fstate",
         "ipar",
         "istate",
-        "levels",
-        "limits",
-        "ssf_hist",
+        "n_end",
+        "rows",
+        "sf",
+        "si",
+        "sp",
+        "ssf",
         "t0",
-        "y_buf",
+        "ybuf",
     )
 
     def __init__(self, settings: BeatSettings, t0: float, fs: float, first: float) -> None:
         self.t0 = t0
         self.fs = fs
+        self.n_end = 0  # samples seen (``istate[N_END]``, kept here too for a cheap check)
         cutoff = min(settings.lowpass_hz, _MAX_CUTOFF_FRACTION * fs)
         # 2nd-order Bessel: a flat group delay keeps the pulse's shape, and its
         # step response barely overshoots (0.4%), so a flush plateau stays
         # flat. A single biquad: lfilter's direct form is as accurate as
         # sections here, and much cheaper to call on small chunks.
-        self.coef, zi_unit, delay = _design(cutoff, fs)
-        # carried state of the compiled loops (see ``_kernels.detect``)
-        self.fstate: FloatArray = np.zeros(4, np.float64)
-        self.fstate[_kernels.Z0 : _kernels.Z1 + 1] = zi_unit * first
-        self.istate = np.zeros(_kernels.I_SIZE, np.int64)
-        self.istate[_kernels.PREV_ABOVE] = 1
-        self.istate[_kernels.LAST_CROSS] = -(1 << 62)
-        self.istate[_kernels.PENDING] = -1  # no beat in progress
+        coef, zi_unit, delay = _design(cutoff, fs)
         w = max(round(settings.ssf_window_s * fs), 1)
         h = max(round(settings.threshold_window_s * fs), 1) | 1  # odd: exact causal maximum
         confirm = max(settings.jump_confirm_beats, 1)
-        self.ipar = np.array(
+        # the compiled loops' parameters and carried state, packed (``_kernels.SP_*``,
+        # ``SI_*``, ``SF_*``; see ``_kernels.detect``)
+        self.sp: FloatArray = np.concatenate(
             (
-                h,
-                min(max(round(settings.learning_s * fs), 1), h),  # learning samples
-                max(round(settings.refractory_s * fs), w + 1),  # refractory samples
-                round(settings.max_beat_s * fs),
-                confirm,
-            ),
-            np.int64,
+                coef,
+                (
+                    settings.threshold_fraction,
+                    settings.min_upstroke_mmhg,
+                    t0,
+                    fs,
+                    delay,
+                    settings.min_rr_fraction,
+                    settings.jump_confirm_fraction,
+                ),
+                _limits(settings),
+            )
         )
-        self.fpar = np.array(
-            (
-                settings.threshold_fraction,
-                settings.min_upstroke_mmhg,
-                t0,
-                fs,
-                delay,
-                settings.min_rr_fraction,
-                settings.jump_confirm_fraction,
-            ),
-            np.float64,
+        self.si = np.zeros(_kernels.SI_SIZE, np.int64)
+        self.istate = self.si[: _kernels.SI_PAR]
+        self.ipar = self.si[_kernels.SI_PAR :]
+        self.istate[_kernels.PREV_ABOVE] = 1
+        self.istate[_kernels.LAST_CROSS] = -(1 << 62)
+        self.istate[_kernels.PENDING] = -1  # no beat in progress
+        self.ipar[:] = (
+            h,
+            min(max(round(settings.learning_s * fs), 1), h),  # learning samples
+            max(round(settings.refractory_s * fs), w + 1),  # refractory samples
+            round(settings.max_beat_s * fs),
+            confirm,
         )
-        self.limits = _limits(settings)  # shared by the segments of equal settings
-        self.y_buf: FloatArray = np.empty(0, np.float64)
-        self.c_tail: FloatArray = np.zeros(w, np.float64)
-        self.ssf_hist: FloatArray = np.empty(0, np.float64)
-        # the sliding maximum's deque of (segment index, slope sum), grown when needed
+        # filter state, the two plausibility checks' states (``_kernels.judge_level``:
+        # rhythm, MAP jumps), the last w running sums of the slopes
+        self.sf: FloatArray = np.zeros(
+            _kernels.SF_LEVELS + 2 * (_kernels.LV_SUSP + confirm) + w, np.float64
+        )
+        self.sf[_kernels.Z0 : _kernels.Z1 + 1] = zi_unit * first
+        # buffers the compiled loops write to (lengths in ``istate``), grown when needed:
+        # filtered samples, slope sums, the sliding maximum's deque of (segment index,
+        # slope sum), the beats a chunk completed
+        self.ybuf: FloatArray = np.empty(_BUFFER_SAMPLES, np.float64)
+        self.ssf: FloatArray = np.empty(_BUFFER_SAMPLES, np.float64)
         self.dq: FloatArray = np.empty((_DEQUE_ROWS, 2), np.float64)
-        # the two plausibility checks' states (``_kernels.judge_level``): rhythm, MAP jumps
-        self.levels: FloatArray = np.zeros((2, _kernels.LV_SUSP + confirm), np.float64)
+        self.rows: FloatArray = np.empty((_BEAT_ROWS, _kernels.B_COLUMNS), np.float64)
 
     @property
     def expected_t0(self) -> float:
-        return self.t0 + int(self.istate[_kernels.N_END]) / self.fs
+        return self.t0 + self.n_end / self.fs
+
+    def grow(self, n: int) -> None:
+        """Make room in every buffer for a chunk of ``n`` samples (``_kernels.has_room``)."""
+        ist = self.istate
+        scanned = n if ist[_kernels.LEARNED] else int(ist[_kernels.N_END]) + n
+        need_y = int(ist[_kernels.Y_LEN]) + n
+        if self.ybuf.size < need_y:
+            grown = np.empty(max(2 * self.ybuf.size, need_y), np.float64)
+            grown[: int(ist[_kernels.Y_LEN])] = self.ybuf[: int(ist[_kernels.Y_LEN])]
+            self.ybuf = grown
+        if self.ssf.size < scanned:
+            grown = np.empty(max(2 * self.ssf.size, scanned), np.float64)
+            grown[: self.ssf.size] = self.ssf  # (the learning window's slope sums)
+            self.ssf = grown
+        need_dq = int(ist[_kernels.DQ_LEN]) + scanned + 1
+        if self.dq.shape[0] < need_dq:
+            head, size = int(ist[_kernels.DQ_HEAD]), int(ist[_kernels.DQ_LEN])
+            grown = np.empty((max(2 * self.dq.shape[0], need_dq), 2), np.float64)
+            grown[:size] = self.dq[head : head + size]
+            self.dq = grown
+            ist[_kernels.DQ_HEAD] = 0
+        need_rows = scanned // int(self.ipar[_kernels.IP_REFR]) + 2
+        if self.rows.shape[0] < need_rows:
+            self.rows = np.empty((max(2 * self.rows.shape[0], need_rows), _kernels.B_COLUMNS))
 
     def feed(self, x: FloatArray) -> FloatArray:
         """The beats ``x`` completed, as ``_kernels.classify`` rows (``B_*`` columns)."""
-        self.y_buf, self.ssf_hist, self.dq, rows = _kernels.detect_beats(
-            x,
-            self.coef,
-            self.fstate,
-            self.istate,
-            self.c_tail,
-            self.ssf_hist,
-            self.dq,
-            self.y_buf,
-            self.ipar,
-            self.fpar,
-            self.limits,
-            self.levels,
-        )
-        return rows
+        while True:
+            nb = _kernels.detect_beats(
+                x, self.sp, self.si, self.sf, self.ssf, self.dq, self.ybuf, self.rows
+            )
+            if nb >= 0:
+                self.n_end += x.size
+                return self.rows[:nb].copy()
+            self.grow(x.size)
+
+    def step(
+        self, x: FloatArray, ts: float, win: FloatArray, mf: FloatArray, counts: FloatArray
+    ) -> int:
+        """``_kernels.step_chunk`` on ``x`` (dated ``ts``): one of its ``STEP_*`` results.
+
+        ``win``, ``mf``, ``counts`` are the monitor's. Never ``STEP_ROOM``: the
+        buffers are grown and the chunk taken.
+        """
+        while True:
+            code: int = _kernels.step_chunk(
+                x,
+                self.sp,
+                self.si,
+                self.sf,
+                self.ssf,
+                self.dq,
+                self.ybuf,
+                self.rows,
+                win,
+                mf,
+                counts,
+                ts,
+            )
+            if code != _kernels.STEP_ROOM:
+                self.n_end += x.size
+                return code
+            self.grow(x.size)
 
 
 class BeatDetector:
@@ -296,16 +350,19 @@ class BeatDetector:
 
     def feed_rows(self, chunk: AbpChunk) -> FloatArray:
         """:meth:`feed`, the beats as ``_kernels.classify`` rows (no objects made)."""
-        x = chunk.samples
+        return self.segment(chunk).feed(chunk.samples)
+
+    def segment(self, chunk: AbpChunk) -> _Segment:
+        """The segment ``chunk`` belongs to: the current one, or a new one it starts."""
         seg = self._segment
         if (
             seg is None
             or chunk.fs != seg.fs
             or math.fabs(chunk.t0 - seg.expected_t0) > 0.5 / seg.fs
         ):
-            seg = _Segment(self.settings, chunk.t0, chunk.fs, float(x[0]))
+            seg = _Segment(self.settings, chunk.t0, chunk.fs, float(chunk.samples[0]))
             self._segment = seg
-        return seg.feed(x)
+        return seg
 
 
 _warm: list[bool] = []

@@ -12,10 +12,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from streamproc.core.alarms import Alarm, AlarmEvent, Trigger
-from streamproc.core.beats import warm_up
 from streamproc.core.messages import Ack, BedId, Message
-from streamproc.core.monitor import BedMonitor, BedStatus
+from streamproc.core.monitor import BedMonitor, BedStatus, warm_up
 from streamproc.core.settings import Settings
 
 __all__ = ["BED_EVICTED", "Engine", "EngineStats"]
@@ -48,13 +49,22 @@ class Engine:
         self.max_beds = max_beds
         self.data_clock = data_clock
         self._beds: dict[BedId, BedMonitor] = {}
-        self.stats = EngineStats()
+        self._stats = EngineStats()
+        #: Beats and valid beats, counted by every bed's compiled path.
+        self._counts = np.zeros(2, np.float64)
         self.now: float | None = None
         #: Transitions decided by an eviction, returned by the next ``receive`` or ``tick``.
         self._evicted: list[AlarmEvent] = []
         #: Evicted beds' last alarm-id numbers per kind (at most ``max_beds`` beds): a bed
         #: that comes back never reuses the id of an episode closed by its eviction.
         self._retired_ids: OrderedDict[BedId, dict[str, int]] = OrderedDict()
+
+    @property
+    def stats(self) -> EngineStats:
+        """The counters, up to date."""
+        st = self._stats
+        st.beats, st.beats_valid = (int(v) for v in self._counts)
+        return st
 
     def __len__(self) -> int:
         return len(self._beds)
@@ -65,7 +75,9 @@ class Engine:
         if mon is None:
             if len(self._beds) >= self.max_beds:
                 self._evict()
-            mon = self._beds[bed] = BedMonitor(bed, self.settings, data_clock=self.data_clock)
+            mon = self._beds[bed] = BedMonitor(
+                bed, self.settings, data_clock=self.data_clock, counts=self._counts
+            )
             retired = self._retired_ids.pop(bed, None)
             if retired is not None:
                 mon.adopt_id_numbers(retired)
@@ -86,7 +98,7 @@ class Engine:
 
         victim, mon = min(self._beds.items(), key=idle)
         del self._beds[victim]
-        self.stats.beds_evicted += 1
+        self._stats.beds_evicted += 1
         ids = mon.id_numbers()
         if ids:
             self._retired_ids[victim] = ids
@@ -114,7 +126,7 @@ class Engine:
                         at=None if self.data_clock else now,
                     )
                 )
-                self.stats.alarms_evicted += 1
+                self._stats.alarms_evicted += 1
         mon.alarms.clear()
 
     def _take_evicted(self, out: list[AlarmEvent]) -> list[AlarmEvent]:
@@ -129,20 +141,18 @@ class Engine:
 
     def receive(self, bed: BedId, msg: Message, now: float) -> list[AlarmEvent]:
         """One message for ``bed`` that arrived at ``now``; returns the transitions."""
-        self.stats.messages += 1
-        self._advance(now)
+        self._stats.messages += 1
+        if self.now is None or now > self.now:
+            self.now = now
         if isinstance(msg, Ack):
             mon = self._beds.get(bed)
             if mon is None or not mon.knows_alarm(msg.alarm_id):
-                self.stats.acks_unknown += 1
+                self._stats.acks_unknown += 1
                 return self._take_evicted([])
         else:
-            mon = self.monitor(bed)
-        before = mon.beats_total, mon.beats_valid
+            mon = self._beds.get(bed) or self.monitor(bed)
         out = mon.receive(msg, now)
-        self.stats.beats += mon.beats_total - before[0]
-        self.stats.beats_valid += mon.beats_valid - before[1]
-        return self._take_evicted(out)
+        return self._take_evicted(out) if self._evicted else out
 
     def receive_many(self, items: Iterable[tuple[BedId, Message, float]]) -> list[AlarmEvent]:
         """A batch, e.g. what arrived within one tick; same result as one at a time."""
@@ -153,7 +163,13 @@ class Engine:
 
     def tick(self, now: float) -> list[AlarmEvent]:
         """Time passes on every bed (staleness, re-announcements, standing NIBP)."""
-        return [ev for part in self.tick_slices(now, max(len(self._beds), 1)) for ev in part]
+        self._advance(now)
+        out: list[AlarmEvent] = []
+        for mon in list(self._beds.values()):
+            events = mon.tick(now)
+            if events:
+                out.extend(events)
+        return self._take_evicted(out)
 
     def tick_slices(self, now: float, size: int = 256) -> Iterator[list[AlarmEvent]]:
         """:meth:`tick` in slices of ``size`` beds, for a caller that must stay responsive.

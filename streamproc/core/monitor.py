@@ -13,12 +13,12 @@ import functools
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core import _kernels
+from streamproc.core import _kernels, beats
 from streamproc.core.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.beats import BeatDetector
 from streamproc.core.escalation import (
@@ -47,7 +47,15 @@ from streamproc.core.messages import (
 )
 from streamproc.core.settings import Settings
 
-__all__ = ["HYPOTENSION", "SIGNAL_INVALID", "STALE", "BedMonitor", "BedStatus", "Sustained"]
+__all__ = [
+    "HYPOTENSION",
+    "SIGNAL_INVALID",
+    "STALE",
+    "BedMonitor",
+    "BedStatus",
+    "Sustained",
+    "warm_up",
+]
 
 HYPOTENSION: Final = "hypotension"
 SIGNAL_INVALID: Final = "abp_signal_invalid"
@@ -142,6 +150,7 @@ def _params(settings: Settings) -> FloatArray:
     par[_kernels.P_WORSEN] = settings.alarms.worsen_mmhg
     par[_kernels.P_RANK_MEDIUM] = Priority.MEDIUM.rank
     par[_kernels.P_RANK_HIGH] = Priority.HIGH.rank
+    par[_kernels.P_SIGNAL_INVALID_S] = ms.signal_invalid_s
     par.flags.writeable = False
     return par
 
@@ -151,6 +160,28 @@ _WINDOW_ROWS: Final = 16
 #: A re-announcement's due time is checked this early by the compiled path (it
 #: only makes the exact check run; rounding of ``a + b`` vs ``t - a`` is far smaller).
 _WAKE_MARGIN_S: Final = 1e-3
+
+
+class _Slot:
+    """A monitor's value kept in its compiled path's state (``_kernels.M_*``; NaN: None)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> _Slot: ...
+    @overload
+    def __get__(self, obj: BedMonitor, owner: type[Any]) -> float | None: ...
+    def __get__(self, obj: BedMonitor | None, owner: type[Any]) -> _Slot | float | None:
+        if obj is None:
+            return self
+        v = float(obj._mst[self.index])
+        return None if math.isnan(v) else v
+
+    def __set__(self, obj: BedMonitor, value: float | None) -> None:
+        obj._mst[self.index] = math.nan if value is None else value
 
 
 @dataclass(slots=True)
@@ -190,7 +221,26 @@ class BedStatus:
 class BedMonitor:
     """The protocol applied to one bed."""
 
-    def __init__(self, bed: BedId, settings: Settings, *, data_clock: bool = False) -> None:
+    # latest values, kept in the compiled path's state (``_mst``)
+    #: Rolling value of the target's metric (or the standing numeric's).
+    value = _Slot(_kernels.M_VALUE)
+    map = _Slot(_kernels.M_MAP)
+    sbp = _Slot(_kernels.M_SBP)
+    dbp = _Slot(_kernels.M_DBP)
+    hr = _Slot(_kernels.M_HR)
+    #: Data time of the latest pressure observation.
+    obs_ts = _Slot(_kernels.M_OBS_TS)
+    #: End of the last valid beat, or where the waveform (re)started.
+    valid_ref = _Slot(_kernels.M_VALID_REF)
+
+    def __init__(
+        self,
+        bed: BedId,
+        settings: Settings,
+        *,
+        data_clock: bool = False,
+        counts: FloatArray | None = None,
+    ) -> None:
         self.bed = bed
         self.settings = settings
         #: Replay: alarm timers run on data time, checked at every observation, so
@@ -201,9 +251,22 @@ class BedMonitor:
         # the compiled per-beat path's state (``_kernels.advance_beats``): the rolling
         # window (end, MAP, SBP, DBP, HR of its valid beats), the hold timers, its slots
         self._win: FloatArray = np.empty((_WINDOW_ROWS, _kernels.W_COLUMNS), np.float64)
-        self._timers = _new_timers(_kernels.T_ROWS)
-        self._mst: FloatArray = np.zeros(_kernels.M_SIZE, np.float64)
-        self._par = _params(settings)
+        # and in one packed array (``_kernels.MF_*``): the hold timers, the latest values
+        # (``_kernels.M_*``), the parameters, the context of the decisions
+        self._mf: FloatArray = np.empty(_kernels.MF_SIZE, np.float64)
+        self._timers = self._mf[_kernels.MF_TIMERS : _kernels.MF_MST].reshape(
+            _kernels.T_ROWS, _kernels.T_COLUMNS
+        )
+        self._timers[:] = _RESET
+        self._mst = self._mf[_kernels.MF_MST : _kernels.MF_PAR]
+        self._mst[:] = math.nan
+        self._mst[_kernels.M_WIN_N] = 0.0
+        self._mf[_kernels.MF_PAR : _kernels.MF_CTX] = _params(settings)
+        self._ctx = self._mf[_kernels.MF_CTX :]
+        #: Whether ``_ctx`` holds ``_context()``: False once something it reads has changed.
+        self._ctx_ok = False
+        #: Beats and valid beats counted (the engine's totals when it passes its own).
+        self.counts: FloatArray = np.zeros(2, np.float64) if counts is None else counts
         self.infusions: dict[Drug, Infusion] = {}
         # derived from patient / infusions, recomputed when a message changes them
         self._target: tuple[str, float] | None = None
@@ -220,22 +283,14 @@ class BedMonitor:
         self.recovered = Sustained(self._timers, _kernels.T_RECOVERED)
         self.sbp_at_target = Sustained(self._timers, _kernels.T_SBP_AT_TARGET)
         self.valid_run = Sustained(self._timers, _kernels.T_VALID_RUN)
-        # latest values
-        self.value: float | None = None  # rolling value of the target's metric
-        self.map: float | None = None
-        self.sbp: float | None = None
-        self.dbp: float | None = None
-        self.hr: float | None = None
         self.standing: _Standing | None = None
         self.last_wave_ts: float | None = None
-        self.valid_ref: float | None = None  # last valid beat end, or waveform (re)start
         self.last_data_now: float | None = None
         self.nibp_only = True
-        self.beats_total = 0
-        self.beats_valid = 0
         self._flags: tuple[bool, bool] = (False, False)
         self.now = 0.0  # the processor's time of the current input (arrival or tick)
-        self.obs_ts: float | None = None
+        self._stale_s = settings.monitor.stale_s
+        self._nibp_stands_s = settings.hypotension.nibp_stands_s
         self.trend: deque[float] = deque(maxlen=settings.monitor.trend_points)
         self._trend_ts: float | None = None
 
@@ -276,11 +331,15 @@ class BedMonitor:
         """Take one message that arrived at ``now`` (data time in replay)."""
         self.now = now
         out: list[AlarmEvent] = []
-        if isinstance(msg, AbpChunk | Vitals):
-            self._data_arrived(now, msg.ts, out)
         if isinstance(msg, AbpChunk):
+            self.last_data_now = now
+            if self.alarms:
+                self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
             self._on_chunk(msg, out)
-        elif isinstance(msg, Vitals):
+            return out
+        self._ctx_ok = False  # any other message may change what the decisions depend on
+        if isinstance(msg, Vitals):
+            self._data_arrived(now, msg.ts, out)
             self._on_vitals(msg, out)
         elif isinstance(msg, Infusion):
             self._on_infusion(msg, out)
@@ -295,6 +354,14 @@ class BedMonitor:
     def tick(self, now: float) -> list[AlarmEvent]:
         """Time passes: standing NIBP readings, staleness, re-announcements."""
         self.now = now
+        standing = self.standing
+        if not self.alarms and (standing is None or not standing.nibp):
+            # nothing stands on the clock alone and nothing is open: only the
+            # staleness check can act (what the three steps below would find)
+            last = self.last_data_now
+            limit = self._nibp_stands_s if self.nibp_only else self._stale_s
+            if last is None or now - last < limit:
+                return []
         out: list[AlarmEvent] = []
         self._advance_standing(now, out, tick=True)
         self._check_stale(now, out)
@@ -304,19 +371,29 @@ class BedMonitor:
     # ------------------------------------------------------------------ waveform
     def _on_chunk(self, chunk: AbpChunk, out: list[AlarmEvent]) -> None:
         self.nibp_only = False
+        t0 = chunk.t0
         prev = self.last_wave_ts
-        if prev is None or chunk.t0 - prev > self.settings.monitor.stale_s:
-            self.valid_ref = chunk.t0  # (re)start of a waveform stream
-        self.last_wave_ts = chunk.ts
-        rows = self.detector.feed_rows(chunk)
-        if rows.shape[0]:
-            self._on_beats(rows, out)
-        ref = self.valid_ref if self.valid_ref is not None else chunk.t0
-        if chunk.ts - ref >= self.settings.monitor.signal_invalid_s:
+        if prev is None or t0 - prev > self._stale_s:
+            self.valid_ref = t0  # (re)start of a waveform stream
+        ts = chunk.ts
+        self.last_wave_ts = ts
+        seg = self.detector.segment(chunk)
+        if not self._ctx_ok:
+            self._refresh_context()
+        code = seg.step(chunk.samples, ts, self._win, self._mf, self.counts)
+        if code == _kernels.STEP_DONE:
+            return  # the usual chunk: its beats changed nothing the protocol decides
+        if code == _kernels.STEP_BEATS:
+            ist = seg.istate
+            self._on_beats(seg.rows[: int(ist[_kernels.ROWS_N])], int(ist[_kernels.ROWS_I]), out)
+        ref = self.valid_ref
+        if ref is None:
+            ref = chunk.t0
+        if ts - ref >= self.settings.monitor.signal_invalid_s:
             self._raise_simple(
                 SIGNAL_INVALID,
                 ref,
-                chunk.ts,
+                ts,
                 Priority.LOW,
                 out,
                 reason="No valid arterial beats: check the line (flush, "
@@ -326,10 +403,20 @@ class BedMonitor:
     @property
     def window(self) -> FloatArray:
         """The rolling window's valid beats: rows of end, MAP, SBP, DBP, HR."""
-        return self._win[: int(self._mst[_kernels.M_WIN_N])]
+        return self._win[: int(self._mst[_kernels.M_WIN_N]), : _kernels.W_VALUES]
+
+    def _refresh_context(self) -> None:
+        """Put :meth:`_context` where the compiled path reads it (``_kernels.MF_CTX``)."""
+        self._ctx[:] = self._context()
+        self._ctx_ok = True
 
     def _context(self) -> FloatArray:
-        """What the protocol's decisions depend on, for ``_kernels.advance_beats``."""
+        """What the protocol's decisions depend on, for ``_kernels.advance_beats``.
+
+        Read from the target, the infusions, the open alarms, the advisories'
+        flags and the trend's clock: whatever changes one of them (any message
+        but a chunk, any alarm transition, any decision) drops the cached copy.
+        """
         metric, target = self.target()
         alarms = self.alarms
         alarm = alarms.get(HYPOTENSION)
@@ -373,41 +460,36 @@ class BedMonitor:
             np.float64,
         )
 
-    def _on_beats(self, rows: FloatArray, out: list[AlarmEvent]) -> None:
-        """A chunk's beats (``_kernels.classify`` rows), in order.
+    def _on_beats(self, rows: FloatArray, i: int, out: list[AlarmEvent]) -> None:
+        """A chunk's beats (``_kernels.classify`` rows) from ``rows[i]`` on.
 
         The compiled path takes the beats that change nothing the protocol
-        decides (most of them) in one call; a beat after which something may
-        change (see ``_kernels.advance_beats``) is decided here, by the same
-        code as every other observation, before the next beats are taken.
+        decides (most of them); it stopped after ``rows[i - 1]`` because a
+        decision may change there (``_kernels.M_DECIDE``), or for room in the
+        window. The beat is decided here, by the same code as every other
+        observation, and the compiled path takes the next beats.
         """
         n = rows.shape[0]
-        i = 0
         mst = self._mst
-        while i < n:
-            win = self._win
-            i = _kernels.advance_beats(rows, i, win, self._timers, mst, self._context(), self._par)
-            (_, total, valid, valid_ref, full, mp, sbp, dbp, hr, value, obs_ts, decide) = (
-                mst.tolist()
-            )
-            self.beats_total += int(total)
-            if valid:
-                self.beats_valid += int(valid)
-                self.valid_ref = valid_ref
-            if full:
-                self.map, self.sbp, self.dbp, self.hr = mp, sbp, dbp, hr
-                self.value = value
-                self.obs_ts = obs_ts
+        while True:
+            decide = mst[_kernels.M_DECIDE]
             if decide:
-                end = rows[i - 1, _kernels.B_END]
+                end = float(rows[i - 1, _kernels.B_END])
                 if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
-                    self._clear(SIGNAL_INVALID, float(end), out)
+                    self._clear(SIGNAL_INVALID, end, out)
                 if decide == _kernels.DECIDE_OBSERVED:
                     metric, target = self.target()
-                    self._decide(float(end), value, mp, metric, target, out)
+                    value, mp = float(mst[_kernels.M_VALUE]), float(mst[_kernels.M_MAP])
+                    self._decide(end, value, mp, metric, target, out)
             elif i < n:  # the window is full (a fast rhythm): room for more beats
+                win = self._win
                 self._win = np.empty((2 * win.shape[0], _kernels.W_COLUMNS), np.float64)
                 self._win[: win.shape[0]] = win
+            if i >= n:
+                return
+            if not self._ctx_ok:
+                self._refresh_context()
+            i = _kernels.advance_beats(rows, i, self._win, self._mf, self.counts)
 
     # ------------------------------------------------------------------ numerics
     def _on_vitals(self, v: Vitals, out: list[AlarmEvent]) -> None:
@@ -490,6 +572,7 @@ class BedMonitor:
         out: list[AlarmEvent],
     ) -> None:
         """The protocol's decisions on an observation whose hold timers are counted."""
+        self._ctx_ok = False  # the trend's clock, the flags, the alarms may change here
         hs = self.settings.hypotension
         if self._trend_ts is not None and ts < self._trend_ts:
             self._trend_ts = None  # data time went back: restart the trend's clock
@@ -707,6 +790,7 @@ class BedMonitor:
     # ------------------------------------------------------------------ lifecycle
     def _apply(self, alarm: Alarm, trigger: Trigger, ts: float, **kw: Any) -> AlarmEvent:
         """Move an alarm at data time ``ts``; its timers run on the processor's ``now``."""
+        self._ctx_ok = False
         return alarm.apply(trigger, ts, at=None if self.data_clock else self.now, **kw)
 
     def _raise_simple(
@@ -761,11 +845,7 @@ class BedMonitor:
     def _check_stale(self, now: float, out: list[AlarmEvent]) -> None:
         if self.last_data_now is None or STALE in self.alarms:
             return
-        limit = (
-            self.settings.hypotension.nibp_stands_s
-            if self.nibp_only
-            else self.settings.monitor.stale_s
-        )
+        limit = self._nibp_stands_s if self.nibp_only else self._stale_s
         if now - self.last_data_now >= limit:
             self._raise_simple(
                 STALE,
@@ -799,6 +879,7 @@ class BedMonitor:
     # ------------------------------------------------------------------ views
     def restore(self, alarm: Alarm) -> None:
         """Adopt an open alarm published before a restart (same id, same state)."""
+        self._ctx_ok = False
         self.alarms[alarm.kind] = alarm
         tail = alarm.alarm_id.rsplit(".", 1)[-1]
         if tail.isdigit():
@@ -846,3 +927,29 @@ class BedMonitor:
             trend=tuple(self.trend),
             trend_step_s=self.settings.monitor.trend_step_s,
         )
+
+
+_warm: list[bool] = []
+
+
+def warm_up() -> None:
+    """Get the compiled per-chunk path ready now rather than on the first live chunk.
+
+    :func:`streamproc.core.beats.warm_up`, then a monitor over a few chunks
+    (``_kernels.step_chunk`` and ``advance_beats`` with the argument types the
+    monitor passes), once per process.
+    """
+    if _warm:
+        return
+    beats.warm_up()
+    fs = 125.0
+    t = np.arange(4 * 125) / fs
+    x = 80.0 + 20.0 * np.maximum(np.sin(2.0 * np.pi * 1.2 * t), 0.0) ** 2
+    mon = BedMonitor(BedId("warm", "up"), Settings())
+    for k in range(4):
+        chunk = AbpChunk(1.0e9 + k, fs, x[k * 125 : (k + 1) * 125].copy())
+        mon.receive(chunk, chunk.ts)
+    rows = np.zeros((1, _kernels.B_COLUMNS), np.float64)
+    mon._refresh_context()
+    _kernels.advance_beats(rows, 0, mon._win, mon._mf, mon.counts)
+    _warm.append(True)

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from simulators.waveform import apply_artifact, synthesize_abp
+from streamproc.core import _kernels
 from streamproc.core.alarms import TRANSITIONS, AlarmEvent, AlarmState, Trigger
 from streamproc.core.engine import Engine
 from streamproc.core.messages import (
@@ -290,15 +291,25 @@ def check_bounded(engine: Engine, settings: Settings, chunk_max: int) -> None:
         assert len(mon.alarms) <= 12
         # the compiled per-beat path's window buffer: at most twice the window
         assert mon._win.shape[0] <= max(16, 2 * (max_window + 1))
+        # its cached context of the decisions is never stale: every change dropped it
+        if mon._ctx_ok:
+            fresh = mon._context()
+            assert np.array_equal(mon._ctx, fresh, equal_nan=True), f"{mon.bed}: stale context"
         seg = getattr(mon.detector, "_segment", None)
         if seg is not None:
-            h, learn_n, _, max_beat_n, _ = seg.ipar.tolist()
-            w = seg.c_tail.size
+            h, learn_n, refr, max_beat_n, confirm = seg.ipar.tolist()
+            w = seg.sf.size - _kernels.SF_LEVELS - 2 * (_kernels.LV_SUSP + confirm)
+            ist = seg.istate
             limit = max_beat_n + w + learn_n + chunk_max + 4
-            assert seg.y_buf.size <= limit, f"{mon.bed}: y_buf {seg.y_buf.size} > {limit}"
-            assert seg.ssf_hist.size <= learn_n + chunk_max
+            y_len = int(ist[_kernels.Y_LEN])
+            assert y_len <= limit, f"{mon.bed}: {y_len} filtered samples held > {limit}"
+            # buffers grow to at most twice what one chunk needed
+            assert seg.ybuf.size <= max(512, 2 * limit)
+            assert seg.ssf.size <= max(512, 2 * (learn_n + chunk_max))
             # the sliding maximum's deque holds at most h + 1 values
-            assert seg.dq.shape[0] <= max(64, 2 * (h + 1))
+            assert int(ist[_kernels.DQ_LEN]) <= h + 1
+            assert seg.dq.shape[0] <= max(64, 2 * (h + 1 + learn_n + chunk_max + 1))
+            assert seg.rows.shape[0] <= max(8, 2 * ((learn_n + chunk_max) // refr + 2))
 
 
 @dataclass
