@@ -80,6 +80,7 @@ from streamproc.core.settings import BeatSettings
 __all__ = ["Beat", "BeatDetector", "BeatQuality", "beats_from_rows", "warm_up"]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 #: The low-pass cut-off never exceeds this fraction of the sampling rate.
 _MAX_CUTOFF_FRACTION: Final = 0.45
@@ -119,6 +120,8 @@ class Beat:
 _DEQUE_ROWS: Final = 64
 _BUFFER_SAMPLES: Final = 512
 _BEAT_ROWS: Final = 8
+
+_STEP_ROOM: Final = _kernels.STEP_ROOM
 
 #: ``_kernels.Q_*`` code -> verdict.
 _QUALITY: Final = {
@@ -187,7 +190,9 @@ class _Segment:
     """Detection state over one continuous run of samples."""
 
     __slots__ = (
+        "arrays",
         "dq",
+        "expected_t0",
         "fs",
         "ipar",
         "istate",
@@ -198,6 +203,7 @@ class _Segment:
         "sp",
         "ssf",
         "t0",
+        "tolerance",
         "ybuf",
     )
 
@@ -205,6 +211,8 @@ class _Segment:
         self.t0 = t0
         self.fs = fs
         self.n_end = 0  # samples seen (``istate[N_END]``, kept here too for a cheap check)
+        self.expected_t0 = t0
+        self.tolerance = 0.5 / fs  # a chunk this close to ``expected_t0`` continues
         cutoff = min(settings.lowpass_hz, _MAX_CUTOFF_FRACTION * fs)
         # 2nd-order Bessel: a flat group delay keeps the pulse's shape, and its
         # step response barely overshoots (0.4%), so a flush plateau stays
@@ -257,10 +265,18 @@ class _Segment:
         self.ssf: FloatArray = np.empty(_BUFFER_SAMPLES, np.float64)
         self.dq: FloatArray = np.empty((_DEQUE_ROWS, 2), np.float64)
         self.rows: FloatArray = np.empty((_BEAT_ROWS, _kernels.B_COLUMNS), np.float64)
+        self.arrays = self._arrays()
 
-    @property
-    def expected_t0(self) -> float:
-        return self.t0 + self.n_end / self.fs
+    def _arrays(
+        self,
+    ) -> tuple[FloatArray, IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """What ``_kernels.detect_beats`` and ``step_chunk`` take after the samples."""
+        return (self.sp, self.si, self.sf, self.ssf, self.dq, self.ybuf, self.rows)
+
+    def took(self, n: int) -> None:
+        """``n`` more samples taken: where the next chunk must start to continue."""
+        self.n_end += n
+        self.expected_t0 = self.t0 + self.n_end / self.fs
 
     def grow(self, n: int) -> None:
         """Make room in every buffer for a chunk of ``n`` samples (``_kernels.has_room``)."""
@@ -285,44 +301,15 @@ class _Segment:
         need_rows = scanned // int(self.ipar[_kernels.IP_REFR]) + 2
         if self.rows.shape[0] < need_rows:
             self.rows = np.empty((max(2 * self.rows.shape[0], need_rows), _kernels.B_COLUMNS))
+        self.arrays = self._arrays()
 
     def feed(self, x: FloatArray) -> FloatArray:
         """The beats ``x`` completed, as ``_kernels.classify`` rows (``B_*`` columns)."""
         while True:
-            nb = _kernels.detect_beats(
-                x, self.sp, self.si, self.sf, self.ssf, self.dq, self.ybuf, self.rows
-            )
+            nb = _kernels.detect_beats(x, *self.arrays)
             if nb >= 0:
-                self.n_end += x.size
+                self.took(x.size)
                 return self.rows[:nb].copy()
-            self.grow(x.size)
-
-    def step(
-        self, x: FloatArray, ts: float, win: FloatArray, mf: FloatArray, counts: FloatArray
-    ) -> int:
-        """``_kernels.step_chunk`` on ``x`` (dated ``ts``): one of its ``STEP_*`` results.
-
-        ``win``, ``mf``, ``counts`` are the monitor's. Never ``STEP_ROOM``: the
-        buffers are grown and the chunk taken.
-        """
-        while True:
-            code: int = _kernels.step_chunk(
-                x,
-                self.sp,
-                self.si,
-                self.sf,
-                self.ssf,
-                self.dq,
-                self.ybuf,
-                self.rows,
-                win,
-                mf,
-                counts,
-                ts,
-            )
-            if code != _kernels.STEP_ROOM:
-                self.n_end += x.size
-                return code
             self.grow(x.size)
 
 
@@ -358,11 +345,45 @@ class BeatDetector:
         if (
             seg is None
             or chunk.fs != seg.fs
-            or math.fabs(chunk.t0 - seg.expected_t0) > 0.5 / seg.fs
+            or math.fabs(chunk.t0 - seg.expected_t0) > seg.tolerance
         ):
             seg = _Segment(self.settings, chunk.t0, chunk.fs, float(chunk.samples[0]))
             self._segment = seg
         return seg
+
+    def stepped_rows(self) -> tuple[FloatArray, int]:
+        """After :meth:`step`: the chunk's beats (``classify`` rows) and how many were taken."""
+        seg = self._segment
+        if seg is None:
+            raise RuntimeError("stepped_rows() before any step()")
+        ist = seg.istate
+        return seg.rows[: int(ist[_kernels.ROWS_N])], int(ist[_kernels.ROWS_I])
+
+    def step(
+        self, chunk: AbpChunk, ts: float, win: FloatArray, mf: FloatArray, counts: FloatArray
+    ) -> int:
+        """``_kernels.step_chunk`` on ``chunk`` (dated ``ts``): one of its ``STEP_*`` results.
+
+        ``win``, ``mf``, ``counts`` are the monitor's (see ``BedMonitor``); the
+        beats it wrote are :meth:`stepped_rows`. Never ``STEP_ROOM``:
+        the buffers are grown and the chunk taken. (:meth:`segment`, inlined:
+        this runs for every chunk of every bed.)
+        """
+        seg = self._segment
+        x = chunk.samples
+        if (
+            seg is None
+            or chunk.fs != seg.fs
+            or math.fabs(chunk.t0 - seg.expected_t0) > seg.tolerance
+        ):
+            seg = self.segment(chunk)
+        while True:
+            code: int = _kernels.step_chunk(x, *seg.arrays, win, mf, counts, ts)
+            if code != _STEP_ROOM:
+                n_end = seg.n_end = seg.n_end + x.size  # (``took``, inlined)
+                seg.expected_t0 = seg.t0 + n_end / seg.fs
+                return code
+            seg.grow(x.size)
 
 
 _warm: list[bool] = []

@@ -63,6 +63,8 @@ STALE: Final = "data_stale"
 
 FloatArray = npt.NDArray[np.float64]
 
+_STEP_DONE: Final = _kernels.STEP_DONE
+
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
 
@@ -377,15 +379,13 @@ class BedMonitor:
             self.valid_ref = t0  # (re)start of a waveform stream
         ts = chunk.ts
         self.last_wave_ts = ts
-        seg = self.detector.segment(chunk)
         if not self._ctx_ok:
             self._refresh_context()
-        code = seg.step(chunk.samples, ts, self._win, self._mf, self.counts)
-        if code == _kernels.STEP_DONE:
+        code = self.detector.step(chunk, ts, self._win, self._mf, self.counts)
+        if code == _STEP_DONE:
             return  # the usual chunk: its beats changed nothing the protocol decides
         if code == _kernels.STEP_BEATS:
-            ist = seg.istate
-            self._on_beats(seg.rows[: int(ist[_kernels.ROWS_N])], int(ist[_kernels.ROWS_I]), out)
+            self._on_beats(*self.detector.stepped_rows(), out)
         ref = self.valid_ref
         if ref is None:
             ref = chunk.t0
