@@ -23,12 +23,12 @@ import numpy as np
 __all__ = [
     "advance_beats",
     "all_within",
-    "beat_measures",
     "classify",
     "detect",
     "detect_beats",
     "has_room",
     "judge_level",
+    "measure_beat",
     "step_chunk",
 ]
 
@@ -363,42 +363,30 @@ def _scan_learning(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
 
 
 @_jit
-def beat_measures(
-    y: np.ndarray, b0: int, onsets: np.ndarray, band_mmhg: float, band_pp: float
-) -> np.ndarray:
-    """Per beat (between consecutive onsets): foot, mean, max, min, plateau share, next foot.
+def measure_beat(
+    y: np.ndarray, s: int, e: int, band_mmhg: float, band_pp: float
+) -> tuple[float, float, float, float, float, float]:
+    """One beat ``y[s:e]``: foot, mean, max, min, plateau share, the next beat's foot.
 
-    Returns a ``(len(onsets) - 1, 6)`` array; the plateau share is the fraction
-    of the beat's samples within ``min(band_mmhg, band_pp x pulse pressure)``
-    of its maximum.
+    The plateau share is the fraction of the beat's samples within
+    ``min(band_mmhg, band_pp x pulse pressure)`` of its maximum.
     """
-    nb = onsets.size - 1
-    out = np.empty((max(nb, 0), 6), np.float64)
-    for k in range(nb):
-        s = onsets[k] - b0
-        e = onsets[k + 1] - b0
-        total = 0.0
-        top = y[s]
-        low = y[s]
-        for j in range(s, e):
-            v = y[j]
-            total += v
-            top = max(top, v)
-            low = min(low, v)
-        foot = y[s]
-        band = min(band_mmhg, band_pp * (top - foot))
-        near = 0
-        for j in range(s, e):
-            if y[j] >= top - band:
-                near += 1
-        length = e - s
-        out[k, 0] = foot
-        out[k, 1] = total / length
-        out[k, 2] = top
-        out[k, 3] = low
-        out[k, 4] = near / length
-        out[k, 5] = y[e]
-    return out
+    total = 0.0
+    top = y[s]
+    low = y[s]
+    for j in range(s, e):
+        v = y[j]
+        total += v
+        top = max(top, v)
+        low = min(low, v)
+    foot = y[s]
+    band = min(band_mmhg, band_pp * (top - foot))
+    near = 0
+    for j in range(s, e):
+        if y[j] >= top - band:
+            near += 1
+    length = e - s
+    return foot, total / length, top, low, near / length, y[e]
 
 
 # Beat quality codes of ``classify`` (the order of ``beats.BeatQuality``'s checks).
@@ -437,18 +425,31 @@ LV_SUSP = LV_HIST + LEVEL_HISTORY  # ``confirm`` values
 
 
 @_jit
-def _median_of(values: np.ndarray) -> float:
-    s = np.sort(values)
-    n = s.size
+def _median_of(values: np.ndarray, scratch: np.ndarray) -> float:
+    """Median of ``values`` (insertion-sorted into ``scratch``: there are a few)."""
+    n = values.size
+    for k in range(n):
+        v = values[k]
+        j = k
+        while j > 0 and scratch[j - 1] > v:
+            scratch[j] = scratch[j - 1]
+            j -= 1
+        scratch[j] = v
     mid = n // 2
     if n % 2:
-        return float(s[mid])
-    return float(0.5 * (s[mid - 1] + s[mid]))
+        return float(scratch[mid])
+    return float(0.5 * (scratch[mid - 1] + scratch[mid]))
 
 
 @_jit
 def judge_level(  # noqa: PLR0917 - the check's parameters, flat for the compiler
-    state: np.ndarray, value: float, below: float, above: float, confirm: int, tolerance: float
+    state: np.ndarray,
+    value: float,
+    below: float,
+    above: float,
+    confirm: int,
+    tolerance: float,
+    scratch: np.ndarray,
 ) -> bool:
     """Whether ``value`` is plausible against the median of the recent accepted values.
 
@@ -457,11 +458,12 @@ def judge_level(  # noqa: PLR0917 - the check's parameters, flat for the compile
     with each other (spread within ``tolerance`` of their median) become the new
     reference: a real change is accepted after a few beats. Learns from
     ``value`` either way (``state`` updated in place, layout ``LV_*``).
+    ``scratch`` has room for ``max(LEVEL_HISTORY, confirm)`` values.
     """
     nh = int(state[LV_NHIST])
     ns = int(state[LV_NSUSP])
     if nh > 0:
-        ref = _median_of(state[LV_HIST : LV_HIST + nh])
+        ref = _median_of(state[LV_HIST : LV_HIST + nh], scratch)
         if value < ref * (1.0 - below) or value > ref * (1.0 + above):
             if ns == confirm:  # full: the oldest suspect leaves
                 for j in range(ns - 1):
@@ -471,7 +473,7 @@ def judge_level(  # noqa: PLR0917 - the check's parameters, flat for the compile
             ns += 1
             if ns >= confirm:
                 susp = state[LV_SUSP : LV_SUSP + ns]
-                level = _median_of(susp)
+                level = _median_of(susp, scratch)
                 if susp.max() - susp.min() <= tolerance * level:
                     keep = min(ns, LEVEL_HISTORY)
                     for j in range(keep):
@@ -531,31 +533,25 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     out. ``rhythm`` and ``jump`` are the two level checks' states (``LV_*``),
     updated in place.
     """
-    if pending >= 0:
-        onsets = np.empty(found.size + 1, np.int64)
-        onsets[0] = pending
-        onsets[1:] = found
-    else:
-        onsets = found
-    if onsets.size < 2:
+    first = 0 if pending >= 0 else 1  # the first beat ends at found[first]
+    if found.size - first < 1:
         return 0
-    m = beat_measures(y, b0, onsets, limits[L_BAND_MMHG], limits[L_BAND_PP])
-    nb = m.shape[0]
     k_out = 0
     max_jump = limits[L_MAX_JUMP]
-    t_end = t0 + (onsets[0] - delay) / fs
-    for k in range(nb):
-        dbp = m[k, 0]
-        mean_p = m[k, 1]
-        sbp = m[k, 2]
-        low = m[k, 3]
-        plateau = m[k, 4]
-        next_foot = m[k, 5]
-        n = onsets[k + 1] - onsets[k]
+    start = pending if pending >= 0 else found[0]
+    t_end = t0 + (start - delay) / fs
+    scratch = np.empty(max(LEVEL_HISTORY, confirm), np.float64)
+    for k in range(first, found.size):
+        begin = start
+        start = found[k]
+        n = start - begin
         t_start = t_end
-        t_end = t0 + (onsets[k + 1] - delay) / fs
+        t_end = t0 + (start - delay) / fs
         if n > max_n:
             continue  # a pause or a lost signal, not a beat
+        dbp, mean_p, sbp, low, plateau, next_foot = measure_beat(
+            y, begin - b0, start - b0, limits[L_BAND_MMHG], limits[L_BAND_PP]
+        )
         pp = sbp - dbp
         hr = 60.0 * fs / n
         if low < 0.0:
@@ -575,10 +571,10 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
         elif abs(next_foot - dbp) > max_jump * mean_p:
             q = Q_JUMP  # the level moved within the beat (a line back from a flat stretch)
         elif not judge_level(
-            rhythm, float(n), 1.0 - min_rr_fraction, np.inf, confirm, jump_tolerance
+            rhythm, float(n), 1.0 - min_rr_fraction, np.inf, confirm, jump_tolerance, scratch
         ):
             q = Q_PREMATURE
-        elif not judge_level(jump, mean_p, max_jump, max_jump, confirm, jump_tolerance):
+        elif not judge_level(jump, mean_p, max_jump, max_jump, confirm, jump_tolerance, scratch):
             q = Q_JUMP
         else:
             q = Q_VALID

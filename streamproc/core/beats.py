@@ -406,5 +406,5 @@ def warm_up() -> None:
     for k in range(4):
         det.feed(AbpChunk(1.0e9 + k, fs, x[k * 125 : (k + 1) * 125].copy()))
     y = np.asarray(x, np.float64)
-    _kernels.beat_measures(y, 0, np.array([0, 100, 200], np.int64), 5.0, 0.1)
+    _kernels.measure_beat(y, 0, 100, 5.0, 0.1)
     _warm.append(True)

@@ -118,7 +118,26 @@ class TestCompiledMatchesInterpreted:
         """``detect_beats`` and ``advance_beats`` run by the interpreter: same replay output."""
         path = scenario_dir() / "ne_60_40.toml"
         compiled = _replay(path)
-        for name in ("detect_beats", "classify", "judge_level", "advance_beats"):
+        for name in (
+            "step_chunk",
+            "detect_beats",
+            "_segment_views",
+            "has_room",
+            "detect",
+            "_scan_learned",
+            "_scan_learning",
+            "classify",
+            "measure_beat",
+            "judge_level",
+            "_median_of",
+            "advance_beats",
+            "_monitor_views",
+            "observe_timer",
+            "timer_held",
+            "_sorted_median",
+            "_window_push",
+            "_window_drop",
+        ):
             monkeypatch.setattr(_kernels, name, getattr(_kernels, name).py_func)
         assert compiled
         assert _replay(path) == compiled
