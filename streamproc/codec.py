@@ -12,13 +12,25 @@ fields are ignored, ints are accepted where floats are expected, booleans and
 strings are never numbers), then the core message is built from it; the core
 constructors check ranges and raise ``InvalidMessageError``, which is turned
 into a ``CodecError`` here. The work that only explains a failure is done on
-the failure path, so that the hot path (``abp`` chunks) stays one decode and
-one ``numpy`` conversion.
+the failure path, so that the hot path (``abp`` chunks) stays short.
+
+An ``abp`` chunk is first read with its ``samples`` left as ``msgspec.Raw``
+(msgspec still checks the JSON syntax of the whole payload, and the types of
+the other fields), and a compiled kernel (:mod:`streamproc._numparse`) reads the
+numbers from the payload's bytes straight into the float64 array, without a
+Python ``float`` per sample. The kernel answers only when it is certain to give
+what ``msgspec`` gives, to the bit: one ``samples`` key and no backslash in
+the document, plain numbers within Clinger's exact fast path (at most 18
+digits, a mantissa up to ``2**53``, a power of ten up to ``1e22``), every one
+within the pressure limits. For anything else, and so for every error, the
+payload takes the exact path (``samples`` as ``list[float]``), which gives the
+chunk or the error.
 
 A recording line (``{"topic", "payload"}``, ``streamproc replay``) whose payload
 is an ``abp`` chunk can be read in one pass with :func:`decode_abp_record` and
-:func:`build_abp`, which give what :func:`decode` gives (the same chunk or the
-same error) and answer ``None`` whenever the line needs the general path.
+:func:`build_abp` (the same kernel, on the line's bytes), which give what
+:func:`decode` gives (the same chunk or the same error) and answer ``None``
+whenever the line needs the general path.
 """
 
 from __future__ import annotations
@@ -31,9 +43,12 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
+from streamproc import _numparse
 from streamproc.core.messages import (
     MAX_SAMPLES_PER_CHUNK,
+    PRESSURE_LIMITS,
     AbpChunk,
     Ack,
     Drug,
@@ -53,12 +68,14 @@ __all__ = [
     "DEFAULT_MAX_SAMPLES",
     "ERROR_CODES",
     "INBOUND_KINDS",
+    "AbpPayload",
     "AbpRecord",
     "CodecError",
     "build_abp",
     "decode",
     "decode_abp_record",
     "kinds",
+    "warm_up",
 ]
 
 #: Message kinds that arrive on inbound topics, in the order of the contract.
@@ -142,6 +159,15 @@ class _AbpWire(msgspec.Struct, gc=False):
     t0: float
     fs: float
     samples: list[float]
+    seq: int | None = None
+
+
+class _AbpRawWire(msgspec.Struct, gc=False):
+    """An ``abp`` payload whose ``samples`` stay JSON text (syntax checked, types not)."""
+
+    t0: float
+    fs: float
+    samples: msgspec.Raw
     seq: int | None = None
 
 
@@ -239,8 +265,8 @@ def _samples_array(samples: list[float]) -> np.ndarray[Any, np.dtype[np.float64]
     return arr
 
 
-def _build_abp(w: _AbpWire, max_samples: int) -> AbpChunk:
-    n = len(w.samples)
+def _check_abp(n: int, seq: int | None, max_samples: int) -> None:
+    """The codec's own checks of an ``abp`` chunk of ``n`` samples (the core checks the rest)."""
     if n > max_samples:
         raise CodecError(
             "abp",
@@ -248,7 +274,6 @@ def _build_abp(w: _AbpWire, max_samples: int) -> AbpChunk:
             f"has {n} samples, more than the limit of {max_samples}",
             code="too_large",
         )
-    seq = w.seq
     if seq is not None and not 0 <= seq <= _SEQ_MAX:
         raise CodecError(
             "abp",
@@ -256,7 +281,57 @@ def _build_abp(w: _AbpWire, max_samples: int) -> AbpChunk:
             f"must be an integer between 0 and 2**63-1, got {seq}",
             code="out_of_range",
         )
-    return AbpChunk(w.t0, w.fs, _samples_array(w.samples), seq)
+
+
+def _build_abp(w: _AbpWire, max_samples: int) -> AbpChunk:
+    _check_abp(len(w.samples), w.seq, max_samples)
+    return AbpChunk(w.t0, w.fs, _samples_array(w.samples), w.seq)
+
+
+# --------------------------------------------------------------------------- abp fast path
+# ``samples`` decoded as msgspec.Raw (msgspec still checks the JSON syntax of the
+# whole document) and parsed from the document's bytes by a compiled kernel
+# (streamproc._numparse), without a Python float per sample. The kernel answers
+# only when it is sure to give what the exact path gives; otherwise the exact
+# path runs, which also makes every error.
+
+_PRESSURE_LO, _PRESSURE_HI = PRESSURE_LIMITS
+#: Length of the array handed to the kernel first: the last chunk's (when the
+#: count differs, the kernel is called again with an array of that count).
+_LAST_N: Final = [125]
+_ABP_RAW: Final = msgspec.json.Decoder(_AbpRawWire)
+
+
+def _parse_samples(doc: bytes, max_n: int) -> npt.NDArray[np.float64] | None:
+    """The ``samples`` of the validated JSON document ``doc``, or ``None`` when not sure."""
+    out = np.empty(_LAST_N[0])  # float64
+    n = _numparse.parse_samples(doc, out, _PRESSURE_LO, _PRESSURE_HI, max_n)
+    if n != out.size:
+        if n <= 0:
+            return None
+        out = np.empty(n)
+        if _numparse.parse_samples(doc, out, _PRESSURE_LO, _PRESSURE_HI, max_n) != n:
+            return None  # pragma: no cover - the same bytes give the same count
+        _LAST_N[0] = n
+    return out
+
+
+def _decode_abp_fast(data: bytes, max_samples: int) -> AbpChunk | None:
+    """What :func:`decode` gives an ``abp`` payload when it is a chunk; ``None`` when unsure."""
+    try:
+        w = _ABP_RAW.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    seq = w.seq
+    if seq is not None and not 0 <= seq <= _SEQ_MAX:
+        return None
+    samples = _parse_samples(data, min(max_samples, MAX_SAMPLES_PER_CHUNK))
+    if samples is None:
+        return None
+    try:
+        return AbpChunk(w.t0, w.fs, samples, seq)
+    except InvalidMessageError:
+        return None
 
 
 def _build_vitals(w: _VitalsWire, _max_samples: int) -> Vitals:
@@ -342,6 +417,10 @@ def decode(
         )
     data = _as_bytes(kind, payload, max_bytes)
     decoder, build = entry
+    if kind == "abp":
+        chunk = _decode_abp_fast(data, max_samples)
+        if chunk is not None:
+            return chunk
     try:
         wire = decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -358,19 +437,43 @@ def decode(
         raise CodecError(kind, exc.field, exc.reason, code=_classify(wire, exc.field)) from exc
 
 
+class AbpPayload(msgspec.Struct, gc=False):
+    """The payload of an :class:`AbpRecord`: an ``abp`` chunk's fields, its samples as an array.
+
+    ``samples`` is a new float64 array of the values; the checks are
+    :func:`build_abp`'s.
+    """
+
+    t0: float
+    fs: float
+    samples: npt.NDArray[np.float64]
+    seq: int | None
+
+
 class AbpRecord(msgspec.Struct, gc=False):
     """A recording line ``{"topic": ..., "payload": {...}}`` read as an ``abp`` chunk in one pass.
 
-    What :func:`decode_abp_record` returns; ``payload`` is the wire form, turned
-    into an :class:`AbpChunk` by :func:`build_abp` once the topic is known to be
-    an ``abp`` topic.
+    What :func:`decode_abp_record` returns; ``payload`` is turned into an
+    :class:`AbpChunk` by :func:`build_abp` once the topic is known to be an
+    ``abp`` topic.
     """
 
+    topic: str
+    payload: AbpPayload
+
+
+class _AbpRecordRaw(msgspec.Struct, gc=False):
+    topic: str
+    payload: _AbpRawWire
+
+
+class _AbpRecordWire(msgspec.Struct, gc=False):
     topic: str
     payload: _AbpWire
 
 
-_ABP_RECORD: Final = msgspec.json.Decoder(AbpRecord)
+_ABP_RECORD_RAW: Final = msgspec.json.Decoder(_AbpRecordRaw)
+_ABP_RECORD: Final = msgspec.json.Decoder(_AbpRecordWire)
 
 
 def decode_abp_record(line: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AbpRecord | None:
@@ -384,34 +487,46 @@ def decode_abp_record(line: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AbpRec
     the same wire payload: the line is valid JSON (duplicate keys: the last
     one wins in both), the payload is within ``max_bytes`` (it is part of the
     line) and is UTF-8 (the line is ASCII).
+
+    The samples of a ``bytes`` line are parsed by the compiled kernel when it is
+    sure of them (and they lie within the pressure limits), else as a list of
+    floats (what ``msgspec`` makes of them), which gives the same array.
     """
     if len(line) > max_bytes or not line.isascii():
         return None
+    if type(line) is bytes:
+        try:
+            raw = _ABP_RECORD_RAW.decode(line)
+        except (msgspec.MsgspecError, RecursionError):
+            pass  # not a chunk the kernel reads: the exact decode below decides
+        else:
+            samples = _parse_samples(line, MAX_SAMPLES_PER_CHUNK)
+            if samples is not None:
+                w = raw.payload
+                return AbpRecord(raw.topic, AbpPayload(w.t0, w.fs, samples, w.seq))
     try:
-        return _ABP_RECORD.decode(line)
+        rec = _ABP_RECORD.decode(line)
     except (msgspec.MsgspecError, RecursionError):
         return None
+    wire = rec.payload
+    samples = _samples_array(wire.samples)
+    return AbpRecord(rec.topic, AbpPayload(wire.t0, wire.fs, samples, wire.seq))
 
 
-def build_abp(wire: _AbpWire, max_samples: int = DEFAULT_MAX_SAMPLES) -> AbpChunk:
+def build_abp(payload: AbpPayload, max_samples: int = DEFAULT_MAX_SAMPLES) -> AbpChunk:
     """The :class:`AbpChunk` of an :attr:`AbpRecord.payload`, validated as :func:`decode` does.
 
     Raises:
         CodecError: with the code :func:`decode` gives the same payload.
     """
-    samples = wire.samples
-    n = len(samples)
-    seq = wire.seq
-    packer = _PACKERS.get(n)
+    samples = payload.samples
+    n = samples.size
+    _check_abp(n, payload.seq, max_samples)
     try:
-        if packer is None or n > max_samples or not (seq is None or 0 <= seq <= _SEQ_MAX):
-            return _build_abp(wire, max_samples)  # also the errors of its own checks
-        # _build_abp inlined for the usual chunk
-        arr = np.empty(n)  # float64
-        packer.pack_into(arr, 0, *samples)  # type: ignore[arg-type]  # ndarray is a buffer
-        return AbpChunk(wire.t0, wire.fs, arr, seq)
+        return AbpChunk(payload.t0, payload.fs, samples, payload.seq)
     except InvalidMessageError as exc:
-        raise CodecError("abp", exc.field, exc.reason, code=_classify(wire, exc.field)) from exc
+        code = _abp_samples_code(n) if exc.field == "samples" else "out_of_range"
+        raise CodecError("abp", exc.field, exc.reason, code=code) from exc
 
 
 def _as_bytes(kind: str, payload: object, max_bytes: int) -> bytes:
@@ -517,11 +632,7 @@ def _describe(msgspec_type: str) -> str:
 def _classify(wire: object, field: str) -> str:
     """The ``code`` for a core ``InvalidMessageError`` on ``field`` (failure path only)."""
     if isinstance(wire, _AbpWire) and field == "samples":
-        n = len(wire.samples)
-        if n == 0:
-            return "empty"
-        if n > MAX_SAMPLES_PER_CHUNK:
-            return "too_large"
+        return _abp_samples_code(len(wire.samples))
     if isinstance(wire, _VitalsWire) and field == "sbp" and wire.dbp is not None:
         # sbp on its own is fine, so it was rejected for being below dbp
         try:
@@ -532,3 +643,22 @@ def _classify(wire: object, field: str) -> str:
     if isinstance(wire, _AckWire) and field == "alarm_id" and not wire.alarm_id:
         return "empty"
     return "out_of_range"
+
+
+def _abp_samples_code(n: int) -> str:
+    """The ``code`` for a core ``InvalidMessageError`` on the ``samples`` of ``n`` values."""
+    if n == 0:
+        return "empty"
+    if n > MAX_SAMPLES_PER_CHUNK:
+        return "too_large"
+    return "out_of_range"
+
+
+def warm_up() -> None:
+    """Compile the ``abp`` fast path's kernel now rather than on the first chunk.
+
+    numba compiles it on first use (or loads it from its on-disk cache, still a
+    fraction of a second): the service and ``replay`` call this as they start.
+    """
+    decode("abp", b'{"t0":1700000000.0,"fs":125.0,"samples":[80.5,81.25]}')
+    decode_abp_record(b'{"topic":"t","payload":{"t0":1700000000.0,"fs":125,"samples":[80]}}')

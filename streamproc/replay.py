@@ -22,7 +22,7 @@ from typing import Final
 
 import msgspec
 
-from streamproc.codec import CodecError, build_abp, decode, decode_abp_record
+from streamproc.codec import CodecError, build_abp, decode, decode_abp_record, warm_up
 from streamproc.config import StreamprocConfig
 from streamproc.core.alarms import AlarmEvent
 from streamproc.core.engine import Engine
@@ -103,6 +103,7 @@ class Replayer:
             if engine is not None
             else Engine(config.core, max_beds=config.service.max_beds, data_clock=True)
         )
+        warm_up()  # the codec's compiled fast path (the engine warms the core's)
         self.emit = emit
         self.summary = ReplaySummary()
         self._next_tick: float | None = None

@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 
 from streamproc import __version__
 from streamproc.audit import AuditError, AuditTrail
-from streamproc.codec import CodecError, decode
+from streamproc.codec import CodecError, decode, warm_up
 from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
 from streamproc.core.engine import BED_EVICTED, Engine
@@ -305,6 +305,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self._gc = GcPolicy()
         self.engine = Engine(config.core, max_beds=svc.max_beds)
+        warm_up()  # the codec's compiled fast path (the engine warms the core's)
         listed = parse_units(svc.units)
         self.shard = Shard.parse(svc.shard) if svc.shard.strip() else None
         #: The listed care units this instance serves (those its shard owns); empty when

@@ -14,11 +14,9 @@ interpreter; the tests check the compiled and interpreted versions agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
+
+from streamproc.core._compile import jit
 
 __all__ = [
     "advance_beats",
@@ -31,21 +29,6 @@ __all__ = [
     "measure_beat",
     "step_chunk",
 ]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _jit(fn: _F) -> _F:
-    """``numba.njit``, with its on-disk cache where numba finds a writable place for it.
-
-    Without one (a read-only install and no writable home; ``NUMBA_CACHE_DIR`` names
-    one), numba refuses ``cache=True`` at decoration time: compile per process instead
-    of failing to import.
-    """
-    try:
-        return cast("_F", numba.njit(cache=True, nogil=True)(fn))
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return cast("_F", numba.njit(cache=False, nogil=True)(fn))
 
 
 # Integer state slots of a segment (``istate``).
@@ -69,7 +52,7 @@ C_LAST = 2  # running sum of positive slopes at the last sample
 Y_LAST = 3  # filtered value of the last sample
 
 
-@_jit
+@jit
 def has_room(  # noqa: PLR0917 - the buffers a chunk of ``n`` samples writes to
     n: int,
     istate: np.ndarray,
@@ -95,7 +78,7 @@ def has_room(  # noqa: PLR0917 - the buffers a chunk of ``n`` samples writes to
     )
 
 
-@_jit
+@jit
 def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     x: np.ndarray,
     coef: np.ndarray,
@@ -156,7 +139,7 @@ def detect(  # noqa: PLR0917 - one compiled call carries every stage's state
     return found[:no]
 
 
-@_jit
+@jit
 def _scan_learned(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
     x: np.ndarray,
     coef: np.ndarray,
@@ -255,7 +238,7 @@ def _scan_learned(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
     return found[:nf]
 
 
-@_jit
+@jit
 def _scan_learning(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
     x: np.ndarray,
     coef: np.ndarray,
@@ -362,7 +345,7 @@ def _scan_learning(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
     return found[:nf]
 
 
-@_jit
+@jit
 def measure_beat(
     y: np.ndarray, s: int, e: int, band_mmhg: float, band_pp: float
 ) -> tuple[float, float, float, float, float, float]:
@@ -424,7 +407,7 @@ LV_HIST = 2  # LEVEL_HISTORY values
 LV_SUSP = LV_HIST + LEVEL_HISTORY  # ``confirm`` values
 
 
-@_jit
+@jit
 def _median_of(values: np.ndarray, scratch: np.ndarray) -> float:
     """Median of ``values`` (insertion-sorted into ``scratch``: there are a few)."""
     n = values.size
@@ -441,7 +424,7 @@ def _median_of(values: np.ndarray, scratch: np.ndarray) -> float:
     return float(0.5 * (scratch[mid - 1] + scratch[mid]))
 
 
-@_jit
+@jit
 def judge_level(  # noqa: PLR0917 - the check's parameters, flat for the compiler
     state: np.ndarray,
     value: float,
@@ -503,7 +486,7 @@ B_QUALITY = 6
 B_COLUMNS = 7
 
 
-@_jit
+@jit
 def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     y: np.ndarray,
     b0: int,
@@ -676,7 +659,7 @@ MF_CTX = MF_PAR + P_SIZE
 MF_SIZE = MF_CTX + C_SIZE
 
 
-@_jit
+@jit
 def _monitor_views(mf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``mf``'s parts: timers, state, parameters, context."""
     return (
@@ -687,7 +670,7 @@ def _monitor_views(mf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     )
 
 
-@_jit
+@jit
 def observe_timer(  # noqa: PLR0917 - a timer's row and one observation, flat
     timers: np.ndarray, row: int, holds: bool, ts: float, dt: float, max_gap: float
 ) -> None:
@@ -712,14 +695,14 @@ def observe_timer(  # noqa: PLR0917 - a timer's row and one observation, flat
     timers[at + T_LAST] = ts
 
 
-@_jit
+@jit
 def timer_held(timers: np.ndarray, row: int, duration: float) -> bool:
     """Whether the timer has held for ``duration`` of valid data time."""
     at = row * T_COLUMNS
     return (not np.isnan(timers[at + T_START])) and timers[at + T_ACCUM] >= duration - 1e-9
 
 
-@_jit
+@jit
 def _sorted_median(win: np.ndarray, wn: int, col: int) -> float:
     """Median of the ``wn`` sorted values of window column ``col`` (``W_SORTED``)."""
     sc = col + W_SORTED
@@ -729,7 +712,7 @@ def _sorted_median(win: np.ndarray, wn: int, col: int) -> float:
     return float(0.5 * (win[mid - 1, sc] + win[mid, sc]))
 
 
-@_jit
+@jit
 def _window_push(win: np.ndarray, wn: int, row: np.ndarray) -> None:
     """Append a beat (``classify`` row) as window row ``wn``; insert its values sorted."""
     win[wn, W_END] = row[B_END]
@@ -747,7 +730,7 @@ def _window_push(win: np.ndarray, wn: int, row: np.ndarray) -> None:
         win[j, sc] = v
 
 
-@_jit
+@jit
 def _window_drop(win: np.ndarray, wn: int, drop: int) -> None:
     """Remove the ``drop`` oldest of the window's ``wn`` beats (and their sorted values)."""
     for r in range(drop):
@@ -765,7 +748,7 @@ def _window_drop(win: np.ndarray, wn: int, drop: int) -> None:
             win[r, c] = win[r + drop, c]
 
 
-@_jit
+@jit
 def advance_beats(
     rows: np.ndarray,
     i: int,
@@ -911,7 +894,7 @@ SI_SIZE = SI_PAR + IP_SIZE
 SF_LEVELS = F_SIZE
 
 
-@_jit
+@jit
 def _segment_views(
     sp: np.ndarray, si: np.ndarray, sf: np.ndarray
 ) -> tuple[
@@ -946,7 +929,7 @@ def _segment_views(
     )
 
 
-@_jit
+@jit
 def detect_beats(  # noqa: PLR0917 - the segment's state, packed for the compiler
     x: np.ndarray,
     sp: np.ndarray,
@@ -1039,7 +1022,7 @@ STEP_SIGNAL = 2  # every beat taken; no valid beat for the signal-invalid alarm'
 STEP_ROOM = -1  # nothing done: a segment buffer must grow first
 
 
-@_jit
+@jit
 def step_chunk(  # noqa: PLR0917 - a segment's and a monitor's state, packed for the compiler
     x: np.ndarray,
     sp: np.ndarray,
@@ -1082,7 +1065,7 @@ def step_chunk(  # noqa: PLR0917 - a segment's and a monitor's state, packed for
     return STEP_DONE
 
 
-@_jit
+@jit
 def all_within(x: np.ndarray, lo: float, hi: float) -> bool:
     """Whether every value of ``x`` lies in ``[lo, hi]`` (NaN does not)."""
     for v in x:  # noqa: SIM110 - an explicit loop: numba compiles it, not a generator

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulators.waveform import synthesize_abp
-from streamproc.core import _kernels
+from streamproc.core import _compile, _kernels
 from streamproc.core.beats import BeatDetector, _Segment, warm_up
 from streamproc.core.messages import AbpChunk
 from streamproc.core.settings import BeatSettings
@@ -225,7 +225,7 @@ class TestNoCacheLocation:
 
     def test_falls_back_to_no_cache(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """cache=True refused at decoration time -> compiled without the disk cache."""
-        real = _kernels.numba.njit
+        real = _compile.numba.njit
         asked: list[bool] = []
 
         def njit(**kwargs: object) -> object:
@@ -234,12 +234,12 @@ class TestNoCacheLocation:
                 raise RuntimeError("cannot cache function 'f': no locator available")
             return real(**kwargs)
 
-        monkeypatch.setattr(_kernels.numba, "njit", njit)
+        monkeypatch.setattr(_compile.numba, "njit", njit)
 
         def twice(x: float) -> float:
             return 2.0 * x
 
-        compiled = _kernels._jit(twice)
+        compiled = _compile.jit(twice)
         assert asked == [True, False]
         assert compiled(21.0) == 42.0
         assert hasattr(compiled, "py_func")
