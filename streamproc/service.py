@@ -555,7 +555,10 @@ class Service:
         for ev in sorted(latest.values(), key=lambda e: e.ts):
             if ev.state is not AlarmState.CLEARED:
                 per_kind[(ev.bed, ev.kind)] = ev
-        n = self.engine.restore(per_kind.values(), self.clock())
+        # the cleared ones too: their ids are never issued again (a re-delivered
+        # retained context message may raise the same kind at the same data time)
+        cleared = [ev for ev in latest.values() if ev.state is AlarmState.CLEARED]
+        n = self.engine.restore([*cleared, *per_kind.values()], self.clock())
         for ev in republish:
             self._enqueue_alarm(ev)
         log.info("restored", open_alarms=n, from_retained=len(retained), republish=len(republish))

@@ -194,19 +194,40 @@ class Engine:
             self.now = now
 
     def restore(self, events: Iterable[AlarmEvent], now: float | None = None) -> int:
-        """Adopt the open alarms last published before a restart; returns how many.
+        """Adopt the alarms last published before a restart; returns how many open ones.
 
-        ``now`` is the processor's time (their re-announcement timers restart from it).
+        ``events`` are the last transition of each alarm (the retained topics).
+        An open alarm is adopted (``now`` is the processor's time: its
+        re-announcement timer restarts from it). A cleared one only teaches the
+        bed's alarm-id numbers: a context message the broker re-delivers after the
+        restart (a retained infusion, same data time) may raise its kind again,
+        and that new episode must not get the id of the one already cleared.
         """
         if now is not None:
             self._advance(now)
         n = 0
         for ev in events:
             if ev.state.value == "cleared":
+                self._retire_id(ev)
                 continue
             self.monitor(ev.bed).restore(Alarm.restore(ev, now))
             n += 1
         return n
+
+    def _retire_id(self, ev: AlarmEvent) -> None:
+        """Never issue ``ev``'s alarm id (a cleared episode's) for the bed again."""
+        tail = ev.alarm_id.rsplit(".", 1)[-1]
+        if not tail.isdigit():
+            return  # not an id this engine makes: it cannot collide
+        numbers = {ev.kind: int(tail)}
+        mon = self._beds.get(ev.bed)
+        if mon is not None:
+            mon.adopt_id_numbers(numbers)
+            return
+        retired = self._retired_ids.setdefault(ev.bed, {})
+        retired[ev.kind] = max(retired.get(ev.kind, -1), numbers[ev.kind])
+        while len(self._retired_ids) > self.max_beds:
+            self._retired_ids.popitem(last=False)
 
     def status(self) -> list[BedStatus]:
         return [mon.status() for mon in self._beds.values()]

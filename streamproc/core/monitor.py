@@ -334,10 +334,22 @@ class BedMonitor:
         self.now = now
         out: list[AlarmEvent] = []
         if isinstance(msg, AbpChunk):
+            # the usual message: one Python call here, then the compiled path
             self.last_data_now = now
             if self.alarms:
                 self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
-            self._on_chunk(msg, out)
+            self.nibp_only = False
+            t0 = msg.t0
+            prev = self.last_wave_ts
+            if prev is None or t0 - prev > self._stale_s:
+                self.valid_ref = t0  # (re)start of a waveform stream
+            ts = msg.ts
+            self.last_wave_ts = ts
+            if not self._ctx_ok:
+                self._refresh_context()
+            code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
+            if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
+                self._after_chunk(msg, ts, code, out)
             return out
         self._ctx_ok = False  # any other message may change what the decisions depend on
         if isinstance(msg, Vitals):
@@ -371,19 +383,8 @@ class BedMonitor:
         return out
 
     # ------------------------------------------------------------------ waveform
-    def _on_chunk(self, chunk: AbpChunk, out: list[AlarmEvent]) -> None:
-        self.nibp_only = False
-        t0 = chunk.t0
-        prev = self.last_wave_ts
-        if prev is None or t0 - prev > self._stale_s:
-            self.valid_ref = t0  # (re)start of a waveform stream
-        ts = chunk.ts
-        self.last_wave_ts = ts
-        if not self._ctx_ok:
-            self._refresh_context()
-        code = self.detector.step(chunk, ts, self._win, self._mf, self.counts)
-        if code == _STEP_DONE:
-            return  # the usual chunk: its beats changed nothing the protocol decides
+    def _after_chunk(self, chunk: AbpChunk, ts: float, code: int, out: list[AlarmEvent]) -> None:
+        """What is left of a chunk (dated ``ts``) after the compiled path's ``code``."""
         if code == _kernels.STEP_BEATS:
             self._on_beats(*self.detector.stepped_rows(), out)
         ref = self.valid_ref

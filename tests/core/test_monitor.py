@@ -490,6 +490,28 @@ class TestEngine:
         assert [e.state for e in again] == [AlarmState.ACTIVE]
         assert again[0].alarm_id != raised.alarm_id
 
+    def test_restart_after_an_eviction_never_reuses_its_id(self) -> None:
+        """After a restart, a re-delivered infusion (same data time) raises its advisory
+        again with a new id, not that of the episode an eviction closed before the
+        restart (the cleared event is restored too; found by the fuzzer)."""
+        eng = Engine(max_beds=1)
+        a, b = BedId("u", "a"), BedId("u", "b")
+        vaso = Infusion(T0, Drug.VASOPRESSIN, 0.03, RateUnit.U_MIN)
+        (raised,) = eng.receive(a, vaso, T0)
+        (closed,) = eng.receive(b, Vitals(T0 + 1, VitalsSource.ART, map=80), T0 + 1)
+        assert closed.state is AlarmState.CLEARED
+        fresh = Engine(max_beds=1)
+        assert fresh.restore([closed], T0 + 2) == 0  # nothing open to adopt
+        out = fresh.receive(a, vaso, T0 + 2)  # the broker re-delivers the retained infusion
+        assert [e.state for e in out] == [AlarmState.ACTIVE]
+        assert out[0].alarm_id != raised.alarm_id
+        # a cleared id of a bed already present (restored with another alarm) too
+        both = Engine()
+        both.receive(a, Vitals(T0, VitalsSource.ART, map=80), T0)
+        assert both.restore([closed], T0 + 2) == 0
+        (again,) = both.receive(a, vaso, T0 + 2)
+        assert again.alarm_id != raised.alarm_id
+
     def test_eviction_while_restoring_is_returned_by_the_next_tick(self) -> None:
         """More open alarms restored than max_beds: the extra beds' alarms are closed and
         come out of the next tick."""

@@ -273,6 +273,11 @@ class Tracker:
     def open_events(self) -> list[AlarmEvent]:
         return [self.last[i] for i in self.open_by_kind.values()]
 
+    def retained_events(self) -> list[AlarmEvent]:
+        """What a restarted service reads back: the open alarms and the cleared ones."""
+        cleared = [ev for ev in self.last.values() if ev.state is AlarmState.CLEARED]
+        return [*cleared, *self.open_events()]
+
 
 def check_bounded(engine: Engine, settings: Settings, chunk_max: int) -> None:
     hs = settings.hypotension
@@ -340,7 +345,7 @@ def run_program(
         elif op == "restart":
             # a new process adopts the open alarms last published
             engine = Engine(settings, max_beds=max_beds, data_clock=data_clock)
-            engine.restore(tracker.open_events(), clock)
+            engine.restore(tracker.retained_events(), clock)
             created = len(engine) + engine.stats.beds_evicted
             # a bed evicted while restoring has its open alarms closed by the next output
         else:
