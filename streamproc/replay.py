@@ -109,6 +109,9 @@ class Replayer:
         self._next_tick: float | None = None
         self.on_event: Callable[[AlarmEvent], None] | None = None
         self._topics: dict[str, InboundTopic] = {}
+        service = config.service
+        self._max_bytes = service.max_payload_bytes
+        self._max_samples = service.max_samples
 
     def _publish(self, events: list[AlarmEvent]) -> None:
         for ev in events:
@@ -134,15 +137,14 @@ class Replayer:
         if not line:
             return
         s.lines += 1
-        service = self.config.service
         # fast path: an abp chunk read in one pass (what nearly every line is);
         # anything else, including any doubt, takes the general path below
-        rec = decode_abp_record(line, service.max_payload_bytes)
+        rec = decode_abp_record(line, self._max_bytes)
         if rec is not None:
             topic = self._topics.get(rec.topic)
             if topic is not None and topic.kind == "abp":
                 try:
-                    chunk = build_abp(rec.payload, service.max_samples)
+                    chunk = build_abp(rec.payload, self._max_samples)
                 except CodecError as exc:
                     s.rejected[exc.code] += 1
                     return
