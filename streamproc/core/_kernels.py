@@ -61,19 +61,23 @@ def has_room(  # noqa: PLR0917 - the buffers a chunk of ``n`` samples writes to
     ybuf: np.ndarray,
     rows: np.ndarray,
     refr: int,
+    h: int,
 ) -> bool:
     """Whether a chunk of ``n`` samples fits the segment's buffers.
 
-    ``ybuf`` takes the chunk's filtered samples after those held; ``ssf`` the
-    chunk's slope sums (after the learning window's, while it fills); ``dq``
-    at most one entry per slope sum scanned; ``rows`` one beat per accepted
-    crossing (at least ``refr`` samples apart) and the one in progress.
+    ``ybuf`` takes the chunk's filtered samples after those held; ``ssf``, while
+    the segment learns, the learning window's slope sums and the chunk's (it is
+    not used afterwards); ``dq`` one more entry per slope sum scanned, but it
+    never holds more than ``h`` before a push (the entries of the last ``h``
+    samples); ``rows`` one beat per accepted crossing (at least ``refr``
+    samples apart) and the one in progress.
     """
-    scanned = n if istate[LEARNED] != 0 else istate[N_END] + n
+    learned = istate[LEARNED] != 0
+    scanned = n if learned else istate[N_END] + n
     return (
         ybuf.size >= istate[Y_LEN] + n
-        and ssf.size >= scanned
-        and dq.shape[0] >= istate[DQ_LEN] + scanned + 1
+        and (learned or ssf.size >= scanned)
+        and dq.shape[0] >= min(istate[DQ_LEN] + scanned, h) + 1
         and rows.shape[0] >= scanned // refr + 2
     )
 
@@ -954,7 +958,7 @@ def detect_beats(  # noqa: PLR0917 - the segment's state, packed for the compile
     ``has_room``: the caller grows them and calls again).
     """
     coef, fpar, limits, istate, ipar, fstate, rhythm, jump, c_tail = _segment_views(sp, si, sf)
-    if not has_room(x.size, istate, ssf, dq, ybuf, rows, ipar[IP_REFR]):
+    if not has_room(x.size, istate, ssf, dq, ybuf, rows, ipar[IP_REFR], ipar[IP_H]):
         return -1
     b0 = istate[B0]
     w = c_tail.size

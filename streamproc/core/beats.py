@@ -115,11 +115,9 @@ class Beat:
         return self.quality is BeatQuality.VALID
 
 
-#: Initial sizes of a segment's buffers (grown when a chunk needs more): the sliding
-#: maximum's deque holds a few beats' upstrokes, the filtered samples a beat and a bit.
-_DEQUE_ROWS: Final = 64
-_BUFFER_SAMPLES: Final = 512
-_BEAT_ROWS: Final = 8
+#: A segment's buffers start empty and grow to what a chunk needs and this much more
+#: (a bed's chunks are alike: the first few sizes them for good).
+_GROWTH: Final = 1.25
 
 _STEP_ROOM: Final = _kernels.STEP_ROOM
 
@@ -196,6 +194,7 @@ class _Segment:
         "fs",
         "ipar",
         "istate",
+        "learning",
         "n_end",
         "rows",
         "sf",
@@ -211,6 +210,7 @@ class _Segment:
         self.t0 = t0
         self.fs = fs
         self.n_end = 0  # samples seen (``istate[N_END]``, kept here too for a cheap check)
+        self.learning = True  # until the learning window is complete (``istate[LEARNED]``)
         self.expected_t0 = t0
         self.tolerance = 0.5 / fs  # a chunk this close to ``expected_t0`` continues
         cutoff = min(settings.lowpass_hz, _MAX_CUTOFF_FRACTION * fs)
@@ -261,10 +261,10 @@ class _Segment:
         # buffers the compiled loops write to (lengths in ``istate``), grown when needed:
         # filtered samples, slope sums, the sliding maximum's deque of (segment index,
         # slope sum), the beats a chunk completed
-        self.ybuf: FloatArray = np.empty(_BUFFER_SAMPLES, np.float64)
-        self.ssf: FloatArray = np.empty(_BUFFER_SAMPLES, np.float64)
-        self.dq: FloatArray = np.empty((_DEQUE_ROWS, 2), np.float64)
-        self.rows: FloatArray = np.empty((_BEAT_ROWS, _kernels.B_COLUMNS), np.float64)
+        self.ybuf: FloatArray = np.empty(0, np.float64)
+        self.ssf: FloatArray = np.empty(0, np.float64)
+        self.dq: FloatArray = np.empty((0, 2), np.float64)
+        self.rows: FloatArray = np.empty((0, _kernels.B_COLUMNS), np.float64)
         self.arrays = self._arrays()
 
     def _arrays(
@@ -273,35 +273,52 @@ class _Segment:
         """What ``_kernels.detect_beats`` and ``step_chunk`` take after the samples."""
         return (self.sp, self.si, self.sf, self.ssf, self.dq, self.ybuf, self.rows)
 
-    def took(self, n: int) -> None:
-        """``n`` more samples taken: where the next chunk must start to continue."""
-        self.n_end += n
-        self.expected_t0 = self.t0 + self.n_end / self.fs
-
     def grow(self, n: int) -> None:
         """Make room in every buffer for a chunk of ``n`` samples (``_kernels.has_room``)."""
         ist = self.istate
-        scanned = n if ist[_kernels.LEARNED] else int(ist[_kernels.N_END]) + n
-        need_y = int(ist[_kernels.Y_LEN]) + n
-        if self.ybuf.size < need_y:
-            grown = np.empty(max(2 * self.ybuf.size, need_y), np.float64)
-            grown[: int(ist[_kernels.Y_LEN])] = self.ybuf[: int(ist[_kernels.Y_LEN])]
+        learned = bool(ist[_kernels.LEARNED])
+        scanned = n if learned else int(ist[_kernels.N_END]) + n
+        y_len = int(ist[_kernels.Y_LEN])
+        if self.ybuf.size < y_len + n:
+            grown = np.empty(int((y_len + n) * _GROWTH), np.float64)
+            grown[:y_len] = self.ybuf[:y_len]
             self.ybuf = grown
-        if self.ssf.size < scanned:
-            grown = np.empty(max(2 * self.ssf.size, scanned), np.float64)
+        if not learned and self.ssf.size < scanned:
+            grown = np.empty(int(scanned * _GROWTH), np.float64)
             grown[: self.ssf.size] = self.ssf  # (the learning window's slope sums)
             self.ssf = grown
-        need_dq = int(ist[_kernels.DQ_LEN]) + scanned + 1
+        head, size = int(ist[_kernels.DQ_HEAD]), int(ist[_kernels.DQ_LEN])
+        need_dq = min(size + scanned, int(self.ipar[_kernels.IP_H])) + 1
         if self.dq.shape[0] < need_dq:
-            head, size = int(ist[_kernels.DQ_HEAD]), int(ist[_kernels.DQ_LEN])
-            grown = np.empty((max(2 * self.dq.shape[0], need_dq), 2), np.float64)
+            grown = np.empty((int(need_dq * _GROWTH), 2), np.float64)
             grown[:size] = self.dq[head : head + size]
             self.dq = grown
             ist[_kernels.DQ_HEAD] = 0
         need_rows = scanned // int(self.ipar[_kernels.IP_REFR]) + 2
         if self.rows.shape[0] < need_rows:
-            self.rows = np.empty((max(2 * self.rows.shape[0], need_rows), _kernels.B_COLUMNS))
+            self.rows = np.empty((int(need_rows * _GROWTH), _kernels.B_COLUMNS), np.float64)
         self.arrays = self._arrays()
+
+    def took(self, n: int) -> None:
+        """``n`` more samples taken: where the next chunk must start to continue.
+
+        Once the learning window is complete its slope sums are dropped (the
+        learned detector keeps none), and the deque, sized for scanning the
+        whole window at once, shrinks to what a chunk like this one needs.
+        """
+        self.n_end += n
+        self.expected_t0 = self.t0 + self.n_end / self.fs
+        if self.learning and self.si[_kernels.LEARNED]:
+            self.learning = False
+            self.ssf = np.empty(0, np.float64)
+            head, size = int(self.istate[_kernels.DQ_HEAD]), int(self.istate[_kernels.DQ_LEN])
+            need = min(size + n, int(self.ipar[_kernels.IP_H])) + 1
+            if self.dq.shape[0] > int(need * _GROWTH):
+                dq = np.empty((int(need * _GROWTH), 2), np.float64)
+                dq[:size] = self.dq[head : head + size]
+                self.dq = dq
+                self.istate[_kernels.DQ_HEAD] = 0
+            self.arrays = self._arrays()
 
     def feed(self, x: FloatArray) -> FloatArray:
         """The beats ``x`` completed, as ``_kernels.classify`` rows (``B_*`` columns)."""
@@ -380,8 +397,11 @@ class BeatDetector:
         while True:
             code: int = _kernels.step_chunk(x, *seg.arrays, win, mf, counts, ts)
             if code != _STEP_ROOM:
-                n_end = seg.n_end = seg.n_end + x.size  # (``took``, inlined)
-                seg.expected_t0 = seg.t0 + n_end / seg.fs
+                if seg.learning:
+                    seg.took(x.size)
+                else:  # ``took``, inlined for the usual chunk
+                    n_end = seg.n_end = seg.n_end + x.size
+                    seg.expected_t0 = seg.t0 + n_end / seg.fs
                 return code
             seg.grow(x.size)
 
