@@ -113,7 +113,13 @@ def parse_inbound(topic: str, root: str = DEFAULT_ROOT) -> InboundTopic:
     return _parse_inbound(topic, root)
 
 
-@lru_cache(maxsize=4096)
+#: Inbound topics whose parse is kept: a few per bed for the largest ward an instance
+#: carries (10,000 beds x abp and vitals, and room for the rare kinds). At 4,096 a
+#: 5,000-bed instance missed on nearly every chunk and parsed its topic again.
+PARSED_TOPICS_MAX: Final = 1 << 15
+
+
+@lru_cache(maxsize=PARSED_TOPICS_MAX)
 def _parse_inbound(topic: str, root: str) -> InboundTopic:
     # Cached: a bed sends the same few topics over and over. Errors are not cached.
     root_levels = _root_levels(root)

@@ -13,6 +13,7 @@ from streamproc.core.messages import BedId
 from streamproc.topics import (
     InboundTopic,
     TopicError,
+    _parse_inbound,
     ack_filter,
     alarm_topic,
     alarms_filter,
@@ -109,6 +110,20 @@ class TestParseInbound:
     def test_good_topics(self, topic: str, root: str, bed: BedId, kind: str) -> None:
         """A topic that fits the contract parses into its bed and kind."""
         assert parse_inbound(topic, root) == InboundTopic(bed, kind)
+
+    def test_a_large_ward_stays_parsed(self) -> None:
+        """Every abp and vitals topic of a 10,000-bed instance stays in the parse cache.
+
+        (With room for 4,096 a 5,000-bed ward parsed its topic again for nearly
+        every chunk.)
+        """
+        topics = [f"icu/u{i % 40}/b{i}/{kind}" for i in range(10_000) for kind in ("abp", "vitals")]
+        _parse_inbound.cache_clear()
+        for topic in topics:
+            parse_inbound(topic)
+        parsed = [parse_inbound(topic) for topic in topics]
+        assert _parse_inbound.cache_info().hits == len(topics)
+        assert parsed[-1] == InboundTopic(BedId("u39", "b9999"), "vitals")
 
     def test_default_root_is_icu(self) -> None:
         """Without a root, 'icu' is assumed."""

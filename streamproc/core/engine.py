@@ -63,7 +63,9 @@ class Engine:
     def stats(self) -> EngineStats:
         """The counters, up to date."""
         st = self._stats
-        st.beats, st.beats_valid = (int(v) for v in self._counts)
+        counts = self._counts
+        st.beats = int(counts[0])
+        st.beats_valid = int(counts[1])
         return st
 
     def __len__(self) -> int:
