@@ -20,7 +20,7 @@ T0 = 1_700_000_000.0
 
 
 #: The kernels a chunk runs through: all of them interpreted gives the compiled beats.
-_INTERPRETED = (
+INTERPRETED = (
     "detect_beats",
     "_segment_views",
     "has_room",
@@ -60,7 +60,7 @@ class TestCompiledMatchesInterpreted:
         """Interpreted (``.py_func``) and compiled runs give the same beats, to the last bit."""
         cuts = list(range(125, self.X.size, 125))
         compiled = _beats(self.X, cuts)
-        for name in _INTERPRETED:
+        for name in INTERPRETED:
             monkeypatch.setattr(_kernels, name, getattr(_kernels, name).py_func)
         interpreted = _beats(self.X, cuts)
         assert len(compiled) > 40
