@@ -781,6 +781,11 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
             (expected[i][0], round((arrival - probe_times[str(i)][expected[i][0]]) * 1e3, 2))
             for i, arrival in match["arrivals"].items()
         ),
+        # packets the publisher still held unsent when it stamped each alarm's chunk
+        "publisher_backlog_by_chunk": sorted(
+            (expected[i][0], pub["probe_backlog"][str(i)][expected[i][0]])
+            for i in match["arrivals"]
+        ),
         "e2e_p50_ms": percentile(e2e, 0.5),
         "e2e_p99_ms": percentile(e2e, 0.99),
         "e2e_max_ms": max(e2e) if e2e else None,

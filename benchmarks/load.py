@@ -333,6 +333,10 @@ def publish_realtime(
     topics = load.topic_str
     probe = set(spec.probes())
     probe_times: dict[int, list[float]] = {i: [] for i in probe}
+    # packets paho still held unsent when each probe chunk was published (its own queue:
+    # a message stamped here leaves only after them)
+    probe_backlog: dict[int, list[int]] = {i: [] for i in probe}
+    out_packets = pub.client._out_packet  # (paho keeps no public count)
     start = time.monotonic() + 0.2
     next_ping = start
     pings = 0
@@ -367,6 +371,7 @@ def publish_realtime(
                 raise RuntimeError(f"publish refused by paho: {mqtt.error_string(info.rc)}")
             if i in probe:
                 probe_times[i].append(t_pub)
+                probe_backlog[i].append(len(out_packets))
             sent += 1
     end = time.monotonic()
     pub.fence()
@@ -377,6 +382,7 @@ def publish_realtime(
         "max_lag_s": max_lag,
         "pings": pings,
         "probe_times": {str(i): ts for i, ts in probe_times.items()},
+        "probe_backlog": {str(i): n for i, n in probe_backlog.items()},
     }
 
 

@@ -111,16 +111,20 @@ class BatchHistogram:
         """One observation."""
         self.observe_many(np.asarray([value], np.float64))
 
+    def observe_list(self, values: list[float]) -> None:
+        """A few values, by bisection (the buckets ``observe_many`` gives them)."""
+        bounds = self._bound_list
+        for v in values:
+            # NaN above every bound, as numpy's searchsorted puts it
+            self._counts[bisect_left(bounds, v) if v == v else len(bounds)] += 1  # noqa: PLR0124
+            self._sum += v
+
     def observe_many(self, values: npt.NDArray[np.float64]) -> None:
         """Every value of ``values`` (``le`` buckets: a value equal to a bound counts in it)."""
         if values.size <= _SMALL_BATCH:
             # a few values (a live ward's batch is often one message): numpy's fixed
             # cost per call would exceed the work; the same buckets, by bisection
-            bounds = self._bound_list
-            for v in values.tolist():
-                # NaN above every bound, as numpy's searchsorted puts it
-                self._counts[bisect_left(bounds, v) if v == v else len(bounds)] += 1  # noqa: PLR0124
-                self._sum += v
+            self.observe_list(values.tolist())
             return
         idx = np.searchsorted(self._bounds, values, side="left")
         self._counts += np.bincount(idx, minlength=self._counts.size)
@@ -283,6 +287,7 @@ class Metrics:
         self._beats_valid_seen = 0
         self._evicted_seen = 0
         self._alarms_evicted_seen = 0
+        self._beds_tracked_seen = -1
 
     # --------------------------------------------------------------------- methods
     def message_in(self, kind: str, n: int = 1) -> None:
@@ -306,6 +311,14 @@ class Metrics:
         """A batch's processing latencies (negative ones, from clock steps, count as 0)."""
         self.processing_latency_seconds.observe_many(np.maximum(seconds, 0.0))
 
+    def observe_batch(self, done: float, arrived: list[float]) -> None:
+        """The processing latencies of a batch done at ``done``: :meth:`observe_latencies`
+        of ``done`` minus each arrival, without numpy for the usual few messages."""
+        if len(arrived) <= _SMALL_BATCH:
+            self.processing_latency_seconds.observe_list([max(0.0, done - a) for a in arrived])
+        else:
+            self.observe_latencies(done - np.asarray(arrived, np.float64))
+
     def observe_latency(self, seconds: float) -> None:
         """One message took ``seconds`` from arrival to processed (negative clamps to 0)."""
         self.processing_latency_seconds.observe(max(0.0, seconds))
@@ -323,13 +336,19 @@ class Metrics:
         Counters only move forward by the increase since the last call; a total
         lower than before (a new engine) is taken as a restart from zero.
         """
-        self.beats_total.inc(_delta(beats, self._beats_seen))
-        self.beats_valid_total.inc(_delta(beats_valid, self._beats_valid_seen))
-        self.beds_evicted_total.inc(_delta(beds_evicted, self._evicted_seen))
-        self.alarms_evicted_total.inc(_delta(alarms_evicted, self._alarms_evicted_seen))
-        self._beats_seen, self._beats_valid_seen = beats, beats_valid
-        self._evicted_seen, self._alarms_evicted_seen = beds_evicted, alarms_evicted
-        self.beds_tracked.set(beds_tracked)
+        # (called once per batch, and a live batch is often one message: only what
+        # moved is touched, each metric update takes prometheus-client's lock)
+        if beats != self._beats_seen or beats_valid != self._beats_valid_seen:
+            self.beats_total.inc(_delta(beats, self._beats_seen))
+            self.beats_valid_total.inc(_delta(beats_valid, self._beats_valid_seen))
+            self._beats_seen, self._beats_valid_seen = beats, beats_valid
+        if beds_evicted != self._evicted_seen or alarms_evicted != self._alarms_evicted_seen:
+            self.beds_evicted_total.inc(_delta(beds_evicted, self._evicted_seen))
+            self.alarms_evicted_total.inc(_delta(alarms_evicted, self._alarms_evicted_seen))
+            self._evicted_seen, self._alarms_evicted_seen = beds_evicted, alarms_evicted
+        if beds_tracked != self._beds_tracked_seen:
+            self.beds_tracked.set(beds_tracked)
+            self._beds_tracked_seen = beds_tracked
 
     def set_alarms_open(self, counts: Mapping[Priority | str, int]) -> None:
         """Set the open-alarm gauge per priority (priorities not named are 0)."""

@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import msgspec
-import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -936,8 +935,7 @@ class Service:
             metrics.message_in(kind, n)
         self.processed += len(batch)
         done = self.clock()
-        arrived = np.fromiter((item.arrived for item in batch), np.float64, len(batch))
-        metrics.observe_latencies(done - arrived)
+        metrics.observe_batch(done, [item.arrived for item in batch])
         if newest > -math.inf:
             self._note_lag(done, max(0.0, done - newest))
         st = self.engine.stats

@@ -128,6 +128,21 @@ class TestMetrics:
         assert m.value("beats_valid_total") == 17
         assert m.value("beds_evicted_total") == 1
 
+    @pytest.mark.parametrize("n", [1, 3, 4, 5, 40])
+    def test_observe_batch_equals_observe_latencies(self, n: int) -> None:
+        """A batch's latencies from its arrivals: the histogram ``observe_latencies`` makes,
+        small batches (no numpy) and large alike; a clock step back counts as 0."""
+        done = 1_000.0
+        arrived = [done - 0.0001 * k * k for k in range(n)]
+        arrived[0] = done + 0.5  # arrived "after" done: a clock step
+        a, b = Metrics(), Metrics()
+        a.observe_batch(done, arrived)
+        b.observe_latencies(done - np.asarray(arrived))
+        ha, hb = a.processing_latency_seconds, b.processing_latency_seconds
+        assert ha._counts.tolist() == hb._counts.tolist()
+        assert ha._sum == pytest.approx(hb._sum, rel=1e-12)
+        assert sum(ha._counts.tolist()) == n
+
     def test_sync_engine_counts_alarms_closed_by_eviction(self) -> None:
         m = Metrics()
         assert m.value("alarms_evicted_total") == 0
