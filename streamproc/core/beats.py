@@ -77,7 +77,7 @@ from streamproc.core import _kernels
 from streamproc.core.messages import AbpChunk
 from streamproc.core.settings import BeatSettings
 
-__all__ = ["Beat", "BeatDetector", "BeatQuality", "beats_from_rows", "warm_up"]
+__all__ = ["Beat", "BeatDetector", "BeatQuality", "beats_from_rows", "warm_up", "warm_up_chunks"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -419,12 +419,15 @@ def warm_up() -> None:
     """
     if _warm:
         return
+    det = BeatDetector(BeatSettings())
+    for chunk in warm_up_chunks():
+        det.feed(chunk)
+    _warm.append(True)
+
+
+def warm_up_chunks() -> list[AbpChunk]:
+    """Four 1-s chunks of a plain pulse: what the warm-ups run through the compiled loops."""
     fs = 125.0
     t = np.arange(4 * 125) / fs
     x = 80.0 + 20.0 * np.maximum(np.sin(2.0 * np.pi * 1.2 * t), 0.0) ** 2
-    det = BeatDetector(BeatSettings())
-    for k in range(4):
-        det.feed(AbpChunk(1.0e9 + k, fs, x[k * 125 : (k + 1) * 125].copy()))
-    y = np.asarray(x, np.float64)
-    _kernels.measure_beat(y, 0, 100, 5.0, 0.1)
-    _warm.append(True)
+    return [AbpChunk(1.0e9 + k, fs, x[k * 125 : (k + 1) * 125].copy()) for k in range(4)]

@@ -16,7 +16,7 @@ import numpy as np
 
 from streamproc.core.alarms import Alarm, AlarmEvent, Trigger
 from streamproc.core.messages import Ack, BedId, Message
-from streamproc.core.monitor import BedMonitor, BedStatus, warm_up
+from streamproc.core.monitor import BedMonitor, BedStatus, alarm_id_number, warm_up
 from streamproc.core.settings import Settings
 
 __all__ = ["BED_EVICTED", "Engine", "EngineStats"]
@@ -101,11 +101,7 @@ class Engine:
         victim, mon = min(self._beds.items(), key=idle)
         del self._beds[victim]
         self._stats.beds_evicted += 1
-        ids = mon.id_numbers()
-        if ids:
-            self._retired_ids[victim] = ids
-            while len(self._retired_ids) > self.max_beds:
-                self._retired_ids.popitem(last=False)
+        self._retire_ids(victim, mon.id_numbers())
         if mon.alarms:
             self._close_evicted(mon)
 
@@ -218,16 +214,22 @@ class Engine:
 
     def _retire_id(self, ev: AlarmEvent) -> None:
         """Never issue ``ev``'s alarm id (a cleared episode's) for the bed again."""
-        tail = ev.alarm_id.rsplit(".", 1)[-1]
-        if not tail.isdigit():
+        number = alarm_id_number(ev.alarm_id)
+        if number is None:
             return  # not an id this engine makes: it cannot collide
-        numbers = {ev.kind: int(tail)}
         mon = self._beds.get(ev.bed)
         if mon is not None:
-            mon.adopt_id_numbers(numbers)
+            mon.adopt_id_numbers({ev.kind: number})
+        else:
+            self._retire_ids(ev.bed, {ev.kind: number})
+
+    def _retire_ids(self, bed: BedId, numbers: dict[str, int]) -> None:
+        """Keep ``bed``'s last id numbers while it has no monitor (at most ``max_beds`` beds)."""
+        if not numbers:
             return
-        retired = self._retired_ids.setdefault(ev.bed, {})
-        retired[ev.kind] = max(retired.get(ev.kind, -1), numbers[ev.kind])
+        retired = self._retired_ids.setdefault(bed, {})
+        for kind, number in numbers.items():
+            retired[kind] = max(retired.get(kind, -1), number)
         while len(self._retired_ids) > self.max_beds:
             self._retired_ids.popitem(last=False)
 

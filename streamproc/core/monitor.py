@@ -54,6 +54,7 @@ __all__ = [
     "BedMonitor",
     "BedStatus",
     "Sustained",
+    "alarm_id_number",
     "warm_up",
 ]
 
@@ -162,6 +163,12 @@ _WINDOW_ROWS: Final = 16
 #: A re-announcement's due time is checked this early by the compiled path (it
 #: only makes the exact check run; rounding of ``a + b`` vs ``t - a`` is far smaller).
 _WAKE_MARGIN_S: Final = 1e-3
+
+
+def alarm_id_number(alarm_id: str) -> int | None:
+    """The number an alarm id of this project ends with (``BedMonitor._new_alarm``), or None."""
+    tail = alarm_id.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 class _Slot:
@@ -882,9 +889,9 @@ class BedMonitor:
         """Adopt an open alarm published before a restart (same id, same state)."""
         self._ctx_ok = False
         self.alarms[alarm.kind] = alarm
-        tail = alarm.alarm_id.rsplit(".", 1)[-1]
-        if tail.isdigit():
-            self._id_ms[alarm.kind] = max(self._id_ms.get(alarm.kind, 0), int(tail))
+        number = alarm_id_number(alarm.alarm_id)
+        if number is not None:
+            self.adopt_id_numbers({alarm.kind: number})
 
     def id_numbers(self) -> dict[str, int]:
         """The last alarm-id number issued per kind (to carry over an eviction)."""
@@ -943,12 +950,8 @@ def warm_up() -> None:
     if _warm:
         return
     beats.warm_up()
-    fs = 125.0
-    t = np.arange(4 * 125) / fs
-    x = 80.0 + 20.0 * np.maximum(np.sin(2.0 * np.pi * 1.2 * t), 0.0) ** 2
     mon = BedMonitor(BedId("warm", "up"), Settings())
-    for k in range(4):
-        chunk = AbpChunk(1.0e9 + k, fs, x[k * 125 : (k + 1) * 125].copy())
+    for chunk in beats.warm_up_chunks():
         mon.receive(chunk, chunk.ts)
     rows = np.zeros((1, _kernels.B_COLUMNS), np.float64)
     mon._refresh_context()
