@@ -71,31 +71,52 @@ def decode_alarm(payload: bytes) -> AlarmEvent:
     return event
 
 
+class _Infusion(msgspec.Struct, gc=False):
+    drug: str
+    rate: float
+    unit: str
+
+
+class _Summary(msgspec.Struct, gc=False):
+    """The summary's JSON object, its keys in this order (built 2,500 times a second
+    at 5,000 beds: a struct encodes in a third of the time of the equivalent dict)."""
+
+    unit: str
+    bed: str
+    ts: float | None
+    map: float | None
+    sbp: float | None
+    dbp: float | None
+    hr: float | None
+    metric: str
+    target: float
+    profile: str
+    infusions: list[_Infusion]
+    open_alarms: tuple[str, ...]
+    trend: tuple[float, ...]
+    trend_step_s: float
+
+
 def encode_summary(status: BedStatus) -> bytes:
     """A bed's summary for displays (``{root}/{unit}/{bed}/summary``, retained)."""
-
-    def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 1)
-
+    ts, mean, sbp, dbp, hr = status.ts, status.map, status.sbp, status.dbp, status.hr
     return _encoder.encode(
-        {
-            "unit": status.bed.unit,
-            "bed": status.bed.bed,
-            "ts": None if status.ts is None else round(status.ts, 3),
-            "map": r(status.map),
-            "sbp": r(status.sbp),
-            "dbp": r(status.dbp),
-            "hr": r(status.hr),
-            "metric": status.metric,
-            "target": status.target,
-            "profile": status.profile,
-            "infusions": [
-                {"drug": d, "rate": rate, "unit": unit} for d, rate, unit in status.infusions
-            ],
-            "open_alarms": list(status.open_alarms),
-            "trend": list(status.trend),
-            "trend_step_s": status.trend_step_s,
-        }
+        _Summary(
+            status.bed.unit,
+            status.bed.bed,
+            None if ts is None else round(ts, 3),
+            None if mean is None else round(mean, 1),
+            None if sbp is None else round(sbp, 1),
+            None if dbp is None else round(dbp, 1),
+            None if hr is None else round(hr, 1),
+            status.metric,
+            status.target,
+            status.profile,
+            [_Infusion(d, rate, unit) for d, rate, unit in status.infusions],
+            status.open_alarms,
+            status.trend,
+            status.trend_step_s,
+        )
     )
 
 

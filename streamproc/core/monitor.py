@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final, overload
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -205,9 +206,13 @@ class _Standing:
     nibp: bool
 
 
-@dataclass(frozen=True, slots=True)
-class BedStatus:
-    """What a display shows of a bed (not an alarm; a snapshot)."""
+class BedStatus(msgspec.Struct, frozen=True, gc=False):
+    """What a display shows of a bed (not an alarm; a snapshot).
+
+    A frozen ``msgspec.Struct``: built for every bed every ``summary_s``
+    (2,500 a second at 5,000 beds), where a frozen dataclass's ``__init__``
+    (an ``object.__setattr__`` per field) was a third of the cost.
+    """
 
     bed: BedId
     map: float | None
