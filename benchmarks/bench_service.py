@@ -3,7 +3,7 @@
     python benchmarks/bench_service.py [--messages 200000] [--beds 1000] [--qos 1|0]
         [--mqtt 5|4] [--repeat 3] [--duration 30] [--latency-beds 1000,5000]
         [--only bare,naive,service,latency] [--mode backlog|live] [--py-spy PREFIX]
-        [--service-env KEY=VALUE] [--json FILE] [--smoke]
+        [--service-env KEY=VALUE] [--wake-latency-us 0|-1] [--json FILE] [--smoke]
 
 Runs from the repository root (``benchmarks/README.md`` explains every number).
 Every measurement gets a fresh Mosquitto (``tests.broker.MosquittoBroker``:
@@ -53,6 +53,15 @@ alarms.
    RSS per bed = (RSS with all beds active at the end of the run - RSS of the
    idle, connected service) / beds.
 
+Host: during the run the CPUs' wake-up latency is held at
+``--wake-latency-us`` (default 0) through the kernel's PM QoS interface
+(``/dev/cpu_dma_latency``, root only), as the ``tuned`` profiles
+*latency-performance* and *network-latency* do on a host tuned for latency
+(``docs/scaling.md``): on this machine's VMs an idle vCPU halts and the host
+takes up to milliseconds to wake it, several times per alarm's path
+(publisher, broker, service, broker, subscriber). The first line says
+whether it was held; ``--wake-latency-us -1`` measures the host as it is.
+
 Speed targets are flagged, never fatal. The exit status is 1 if any message
 or expected alarm was lost or any process crashed, else 0. ``--smoke`` is a
 ~20 s version of all of it (CI: it fails only on loss or a crash).
@@ -71,6 +80,7 @@ import re
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -699,6 +709,7 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
             )
             pub_out = PublisherOutput(pub_proc)
             t_start = time.monotonic()
+            host_before = host_cpu()
             if args.py_spy and rep == 0:
                 profile = start_py_spy(f"{args.py_spy}-realtime-{beds}.txt", _pid(svc))
             timeline: list[Scrape] = []
@@ -712,6 +723,7 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
                     if warm is None and sample.t - t_start >= args.warmup:
                         warm = sample
                 time.sleep(0.5)
+            host_after = host_cpu()
             pub = pub_out.result(60)
             if profile is not None:
                 stop_py_spy(profile)
@@ -750,12 +762,18 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
     ]
     pings = [x * 1e3 for x in watch.ping_latencies()]
     rss_after = loaded.rss
+    box_busy, box_steal = cpu_shares(host_before, host_after)
     return {
         "beds": beds,
         "duration": duration,
         "published": published,
         "publish_rate": pub["rate"],
         "publisher_max_lag_s": pub["max_lag_s"],
+        "publisher_cpu_us_per_msg": pub.get("cpu_us_per_msg"),
+        # the whole machine while the load ran: its busy share, and the share the
+        # hypervisor gave to other guests (steal) -- the noise behind a bad p99
+        "host_busy": box_busy,
+        "host_steal": box_steal,
         "count": int(final.abp),
         "loss": published - int(final.abp),
         "reconnects": int(final.values.get("streamproc_broker_reconnects_total", 0)),
@@ -802,6 +820,31 @@ def realtime(args: argparse.Namespace, beds: int, rep: int, workroot: Path) -> d
             (s.values.get("streamproc_ingress_queue_depth", 0.0) for s in timeline), default=0.0
         ),
     }
+
+
+def host_cpu() -> tuple[int, int, int] | None:
+    """(all, busy, steal) jiffies of the whole machine so far (/proc/stat), or None."""
+    try:
+        with Path("/proc/stat").open() as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(
+        fields[:8]
+    )  # user nice system idle iowait irq softirq steal (guest counted in user)
+    idle = fields[3] + fields[4]
+    steal = fields[7] if len(fields) > 7 else 0
+    return total, total - idle - steal, steal
+
+
+def cpu_shares(
+    before: tuple[int, int, int] | None, after: tuple[int, int, int] | None
+) -> tuple[float | None, float | None]:
+    """(busy, stolen) shares of the machine's CPU time between two :func:`host_cpu` reads."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None, None
+    total = after[0] - before[0]
+    return (after[1] - before[1]) / total, (after[2] - before[2]) / total
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -890,6 +933,32 @@ def summarize_profile(path: str, top: int = 20) -> str:
 
 
 # ----------------------------------------------------------------------------- report
+
+
+WAKE_LATENCY_DEV = "/dev/cpu_dma_latency"
+
+
+def hold_wake_latency(us: int) -> int | None:
+    """Ask the kernel (PM QoS) to keep the CPUs' wake-up latency at most ``us`` µs.
+
+    While the returned descriptor stays open, idle CPUs poll instead of
+    halting (on a VM, a halted vCPU is woken by the host, which on this
+    machine's kind took milliseconds at times: the loopback floor's own p99
+    swung from 2 to 30 ms between runs). It is the setting of the ``tuned``
+    profiles *latency-performance* / *network-latency* that
+    ``docs/scaling.md`` recommends for a host running the service. Needs
+    root; ``None`` when not possible (the run goes on, and says so).
+    """
+    try:
+        fd = os.open(WAKE_LATENCY_DEV, os.O_WRONLY)
+    except OSError:
+        return None
+    try:
+        os.write(fd, struct.pack("i", us))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def machine() -> dict[str, Any]:
@@ -1037,6 +1106,16 @@ def print_report(args: argparse.Namespace, rep: Report) -> dict[str, Any]:
             f"service event-loop lag (20 ms watch timer): p99 {fmt(m('loop_lag_p99_ms'), '.2f')}"
             f" ms, worst bucket <= {fmt(m('loop_lag_max_ms'), '.1f')} ms"
         )
+        print(
+            f"machine while loaded: {fmt((m('host_busy') or 0) * 100, '.0f')}% busy, "
+            f"{fmt((m('host_steal') or 0) * 100, '.1f')}% stolen by the hypervisor; "
+            f"publisher {fmt(m('publisher_cpu_us_per_msg'), '.0f')} us/msg; per run "
+            "(e2e p99 ms / steal %): "
+            + ", ".join(
+                f"{fmt(r['e2e_p99_ms'], '.1f')}/{fmt((r.get('host_steal') or 0) * 100, '.1f')}"
+                for r in runs
+            )
+        )
         kb = m("kb_per_bed")
         print(
             f"RSS per bed: {fmt(kb, '.1f')} KB (idle {fmt(m('rss_before_mb'), '.0f')} MB -> "
@@ -1055,6 +1134,9 @@ def print_report(args: argparse.Namespace, rep: Report) -> dict[str, Any]:
                 "ping_p99_ms",
                 "cpu_us_per_msg",
                 "kb_per_bed",
+                "host_busy",
+                "host_steal",
+                "publisher_cpu_us_per_msg",
             )
         }
     print()
@@ -1103,6 +1185,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alarm-grace", type=float, default=1.0)
     parser.add_argument("--settle", type=float, default=2.0, help="idle s before the RSS baseline")
     parser.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--wake-latency-us",
+        type=int,
+        default=0,
+        help="hold the CPUs' wake-up latency (PM QoS, /dev/cpu_dma_latency) at this many us "
+        "during the run, as a latency-tuned host does; -1: leave the host as it is",
+    )
     parser.add_argument("--py-spy", metavar="PREFIX", help="profile the service with py-spy")
     parser.add_argument("--json", metavar="FILE", help="write every figure here")
     parser.add_argument("--smoke", action="store_true", help="~20 s; fails only on loss/crash")
@@ -1121,6 +1210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.poll = 0.05
         args.alarm_grace = 0.5
         args.settle = 0.5
+        args.wake_latency_us = -1  # CI: leave the host alone
     return args
 
 
@@ -1132,9 +1222,20 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     info = machine()
+    held = hold_wake_latency(args.wake_latency_us) if args.wake_latency_us >= 0 else None
+    if held is not None:
+        info["wake_latency_us"] = args.wake_latency_us
+        wake = f"CPU wake-up latency held at {args.wake_latency_us} us ({WAKE_LATENCY_DEV})"
+    elif args.wake_latency_us >= 0:
+        info["wake_latency_us"] = None
+        wake = f"CPU wake-up latency NOT held ({WAKE_LATENCY_DEV} not writable: not root?)"
+    else:
+        info["wake_latency_us"] = None
+        wake = "CPU wake-up latency left as the host has it (--wake-latency-us -1)"
     print(
         f"machine: {info['nproc']} CPU ({info['cpu']}), Python {info['python']}, "
-        f"{info['mosquitto']}, load avg {' '.join(f'{x:.2f}' for x in info['load_avg'])}"
+        f"{info['mosquitto']}, load avg {' '.join(f'{x:.2f}' for x in info['load_avg'])}; "
+        f"{wake}"
     )
     report = Report()
     t_all = time.monotonic()
