@@ -350,7 +350,9 @@ class Metrics:
             self.beds_tracked.set(beds_tracked)
             self._beds_tracked_seen = beds_tracked
 
-    def set_alarms_open(self, counts: Mapping[Priority | str, int]) -> None:
+    def set_alarms_open(
+        self, counts: Mapping[Priority | str, int] | Mapping[Priority, int]
+    ) -> None:
         """Set the open-alarm gauge per priority (priorities not named are 0)."""
         values = {str(prio): 0 for prio in Priority}
         for prio, n in counts.items():

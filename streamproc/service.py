@@ -1074,7 +1074,7 @@ class Service:
                 await asyncio.sleep(0)
             self._audit_poll(now)
             self._gc.step(time.monotonic())
-            self.metrics.alarms_open_from(self.engine)
+            self.metrics.set_alarms_open(self.engine.open_alarms)
 
     async def _summary_loop(self) -> None:
         """Each bed's summary every ``summary_s``, in their own task: under load they wait

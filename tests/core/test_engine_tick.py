@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from simulators.waveform import synthesize_abp
+from streamproc.core.alarms import Priority
 from streamproc.core.engine import Engine
 from streamproc.core.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
 
@@ -39,6 +40,24 @@ class TestTickSlices:
         got = [ev.payload() for part in slices for ev in part]
         assert expected  # the comparison is about something
         assert got == expected
+
+    @pytest.mark.parametrize("size", [1, 7, 256])
+    def test_counts_open_alarms(self, size: int) -> None:
+        """After a whole pass, open_alarms holds the open alarms per priority, as
+        counted bed by bed, by tick() and by every slicing alike."""
+        whole, sliced = _ward(23), _ward(23)
+        now = T0 + 20 + 60.0
+        whole.tick(now)
+        assert sliced.open_alarms == {}  # no pass yet
+        for _ in sliced.tick_slices(now, size):
+            pass
+        recount: dict[Priority, int] = {}
+        for mon in sliced.beds():
+            for alarm in mon.alarms.values():
+                if alarm.open:
+                    recount[alarm.priority] = recount.get(alarm.priority, 0) + 1
+        assert sum(recount.values()) >= 23  # hypotension and data_stale on every bed
+        assert sliced.open_alarms == recount == whole.open_alarms
 
     def test_bad_size(self) -> None:
         """A slice of no beds is refused with the value named."""
