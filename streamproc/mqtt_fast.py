@@ -389,6 +389,8 @@ class FastReader:
                     if rc != _AGAIN:
                         paho._loop_rc_handle(rc)
                     return
+                if paho._sock is None:
+                    return  # the broker said DISCONNECT: paho has closed and reported it
                 left -= 1
             elif why == SCAN_MORE and not empty:
                 try:

@@ -352,6 +352,23 @@ class TestFastReader:
 
         asyncio.run(main())
 
+    def test_broker_disconnect_raises(self, broker: MosquittoBroker) -> None:
+        """A DISCONNECT from the broker (MQTT 5: session taken over by a client with the
+        same id) goes to paho, and wait_disconnected raises MqttError."""
+
+        async def main() -> None:
+            client = _client(broker, "fast-taken", V5)
+            reader = FastReader(client, lambda t, p: None)
+            async with client:
+                await client.subscribe("t/#", qos=1)
+                waiter = asyncio.create_task(reader.wait_disconnected())
+                async with _client(broker, "fast-taken", V5):
+                    with pytest.raises(aiomqtt.MqttError):
+                        async with asyncio.timeout(10):
+                            await waiter
+
+        asyncio.run(main())
+
     def test_broker_killed_raises(self, broker: MosquittoBroker) -> None:
         """When the broker dies, wait_disconnected raises aiomqtt.MqttError (no hang)."""
 
