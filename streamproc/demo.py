@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -76,6 +76,19 @@ def _port_or_free(port: int) -> int:
     return port
 
 
+class _SnapshotIter(dict[str, Any]):
+    """A dict whose iteration walks a snapshot of its keys.
+
+    amqtt 0.12's broker walks its subscription table with awaits inside the
+    loop: a client connecting while another subscribes died of "dictionary
+    changed size during iteration" (seen once in CI, the demo's gateway
+    dropped). The embedded demo broker's table gets this instead.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(dict.keys(self)))
+
+
 class DemoBroker:
     """A private broker for the demo: the system's mosquitto, or amqtt in-process."""
 
@@ -128,6 +141,8 @@ class DemoBroker:
                 },
             }
             self._amqtt = Broker(config)
+            if type(getattr(self._amqtt, "_subscriptions", None)) is dict:
+                self._amqtt._subscriptions = _SnapshotIter(self._amqtt._subscriptions)
             await self._amqtt.start()  # listening once it returns
             return
         deadline = time.monotonic() + 10
@@ -235,12 +250,20 @@ def _render(view: WardView, service: Service, speed: float, broker: str) -> Any:
 
 
 async def _watch(
-    url: str, root: str, version: int, view: WardView, emit: Callable[[str], None] | None
+    url: str,
+    root: str,
+    version: int,
+    view: WardView,
+    *,
+    emit: Callable[[str], None] | None,
+    subscribed: asyncio.Event | None = None,
 ) -> None:
     host, port = url.removeprefix("mqtt://").rsplit(":", 1)
     proto = aiomqtt.ProtocolVersion.V5 if version == 5 else aiomqtt.ProtocolVersion.V311
     async with aiomqtt.Client(host, int(port), protocol=proto) as client:
         await client.subscribe(f"{root}/{DEMO_UNIT}/+/alarms/#", qos=1)
+        if subscribed is not None:
+            subscribed.set()
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray) or not payload:
@@ -396,9 +419,17 @@ async def run_demo(
                         name="dashboard",
                     )
                     await asyncio.wait_for(dash_ready.wait(), 30)
+                watching = asyncio.Event()
                 watch = tg.create_task(
-                    _watch(url, root, version, view, emit=None if live else emit), name="watch"
+                    _watch(
+                        url, root, version, view, emit=None if live else emit, subscribed=watching
+                    ),
+                    name="watch",
                 )
+                # the gateway connects once the watcher has subscribed: no alarm is missed,
+                # and amqtt 0.12 drops a client that connects while another one subscribes
+                # (it iterates its subscription table across awaits)
+                await asyncio.wait_for(watching.wait(), 30)
                 sim = tg.create_task(_simulate(url, version, speed, view, lines), name="simulator")
 
                 async def until(done: Callable[[], bool], step: Callable[[], None]) -> None:
