@@ -714,7 +714,15 @@ def fault_audit_runtime(
                 moved.rename(home)
             t_end = time.monotonic()
             res.recovery_s = wait_until(lambda: _audit_ok(r.service), 30, "audit recovered")
-            recovered = [ln for ln in r.service.log_lines() if ln.get("event") == "audit_recovered"]
+
+            def recovered_lines() -> list[dict[str, Any]]:
+                return [ln for ln in r.service.log_lines() if ln.get("event") == "audit_recovered"]
+
+            # the line is written before /healthz can say ok, but it reaches us through
+            # the service's stdout pipe and a reader thread, which may lag the HTTP answer
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: bool(recovered_lines()), 5, "audit_recovered line")
+            recovered = recovered_lines()
             if not recovered:
                 res.problems.append("no audit_recovered log line")
             else:
