@@ -63,6 +63,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.waveform import synthesize_abp
+from streamproc.mqtt_fast import remaining_length
 
 FS = 125.0
 CHUNK_N = 125  # samples per chunk: one second at 125 Hz
@@ -292,7 +293,7 @@ class RawPublisher:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ident = (client_id or f"bench-load-{os.getpid()}").encode()
         body = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big") + _str16(ident)
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        self.sock.sendall(b"\x10" + remaining_length(len(body)) + body)
         connack = self._read_exact(4)
         if connack[:2] != b"\x20\x02" or connack[3] != 0:
             raise ConnectionError(f"CONNACK refused: {connack!r}")
@@ -324,7 +325,7 @@ class RawPublisher:
         else:
             var = _str16(topic)
             first = b"\x30"
-        self._out.append(first + _varint(len(var) + len(payload)) + var + payload)
+        self._out.append(first + remaining_length(len(var) + len(payload)) + var + payload)
 
     def send(self) -> None:
         """Write everything queued, in order, as one write (blocking until it is out)."""
@@ -395,18 +396,6 @@ class RawPublisher:
 
 def _str16(data: bytes) -> bytes:
     return len(data).to_bytes(2, "big") + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def publish_fast(load: Load, pub: Publisher, n: int, qos: int) -> dict[str, Any]:

@@ -362,12 +362,7 @@ class Metrics:
 
     def alarms_open_from(self, engine: Engine) -> None:
         """Count the open alarms of every bed the core holds."""
-        counts: dict[Priority | str, int] = {}
-        for mon in engine.beds():
-            for alarm in mon.alarms.values():
-                if alarm.open:
-                    counts[alarm.priority] = counts.get(alarm.priority, 0) + 1
-        self.set_alarms_open(counts)
+        self.set_alarms_open(engine.count_open_alarms())
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         """A sample's current value (``name`` with or without the prefix), for tests and CLI."""

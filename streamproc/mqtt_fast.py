@@ -67,6 +67,7 @@ __all__ = [
     "Sent",
     "puback_packets",
     "publish_packet",
+    "remaining_length",
     "scan_publishes",
 ]
 
@@ -198,20 +199,23 @@ def publish_packet(topic: str, payload: bytes, *, retain: bool, v5: bool) -> byt
     length = 2 + len(name) + len(payload) + (1 if v5 else 0)
     if length > 268_435_455:
         raise ValueError(f"payload too large for MQTT: {len(payload)} bytes")
-    head = bytearray((0x31 if retain else 0x30,))
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            head.append(byte | 0x80)
-        else:
-            head.append(byte)
-            break
-    head += len(name).to_bytes(2, "big")
-    head += name
+    head = (b"\x31" if retain else b"\x30") + remaining_length(length)
+    head += len(name).to_bytes(2, "big") + name
     if v5:
-        head.append(0)  # no properties
-    return bytes(head) + payload
+        head += b"\x00"  # no properties
+    return head + payload
+
+
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length (7 bits a byte)."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if not n:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
 
 
 class Sent(NamedTuple):
@@ -422,12 +426,16 @@ class FastReader:
         self._buf, self._pos = buf, pos
 
     def _register_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
-        loop = self._client._loop
         if threading.get_ident() != self._loop_thread:
             # paho connects from aiomqtt's executor thread: hand over to the loop
-            loop.call_soon_threadsafe(self._flush)
-        elif self._flush_handle is None:
-            self._flush_handle = loop.call_soon(self._flush)
+            self._client._loop.call_soon_threadsafe(self._flush)
+        else:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Flush at the end of this loop turn (once, however much is queued meanwhile)."""
+        if self._flush_handle is None:
+            self._flush_handle = self._client._loop.call_soon(self._flush)
 
     def _unregister_write(self, _pclient: mqtt.Client, _userdata: Any, _sock: Any) -> None:
         if self._writer_fd is not None:
@@ -468,8 +476,7 @@ class FastReader:
         self._out.append(
             publish_packet(topic, payload, retain=retain, v5=paho._protocol == mqtt.MQTTv5)
         )
-        if self._flush_handle is None:
-            self._flush_handle = self._client._loop.call_soon(self._flush)
+        self._schedule_flush()
 
     def publish_qos1(self, topic: str, payload: bytes, *, retain: bool) -> Sent:
         """Queue a QoS 1 message for this turn's flush; :meth:`confirmed` awaits its PUBACK.
@@ -487,8 +494,7 @@ class FastReader:
         # aiomqtt's on_publish sets the event registered under the message id; a
         # PUBACK is read in a later loop turn, never before this registration
         self._client._pending_publishes[info.mid] = event
-        if self._flush_handle is None:
-            self._flush_handle = self._client._loop.call_soon(self._flush)
+        self._schedule_flush()
         return Sent(info.mid, event)
 
     async def confirmed(self, sent: Sent, *, timeout: float) -> None:

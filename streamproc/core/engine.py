@@ -204,6 +204,15 @@ class Engine:
             yield self._take_evicted(out)
         self.open_alarms = counts
 
+    def count_open_alarms(self) -> dict[Priority, int]:
+        """Open alarms per priority now, counted bed by bed (``open_alarms`` is the
+        count the last tick made on its way)."""
+        counts: dict[Priority, int] = {}
+        for mon in self._beds.values():
+            if mon.alarms:
+                _count_open(mon, counts)
+        return counts
+
     def _advance(self, now: float) -> None:
         if self.now is None or now > self.now:
             self.now = now
