@@ -49,6 +49,7 @@ from streamproc import _numparse
 from streamproc.core.messages import (
     MAX_SAMPLES_PER_CHUNK,
     PRESSURE_LIMITS,
+    TS_LIMITS,
     AbpChunk,
     Ack,
     Drug,
@@ -75,6 +76,7 @@ __all__ = [
     "decode",
     "decode_abp_record",
     "kinds",
+    "read_abp_line",
     "warm_up",
 ]
 
@@ -511,6 +513,55 @@ def decode_abp_record(line: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AbpRec
     wire = rec.payload
     samples = _samples_array(wire.samples)
     return AbpRecord(rec.topic, AbpPayload(wire.t0, wire.fs, samples, wire.seq))
+
+
+class AbpLine(msgspec.Struct, gc=False):
+    """What :func:`read_abp_line` read of a line: its topic and chunk, the samples aside."""
+
+    topic: str
+    t0: float
+    fs: float
+    n: int
+
+
+_T0_LO, _T0_HI = TS_LIMITS
+
+
+def read_abp_line(
+    line: bytes,
+    out: npt.NDArray[np.float64],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> AbpLine | None:
+    """A recording line that is certainly a valid ``abp`` chunk, its samples written to ``out``.
+
+    The fast path of a batch (``Engine.receive_chunks``): when this returns a
+    record, :func:`decode_abp_record` then :func:`build_abp` give an
+    :class:`AbpChunk` of this ``t0`` and ``fs`` whose samples are
+    ``out[:n]``, without error (``out`` must have room for them: a longer
+    chunk returns ``None``). ``None`` for any other line, and whenever in doubt:
+    the caller takes the line the ordinary way, which classifies it.
+    """
+    if len(line) > max_bytes or type(line) is not bytes or not line.isascii():
+        return None
+    try:
+        raw = _ABP_RECORD_RAW.decode(line)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    w = raw.payload
+    seq, t0, fs = w.seq, w.t0, w.fs
+    if (
+        (seq is not None and not 0 <= seq <= _SEQ_MAX)
+        or not _T0_LO <= t0 <= _T0_HI
+        or not 1.0 <= fs <= 2000.0
+    ):
+        return None
+    n = _numparse.parse_samples(
+        line, out, _PRESSURE_LO, _PRESSURE_HI, min(max_samples, MAX_SAMPLES_PER_CHUNK)
+    )
+    if not 0 < n <= out.size:
+        return None
+    return AbpLine(raw.topic, t0, fs, n)
 
 
 def build_abp(payload: AbpPayload, max_samples: int = DEFAULT_MAX_SAMPLES) -> AbpChunk:

@@ -3,7 +3,9 @@
 ``decode_abp_record`` + ``build_abp`` (a recording line read in one pass) must give
 the same chunk or the same ``CodecError`` (code, field, reason) as ``decode("abp", ...)``
 of the line's payload, or hand the line over (``None``) when it cannot be sure;
-the packed sample array must be what ``np.asarray`` gave.
+the packed sample array must be what ``np.asarray`` gave. ``read_abp_line`` (a
+replay's batches) must answer only for a line ``decode`` takes as a valid chunk,
+with its numbers and samples.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamproc import codec
-from streamproc.codec import AbpRecord, CodecError, build_abp, decode, decode_abp_record
+from streamproc.codec import (
+    AbpRecord,
+    CodecError,
+    build_abp,
+    decode,
+    decode_abp_record,
+    read_abp_line,
+)
 from streamproc.core.messages import AbpChunk
 from tests.test_codec import BAD, FUZZ, TS, VALID, field_dicts, plausible
 
@@ -50,7 +59,26 @@ def check_agrees(payload: bytes, **limits: int) -> AbpRecord | None:
         assert rec.topic == TOPIC
         fast = outcome(build_abp, rec.payload, limits.get("max_samples", codec.DEFAULT_MAX_SAMPLES))
         assert fast == outcome(decode, "abp", payload, **limits)
+    check_batch_read(line, payload, **limits)
     return rec
+
+
+def check_batch_read(line: bytes, payload: bytes, **limits: int) -> bool:
+    """``read_abp_line`` answers only for a valid chunk, with ``decode``'s numbers."""
+    out = np.full(70_000, np.nan)
+    got = read_abp_line(
+        line,
+        out,
+        limits.get("max_bytes", codec.DEFAULT_MAX_BYTES),
+        limits.get("max_samples", codec.DEFAULT_MAX_SAMPLES),
+    )
+    if got is None:
+        return False
+    ref = outcome(decode, "abp", payload, **limits)
+    assert ref[0] == "chunk", ref
+    assert (got.topic, got.t0, got.fs, (got.n,)) == (TOPIC, ref[1], ref[2], ref[5])
+    assert out[: got.n].tobytes() == ref[6]
+    return True
 
 
 class TestSamplesArray:
@@ -129,6 +157,45 @@ class TestDecodeAbpRecord:
         assert outcome(build_abp, rec.payload) == outcome(
             decode, "abp", json.dumps(envelope["payload"]).encode()
         )
+
+
+class TestReadAbpLine:
+    """The batch read: a valid chunk's numbers and samples, ``None`` when in any doubt."""
+
+    def test_valid_line(self) -> None:
+        """A valid chunk is read, its samples written to the array."""
+        payload = json.dumps(VALID["abp"]).encode()
+        assert check_batch_read(line_of(payload), payload)
+
+    def test_no_room_hands_over(self) -> None:
+        """An array too short for the samples: ``None`` (the caller empties its batch)."""
+        n = len(VALID["abp"]["samples"])
+        line = line_of(json.dumps(VALID["abp"]).encode())
+        assert read_abp_line(line, np.empty(n - 1)) is None
+        rec = read_abp_line(line, np.empty(n))
+        assert rec is not None
+        assert rec.n == n
+
+    @pytest.mark.parametrize(
+        "changes",
+        [{"seq": 2**63}, {"seq": -1}, {"fs": 0}, {"fs": 2000.5}, {"t0": 0}, {"samples": []}],
+    )
+    def test_invalid_chunks_hand_over(self, changes: dict[str, Any]) -> None:
+        """Whatever ``decode`` refuses, the batch read leaves to it (no error raised here)."""
+        payload = json.dumps({**VALID["abp"], **changes}).encode()
+        assert outcome(decode, "abp", payload)[0] == "error"
+        assert read_abp_line(line_of(payload), np.empty(1000)) is None
+
+    def test_other_lines_hand_over(self) -> None:
+        """Not ASCII, an escape, not bytes, over the size limit, not a chunk: ``None``."""
+        line = line_of(json.dumps(VALID["abp"]).encode())
+        out = np.empty(1000)
+        assert read_abp_line(line, out) is not None
+        assert read_abp_line(line.replace(b"}", rb', "n":"\u00e9"}', 1), out) is None
+        assert read_abp_line(line.replace(b"}", ', "n":"é"}'.encode(), 1), out) is None
+        assert read_abp_line(bytearray(line), out) is None  # type: ignore[arg-type]
+        assert read_abp_line(line, out, max_bytes=len(line) - 1) is None
+        assert read_abp_line(line_of(json.dumps(VALID["vitals"]).encode()), out) is None
 
 
 class TestBuildAbpAgreesWithDecode:

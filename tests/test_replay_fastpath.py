@@ -1,11 +1,15 @@
-"""The replay's one-pass ``abp`` path gives what the general path gives, line for line.
+"""The replay's fast paths give what the general path gives, line for line.
 
 ``Replayer.feed_line`` reads an ``abp`` line in one pass
 (``codec.decode_abp_record`` + ``codec.build_abp``) and leaves every other line,
 and every line that pass is unsure of, to the general path (the envelope, then
-``codec.decode``). Here the same lines go through a replayer whose fast path is
-switched off: the output lines and the summary must be the same, byte for byte
-and count for count, valid or hostile.
+``codec.decode``). ``Replayer.feed_lines`` (what ``replay_lines`` runs) goes
+further: the chunk lines between two ticks are read into one array
+(``codec.read_abp_line``) and taken by the engine in one call
+(``Engine.receive_chunks``). Here the same lines go through all three ways
+(batches; one line at a time; one line at a time with every fast path switched
+off): the output lines and the summary must be the same, byte for byte and
+count for count, valid or hostile.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hypothesis import strategies as st
 from simulators.scenario import load_scenario, merge, scenario_dir, to_jsonl
 from streamproc import replay
 from streamproc.config import load_config
+from streamproc.core.engine import Engine
 from streamproc.replay import Replayer, ReplaySummary, replay_lines
 from tests.fuzz import fuzz_settings
 from tests.fuzz.test_replay_fuzz import arbitrary_line, valid_lines
@@ -37,22 +42,28 @@ def _summary(s: ReplaySummary) -> dict[str, Any]:
     return d
 
 
-def _replay(lines: list[bytes], *, fast: bool, **overrides: Any) -> Result:
+def _replay(lines: list[bytes], *, way: str = "batch", **overrides: Any) -> Result:
+    """``lines`` replayed one ``way``: ``batch`` (``replay_lines``), ``line`` (``feed_line``
+    on each) or ``general`` (``feed_line`` with the one-pass read switched off)."""
     out: list[bytes] = []
     config = load_config(environ={}, overrides=overrides)
-    if fast:
-        summary = replay_lines(lines, config, out.append)
-    else:
-        with pytest.MonkeyPatch.context() as mp:
+    if way == "batch":
+        return out, _summary(replay_lines(lines, config, out.append))
+    with pytest.MonkeyPatch.context() as mp:
+        if way == "general":
             mp.setattr(replay, "decode_abp_record", lambda line, max_bytes: None)
-            summary = replay_lines(lines, config, out.append)
-    return out, _summary(summary)
+        rp = Replayer(config, out.append)
+        for line in lines:
+            rp.feed_line(line)
+        return out, _summary(rp.finish())
 
 
 def assert_same(lines: list[bytes], **overrides: Any) -> Result:
-    fast = _replay(lines, fast=True, **overrides)
-    assert fast == _replay(lines, fast=False, **overrides)
-    return fast
+    batch = _replay(lines, way="batch", **overrides)
+    general = _replay(lines, way="general", **overrides)
+    assert batch == general
+    assert _replay(lines, way="line", **overrides) == general
+    return batch
 
 
 @cache
@@ -131,23 +142,35 @@ def _mixed(seed: int) -> list[bytes]:
 
 
 def test_ward_is_the_same_and_takes_the_fast_path() -> None:
+    """Every ``abp`` line is read in one pass; all but a bed's first go in batches."""
     lines = list(ward())
     out, summary = assert_same(lines)
     assert out
     assert summary["rejected"] == []
-    calls = []
+    one_pass: list[bool] = []
+    batched: list[int] = []
     real = replay.decode_abp_record
+    real_batch = Engine.receive_chunks
 
     def spy(line: bytes, max_bytes: int) -> Any:
         rec = real(line, max_bytes)
-        calls.append(rec is not None)
+        one_pass.append(rec is not None)
         return rec
+
+    def spy_batch(engine: Engine, beds: list[Any], **arrays: Any) -> Any:
+        batched.append(len(beds))
+        return real_batch(engine, beds, **arrays)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(replay, "decode_abp_record", spy)
+        mp.setattr(Engine, "receive_chunks", spy_batch)
         replay_lines(lines, load_config(environ={}), [].append)
+    abp_topics = {json.loads(x)["topic"] for x in lines if b'/abp"' in x}
     n_abp = sum(1 for x in lines if b'/abp"' in x)
-    assert sum(calls) == n_abp  # every abp line was read in one pass
+    # a topic's first line is read line by line (then its topic is known), the rest in batches
+    assert sum(batched) == n_abp - len(abp_topics)
+    assert sum(one_pass) == len(abp_topics)
+    assert len(batched) < sum(batched) / 3  # batches, not lines one by one
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -202,7 +225,7 @@ def test_too_deep_line_is_counted_not_raised() -> None:
 
 def test_topic_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = list(ward())
-    ref = _replay(lines, fast=True)
+    ref = _replay(lines)
     monkeypatch.setattr(replay, "TOPIC_CACHE_MAX", 3)
     out: list[bytes] = []
     rp = Replayer(load_config(environ={}), out.append)

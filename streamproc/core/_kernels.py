@@ -14,6 +14,8 @@ interpreter; the tests check the compiled and interpreted versions agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from streamproc.core._compile import jit
@@ -28,6 +30,7 @@ __all__ = [
     "judge_level",
     "measure_beat",
     "step_chunk",
+    "step_chunks",
 ]
 
 
@@ -1076,3 +1079,117 @@ def all_within(x: np.ndarray, lo: float, hi: float) -> bool:
         if not (v >= lo and v <= hi):
             return False
     return True
+
+
+# ``step_chunks``' limits (``lim``): what a chunk must satisfy to be taken there.
+LIM_T0_LO = 0
+LIM_T0_HI = 1
+LIM_FS_LO = 2
+LIM_FS_HI = 3
+LIM_X_LO = 4
+LIM_X_HI = 5
+LIM_MAX_N = 6
+LIM_STALE_S = 7
+LIM_SIZE = 8
+
+# What ``step_chunks`` leaves in ``stop[STOP_CODE]`` for the chunk at the index it
+# returns (when that is not the end): ``CHUNK_REFUSED``, or the ``STEP_*`` code.
+CHUNK_REFUSED = -2  # nothing done: the caller takes the chunk the ordinary way
+STOP_CODE = 0
+STOP_TOUCHED = 1  # how many slots ``touched`` lists
+STOP_SIZE = 2
+
+
+@jit
+def step_chunks(  # noqa: PLR0917 - many beds' state, packed for the compiler
+    x: np.ndarray,
+    ends: np.ndarray,
+    t0s: np.ndarray,
+    fss: np.ndarray,
+    slots: np.ndarray,
+    start: int,
+    table: Any,
+    armed: np.ndarray,
+    last_ts: np.ndarray,
+    last_i: np.ndarray,
+    mark: np.ndarray,
+    touched: np.ndarray,
+    epoch: int,
+    counts: np.ndarray,
+    lim: np.ndarray,
+    stop: np.ndarray,
+) -> int:
+    """``step_chunk`` over many beds' chunks, in order, until one needs the caller.
+
+    Chunk ``i`` is ``x[ends[i - 1]:ends[i]]`` (from 0 for the first), taken at
+    ``t0s[i]``, ``fss[i]`` by the monitor in slot ``slots[i]`` (-1: none), whose
+    segment's and monitor's arrays are ``table[slot]``: ``(sp, si, sf, ssf, dq,
+    ybuf, rows, win, mf)``. A slot with ``armed[slot] == 0`` is one whose next
+    chunk needs Python first; ``last_ts[slot]`` is its monitor's last waveform
+    time. ``lim`` holds what a chunk must satisfy (``LIM_*``: the bounds of
+    ``t0`` and of the samples, the most samples, the staleness limit).
+
+    Chunks from ``start`` on are taken while each is one the monitor would
+    take with nothing to do in Python: a valid chunk that continues its
+    segment (within half a sample, same ``fs``; not after a staleness gap),
+    fits the buffers and leaves ``step_chunk`` with ``STEP_DONE``. Returns the
+    index ``k`` of the first chunk that is not (``ends.size`` when all are);
+    ``stop[STOP_CODE]`` says why: ``CHUNK_REFUSED`` (nothing was done with it)
+    or the ``STEP_*`` code of a chunk taken whose remainder is the caller's.
+
+    Every slot given a chunk by this call is listed once in
+    ``touched[:stop[STOP_TOUCHED]]`` (``mark[slot] = epoch`` records it; the caller
+    passes a new ``epoch`` per call), its last chunk's time in ``last_ts[slot]`` and
+    index in ``last_i[slot]``.
+    """
+    n = ends.size
+    nt = 0
+    lo = lim[LIM_X_LO]
+    hi = lim[LIM_X_HI]
+    for i in range(start, n):
+        a = ends[i - 1] if i > 0 else 0
+        b = ends[i]
+        m = b - a
+        s = slots[i]
+        t0 = t0s[i]
+        fs = fss[i]
+        # (written so that NaN fails every check, as in ``AbpChunk``)
+        if (
+            s < 0
+            or armed[s] == 0
+            or not (t0 >= lim[LIM_T0_LO] and t0 <= lim[LIM_T0_HI])
+            or not (fs >= lim[LIM_FS_LO] and fs <= lim[LIM_FS_HI])
+            or m < 1
+            or m > lim[LIM_MAX_N]
+            or not all_within(x[a:b], lo, hi)
+        ):
+            return _stopped(stop, CHUNK_REFUSED, nt, i)
+        sp, si, sf, ssf, dq, ybuf, rows, win, mf = table[s]
+        seg_fs = sp[SP_FPAR + FP_FS]
+        expected = sp[SP_FPAR + FP_T0] + si[N_END] / seg_fs
+        if fs != seg_fs or abs(t0 - expected) > 0.5 / seg_fs:
+            return _stopped(stop, CHUNK_REFUSED, nt, i)  # a new segment: the caller's
+        if t0 - last_ts[s] > lim[LIM_STALE_S]:
+            return _stopped(stop, CHUNK_REFUSED, nt, i)  # a restart after a gap
+        ts = t0 + (m - 1) / fs
+        code = step_chunk(x[a:b], sp, si, sf, ssf, dq, ybuf, rows, win, mf, counts, ts)
+        if code == STEP_ROOM:
+            return _stopped(stop, CHUNK_REFUSED, nt, i)  # the caller grows a buffer
+        last_ts[s] = ts
+        last_i[s] = i
+        if mark[s] != epoch:
+            mark[s] = epoch
+            touched[nt] = s
+            nt += 1
+        if code != STEP_DONE:
+            return _stopped(stop, code, nt, i)
+    stop[STOP_TOUCHED] = nt
+    return n
+
+
+@jit
+def _stopped(stop: np.ndarray, code: int, nt: int, i: int) -> int:
+    """``step_chunks``' return at chunk ``i``, for ``code``, with ``nt`` slots touched."""
+    stop[STOP_CODE] = code
+    stop[STOP_TOUCHED] = nt
+    return i

@@ -368,6 +368,18 @@ class BeatDetector:
             self._segment = seg
         return seg
 
+    def current(self) -> _Segment | None:
+        """The segment the next chunk continues, if any."""
+        return self._segment
+
+    def synced(self) -> None:
+        """After ``_kernels.step_chunks`` took chunks of the current segment: where the
+        next one must start (what :meth:`step` records of each chunk it takes)."""
+        seg = self._segment
+        if seg is not None:
+            seg.n_end = n_end = int(seg.istate[_kernels.N_END])
+            seg.expected_t0 = seg.t0 + n_end / seg.fs
+
     def stepped_rows(self) -> tuple[FloatArray, int]:
         """After :meth:`step`: the chunk's beats (``classify`` rows) and how many were taken."""
         seg = self._segment

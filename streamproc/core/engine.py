@@ -9,13 +9,24 @@ socket or a file, so the live service and a replay run exactly the same code.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from streamproc.core import _kernels
 from streamproc.core.alarms import Alarm, AlarmEvent, Priority, Trigger
-from streamproc.core.messages import Ack, BedId, Message
+from streamproc.core.lanes import Lanes
+from streamproc.core.messages import (
+    MAX_SAMPLES_PER_CHUNK,
+    PRESSURE_LIMITS,
+    TS_LIMITS,
+    AbpChunk,
+    Ack,
+    BedId,
+    Message,
+)
 from streamproc.core.monitor import BedMonitor, BedStatus, alarm_id_number, warm_up
 from streamproc.core.settings import Settings
 
@@ -67,6 +78,15 @@ class Engine:
         #: Open alarms per priority after the last complete tick (counted by the tick
         #: as it visits every bed: a separate count of 5,000 beds held a loop 4 ms).
         self.open_alarms: dict[Priority, int] = {}
+        #: The beds' slots for ``receive_chunks`` (``_kernels.step_chunks``).
+        self._lanes = Lanes()
+        lim = np.empty(_kernels.LIM_SIZE, np.float64)
+        lim[_kernels.LIM_T0_LO], lim[_kernels.LIM_T0_HI] = TS_LIMITS
+        lim[_kernels.LIM_FS_LO], lim[_kernels.LIM_FS_HI] = 1.0, 2000.0  # as ``AbpChunk``
+        lim[_kernels.LIM_X_LO], lim[_kernels.LIM_X_HI] = PRESSURE_LIMITS
+        lim[_kernels.LIM_MAX_N] = MAX_SAMPLES_PER_CHUNK
+        lim[_kernels.LIM_STALE_S] = self.settings.monitor.stale_s
+        self._lim = lim
 
     @property
     def stats(self) -> EngineStats:
@@ -109,6 +129,7 @@ class Engine:
 
         victim, mon = min(self._beds.items(), key=idle)
         del self._beds[victim]
+        self._lanes.release(victim)
         self._stats.beds_evicted += 1
         self._retire_ids(victim, mon.id_numbers())
         if mon.alarms:
@@ -160,6 +181,101 @@ class Engine:
             mon = self._beds.get(bed) or self.monitor(bed)
         out = mon.receive(msg, now)
         return self._take_evicted(out) if self._evicted else out
+
+    def receive_chunks(
+        self,
+        beds: Sequence[BedId],
+        *,
+        t0: npt.NDArray[np.float64],
+        fs: npt.NDArray[np.float64],
+        ends: npt.NDArray[np.int64],
+        samples: npt.NDArray[np.float64],
+        nows: npt.NDArray[np.float64],
+    ) -> list[AlarmEvent]:
+        """Many beds' ``abp`` chunks at once, e.g. a replay's lines between two ticks.
+
+        The same as, for each ``i`` in order, ``receive(beds[i], AbpChunk(t0[i],
+        fs[i], samples[ends[i - 1]:ends[i]]), nows[i])`` (from 0 for the first):
+        the same transitions in the same order, the same state after (``samples``
+        is read, never kept: the caller may reuse it). The chunks
+        a bed's monitor takes with nothing to decide (nearly all) are taken by one
+        compiled call (``_kernels.step_chunks``); it stops at any other, which
+        takes the ordinary way, and goes on after it.
+
+        Raises:
+            InvalidMessageError: for the first chunk ``AbpChunk`` refuses (the
+                chunks before it are taken).
+        """
+        n = len(beds)
+        if not (t0.size == fs.size == ends.size == nows.size == n):
+            raise ValueError(
+                f"beds, t0, fs, ends and nows must have one entry per chunk: {n}, "
+                f"{t0.size}, {fs.size}, {ends.size}, {nows.size}"
+            )
+        lanes = self._lanes
+        slot_of, monitors, versions = lanes.slot_of, lanes.monitors, lanes.versions
+        slots = np.empty(n, np.int64)
+        for i, bed in enumerate(beds):
+            s = slot_of.get(bed)
+            if s is None:
+                mon = self._beds.get(bed)
+                if mon is None:
+                    slots[i] = -1  # a new bed: ``receive`` makes its monitor
+                    continue
+                s = lanes.slot(bed, mon)
+            if monitors[s].version != versions[s]:  # type: ignore[union-attr]
+                lanes.arm(s)  # (a slot in ``slot_of`` has its monitor)
+            slots[i] = s
+        out: list[AlarmEvent] = []
+        stop = lanes.stop
+        i = 0
+        while i < n:
+            lanes.epoch += 1
+            k = _kernels.step_chunks(
+                samples,
+                ends,
+                t0,
+                fs,
+                slots,
+                i,
+                lanes.table,
+                lanes.armed,
+                lanes.last_ts,
+                lanes.last_i,
+                lanes.mark,
+                lanes.touched,
+                lanes.epoch,
+                self._counts,
+                self._lim,
+                stop,
+            )
+            code = int(stop[_kernels.STOP_CODE]) if k < n else _kernels.STEP_DONE
+            end = k if code == _kernels.CHUNK_REFUSED else min(k + 1, n)  # taken: [i, end)
+            if end > i:
+                self._stats.messages += end - i
+                self._advance(float(nows[i:end].max()))
+                touched = lanes.touched[: stop[_kernels.STOP_TOUCHED]]
+                for s, now, ts in zip(
+                    touched.tolist(),
+                    nows[lanes.last_i[touched]].tolist(),
+                    lanes.last_ts[touched].tolist(),
+                    strict=True,
+                ):
+                    monitors[s].chunks_taken(now, ts)
+            if k == n:
+                break
+            s = int(slots[k])
+            if code == _kernels.CHUNK_REFUSED:
+                a = int(ends[k - 1]) if k else 0
+                chunk = AbpChunk(float(t0[k]), float(fs[k]), samples[a : ends[k]].copy())
+                out.extend(self.receive(beds[k], chunk, float(nows[k])))
+            else:
+                mon = lanes.monitor(s)
+                out.extend(mon.finish_chunk(float(t0[k]), float(lanes.last_ts[s]), code))
+            if s >= 0:
+                lanes.arm(s)
+            i = k + 1
+        return out
 
     def receive_many(self, items: Iterable[tuple[BedId, Message, float]]) -> list[AlarmEvent]:
         """A batch, e.g. what arrived within one tick; same result as one at a time."""

@@ -54,6 +54,8 @@ __all__ = [
     "STALE",
     "BedMonitor",
     "BedStatus",
+    "ChunkArrays",
+    "SegmentArrays",
     "Sustained",
     "alarm_id_number",
     "warm_up",
@@ -64,6 +66,23 @@ SIGNAL_INVALID: Final = "abp_signal_invalid"
 STALE: Final = "data_stale"
 
 FloatArray = npt.NDArray[np.float64]
+#: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
+SegmentArrays = tuple[
+    FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray, FloatArray
+]
+#: ``_kernels.step_chunks``' view of a bed: its segment's arrays, then its rolling
+#: window and packed state (``win, mf``).
+ChunkArrays = tuple[
+    FloatArray,
+    npt.NDArray[np.int64],
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
 
@@ -279,6 +298,10 @@ class BedMonitor:
         self._ctx = self._mf[_kernels.MF_CTX :]
         #: Whether ``_ctx`` holds ``_context()``: False once something it reads has changed.
         self._ctx_ok = False
+        #: Bumped by every call that may change what :meth:`chunk_state` gives
+        #: (``receive``, a ``tick`` with something to do, ``restore``; the engine
+        #: looks again itself after ``finish_chunk``).
+        self.version = 0
         #: Beats and valid beats counted (the engine's totals when it passes its own).
         self.counts: FloatArray = np.zeros(2, np.float64) if counts is None else counts
         self.infusions: dict[Drug, Infusion] = {}
@@ -344,6 +367,7 @@ class BedMonitor:
     def receive(self, msg: Message, now: float) -> list[AlarmEvent]:
         """Take one message that arrived at ``now`` (data time in replay)."""
         self.now = now
+        self.version += 1
         out: list[AlarmEvent] = []
         if isinstance(msg, AbpChunk):
             # the usual message: one Python call here, then the compiled path
@@ -361,7 +385,7 @@ class BedMonitor:
                 self._refresh_context()
             code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
             if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
-                self._after_chunk(msg, ts, code, out)
+                self._after_chunk(t0, ts, code, out)
             return out
         self._ctx_ok = False  # any other message may change what the decisions depend on
         if isinstance(msg, Vitals):
@@ -388,6 +412,7 @@ class BedMonitor:
             limit = self._nibp_stands_s if self.nibp_only else self._stale_s
             if last is None or now - last < limit:
                 return []
+        self.version += 1
         out: list[AlarmEvent] = []
         self._advance_standing(now, out, tick=True)
         self._check_stale(now, out)
@@ -395,13 +420,56 @@ class BedMonitor:
         return out
 
     # ------------------------------------------------------------------ waveform
-    def _after_chunk(self, chunk: AbpChunk, ts: float, code: int, out: list[AlarmEvent]) -> None:
-        """What is left of a chunk (dated ``ts``) after the compiled path's ``code``."""
+    # ------------------------------------------------------------------ many beds at once
+    def chunk_state(self) -> tuple[SegmentArrays, FloatArray, FloatArray, float] | None:
+        """What ``_kernels.step_chunks`` takes a chunk of this bed with, or ``None``.
+
+        ``None`` when the next chunk needs Python before its compiled step (no
+        waveform yet, a segment still learning, a stale-data alarm to clear):
+        :meth:`receive` takes it. The decisions' context is refreshed here when
+        it must be (as :meth:`receive` does before a chunk's step).
+        Otherwise the segment's arrays, the rolling window, the packed state
+        (``ChunkArrays`` is the three together) and the last waveform time: a
+        chunk that continues the segment (``step_chunks`` checks) is then taken
+        as :meth:`receive` takes it, the compiled part by the kernel and the
+        rest by :meth:`chunks_taken` (and :meth:`finish_chunk` when the kernel
+        stops there). The segment's arrays and the window are replaced (never
+        changed in place) when they grow.
+        """
+        last = self.last_wave_ts
+        if last is None or (self.alarms and STALE in self.alarms):
+            return None
+        seg = self.detector.current()
+        if seg is None or seg.learning:
+            return None
+        if not self._ctx_ok:
+            self._refresh_context()  # (what ``receive`` does first; nothing it reads changes
+            # before the next chunk without a call that bumps ``version``)
+        return seg.arrays, self._win, self._mf, last
+
+    def chunks_taken(self, now: float, ts: float) -> None:
+        """What :meth:`receive` records of the chunks ``step_chunks`` took, the last at ``now``
+        dated ``ts`` (the segment's arrays hold the rest)."""
+        self.now = now
+        self.last_data_now = now
+        self.nibp_only = False
+        self.last_wave_ts = ts
+        self.detector.synced()
+
+    def finish_chunk(self, t0: float, ts: float, code: int) -> list[AlarmEvent]:
+        """The rest of a chunk (starting at ``t0``, dated ``ts``) that ``step_chunks`` took
+        and stopped at with ``code`` (after :meth:`chunks_taken`)."""
+        out: list[AlarmEvent] = []
+        self._after_chunk(t0, ts, code, out)
+        return out
+
+    def _after_chunk(self, t0: float, ts: float, code: int, out: list[AlarmEvent]) -> None:
+        """What is left of a chunk (from ``t0``, dated ``ts``) after the compiled code ``code``."""
         if code == _kernels.STEP_BEATS:
             self._on_beats(*self.detector.stepped_rows(), out)
         ref = self.valid_ref
         if ref is None:
-            ref = chunk.t0
+            ref = t0
         if ts - ref >= self.settings.monitor.signal_invalid_s:
             self._raise_simple(
                 SIGNAL_INVALID,
@@ -892,6 +960,7 @@ class BedMonitor:
     # ------------------------------------------------------------------ views
     def restore(self, alarm: Alarm) -> None:
         """Adopt an open alarm published before a restart (same id, same state)."""
+        self.version += 1
         self._ctx_ok = False
         self.alarms[alarm.kind] = alarm
         number = alarm_id_number(alarm.alarm_id)

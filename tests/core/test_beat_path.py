@@ -36,6 +36,8 @@ MONITOR_KERNELS = (
     "_sorted_median",
     "_window_push",
     "_window_drop",
+    "step_chunks",
+    "_stopped",
 )
 SCENARIOS = sorted(scenario_dir().glob("*.toml"))
 

@@ -1,0 +1,308 @@
+"""``Engine.receive_chunks``: many beds' chunks in one call, the same as one at a time.
+
+A ward of bundled scenarios (hypotension on NE, recovery, artefacts, a dip, a
+bed with vasopressin, NIBP only, a silent bed) is played through two engines:
+one takes every message with ``receive``, the other hands each run of
+waveform chunks to ``receive_chunks``, cut into batches wherever Hypothesis
+likes, with chunks dropped (gaps, new segments), beds evicted (a small
+``max_beds``), on data time and on the processor's clock. The transitions, the
+counters and every bed's status must be the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulators.scenario import load_scenario, merge, scenario_dir
+from streamproc.codec import decode
+from streamproc.core.alarms import AlarmEvent
+from streamproc.core.engine import Engine
+from streamproc.core.messages import AbpChunk, BedId, InvalidMessageError, Message
+from streamproc.core.monitor import BedMonitor
+from streamproc.core.settings import BeatSettings, MonitorSettings, Settings
+from streamproc.topics import parse_inbound
+
+SCENARIOS = (
+    "ne_60_40",
+    "recovery",
+    "artifacts",
+    "transient_dip",
+    "ne_vasopressin_60_40",
+    "nibp_only",
+    "silent_bed",
+    "stable",
+)
+
+#: ("msg", bed, message, now) or ("tick", None, None, now), in arrival order.
+Op = tuple[str, BedId | None, Message | None, float]
+
+
+@cache
+def ward() -> tuple[tuple[BedId, Message], ...]:
+    """The scenarios' messages, one bed each, in the order a gateway sends them."""
+    beds = [
+        load_scenario(scenario_dir() / f"{name}.toml", bed=f"bed{i:02d}")
+        for i, name in enumerate(SCENARIOS)
+    ]
+    out = []
+    for rec in merge(*beds):
+        topic = parse_inbound(rec["topic"], "icu")
+        out.append((topic.bed, decode(topic.kind, json.dumps(rec["payload"]).encode())))
+    return tuple(out)
+
+
+def schedule(
+    drop: frozenset[int] = frozenset(),
+    *,
+    live: bool = False,
+    ticks: bool = True,
+    refs: frozenset[int] = frozenset(),
+) -> list[Op]:
+    """The ward's messages (those at ``drop`` left out) with a tick at each whole second.
+
+    ``live``: each message arrives 50 ms after its data time, ticks on that clock.
+    ``refs``: the chunks there claim another sampling rate (a new segment each).
+    """
+    ops: list[Op] = []
+    next_tick: float | None = None
+    for i, (bed, msg) in enumerate(ward()):
+        if i in drop:
+            continue
+        if i in refs and isinstance(msg, AbpChunk):
+            msg = AbpChunk(msg.t0, msg.fs * 2.0, msg.samples)  # noqa: PLW2901
+        ts = msg.ts
+        now = ts + 0.05 if live else ts
+        if next_tick is None:
+            next_tick = math.floor(now) + 1.0
+        while now >= next_tick:
+            if ticks:
+                ops.append(("tick", None, None, next_tick))
+            next_tick += 1.0
+        ops.append(("msg", bed, msg, now))
+    return ops
+
+
+def one_at_a_time(eng: Engine, ops: list[Op]) -> list[AlarmEvent]:
+    out: list[AlarmEvent] = []
+    for kind, bed, msg, now in ops:
+        if kind == "tick":
+            out.extend(eng.tick(now))
+        else:
+            assert bed is not None
+            assert msg is not None
+            out.extend(eng.receive(bed, msg, now))
+    return out
+
+
+def batches(ops: list[Op], cuts: frozenset[int]) -> Iterator[list[Op] | Op]:
+    """Runs of chunk messages (split after each index in ``cuts``), and the other ops."""
+    run: list[Op] = []
+    for i, op in enumerate(ops):
+        if op[0] == "msg" and isinstance(op[2], AbpChunk):
+            run.append(op)
+            if i in cuts:
+                yield run
+                run = []
+            continue
+        if run:
+            yield run
+            run = []
+        yield op
+    if run:
+        yield run
+
+
+def take_batch(eng: Engine, run: list[Op]) -> list[AlarmEvent]:
+    chunks = [op[2] for op in run]
+    assert all(isinstance(c, AbpChunk) for c in chunks)
+    return eng.receive_chunks(
+        [op[1] for op in run],  # type: ignore[misc]
+        t0=np.array([c.t0 for c in chunks]),  # type: ignore[union-attr]
+        fs=np.array([c.fs for c in chunks]),  # type: ignore[union-attr]
+        ends=np.cumsum([c.samples.size for c in chunks]).astype(np.int64),  # type: ignore[union-attr]
+        samples=np.concatenate([c.samples for c in chunks]),  # type: ignore[union-attr]
+        nows=np.array([op[3] for op in run]),
+    )
+
+
+def in_batches(eng: Engine, ops: list[Op], cuts: frozenset[int]) -> list[AlarmEvent]:
+    out: list[AlarmEvent] = []
+    for item in batches(ops, cuts):
+        if isinstance(item, list):
+            out.extend(take_batch(eng, item))
+        else:
+            out.extend(one_at_a_time(eng, [item]))
+    return out
+
+
+def _inner(mon: BedMonitor) -> tuple[object, ...]:
+    """What a monitor keeps between chunks besides its status."""
+    seg = mon.detector.current()
+    parts: tuple[object, ...] = (mon.now, mon.last_data_now, mon.last_wave_ts, mon.nibp_only)
+    if seg is not None:
+        parts += (seg.learning, seg.n_end, seg.expected_t0, seg.ssf.size, seg.dq.shape)
+    return parts
+
+
+def snapshot(eng: Engine, events: list[AlarmEvent]) -> dict[str, Any]:
+    return {
+        "events": [ev.payload() for ev in events],
+        "stats": eng.stats,
+        "now": eng.now,
+        "status": sorted((str(st.bed), st) for st in eng.status()),
+        "open": eng.count_open_alarms(),
+        "inner": sorted((str(mon.bed), _inner(mon)) for mon in eng.beds()),
+    }
+
+
+def compare(ops: list[Op], cuts: frozenset[int], **engine: Any) -> dict[str, Any]:
+    ref = Engine(**engine)
+    expected = snapshot(ref, one_at_a_time(ref, ops))
+    eng = Engine(**engine)
+    got = snapshot(eng, in_batches(eng, ops, cuts))
+    assert got == expected
+    return got
+
+
+def compare_stepwise(ops: list[Op], **engine: Any) -> None:
+    """:func:`compare` (a batch per run of chunks), each bed's inner state checked after every run."""
+    ref, eng = Engine(**engine), Engine(**engine)
+    done = 0
+    for item in batches(ops, frozenset()):
+        run = item if isinstance(item, list) else [item]
+        assert one_at_a_time(ref, run) == (
+            take_batch(eng, run) if isinstance(item, list) else one_at_a_time(eng, run)
+        )
+        done += len(run)
+        inner = {str(mon.bed): _inner(mon) for mon in eng.beds()}
+        assert inner == {str(mon.bed): _inner(mon) for mon in ref.beds()}, done
+
+
+class TestSameAsOneAtATime:
+    """``receive_chunks`` decides exactly what ``receive`` decides, chunk by chunk."""
+
+    def test_ward_in_tick_batches(self) -> None:
+        """The ward, a batch between two ticks (what a replay hands over): same alarms."""
+        got = compare(schedule(frozenset(), live=False), frozenset(), data_clock=True)
+        states = {e["state"] for e in got["events"]}
+        assert {"active", "cleared"} <= states  # the comparison is about something
+
+    def test_ward_state_after_every_batch(self) -> None:
+        """Not only in the end: every bed's inner state is the same after every batch."""
+        compare_stepwise(schedule(), data_clock=True)
+
+    def test_long_learning_window(self) -> None:
+        """A segment learns over ten chunks: they take the ordinary way, whatever fits."""
+        slow = Settings(beats=BeatSettings(learning_s=10.0))
+        compare_stepwise(schedule(refs=frozenset(range(300, 4000, 397))), settings=slow)
+
+    def test_live_clock(self) -> None:
+        """On the processor's clock (arrival 50 ms after data time) too."""
+        got = compare(schedule(frozenset(), live=True), frozenset())
+        assert got["events"]
+
+    def test_evictions(self) -> None:
+        """With room for three beds of eight: beds come and go mid-batch, same decisions."""
+        got = compare(schedule(frozenset(), live=False), frozenset(), data_clock=True, max_beds=3)
+        assert got["stats"].beds_evicted > 0
+
+    def test_staleness_shorter_than_a_chunk(self) -> None:
+        """A staleness limit below a sample period: every chunk restarts the waveform (and
+        with it the signal-invalid alarm's clock; no ticks, which would find every bed stale)."""
+        tight = Settings(monitor=MonitorSettings(stale_s=0.005))
+        ops = schedule(frozenset(), live=False, ticks=False)
+        got = compare(ops, frozenset(), settings=tight, data_clock=True)
+        assert got["events"]
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        cuts=st.frozensets(st.integers(0, 4000), max_size=300),
+        drop=st.frozensets(st.integers(0, 4000), max_size=40),
+        refs=st.frozensets(st.integers(0, 4000), max_size=10),
+        live=st.booleans(),
+        max_beds=st.sampled_from([2, 5, 100]),
+    )
+    def test_any_batches(
+        self,
+        cuts: frozenset[int],
+        drop: frozenset[int],
+        refs: frozenset[int],
+        live: bool,
+        max_beds: int,
+    ) -> None:
+        """Batches cut anywhere, messages dropped (gaps), sampling rates changed (new
+        segments), evictions, either clock: the same."""
+        ops = schedule(drop, live=live, refs=refs)
+        compare(ops, cuts, data_clock=not live, max_beds=max_beds)
+
+    def test_sampling_rate_changes(self) -> None:
+        """A chunk that claims another rate starts a new segment in both."""
+        refs = frozenset(range(300, 4000, 97))
+        compare(schedule(refs=refs), frozenset(), data_clock=True)
+
+    def test_most_chunks_skip_python(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The batches are what they claim: few chunks reach ``BedMonitor.receive``."""
+        calls: list[int] = []
+        real = BedMonitor.receive
+
+        def spy(mon: BedMonitor, msg: Message, now: float) -> list[AlarmEvent]:
+            calls.append(isinstance(msg, AbpChunk))
+            return real(mon, msg, now)
+
+        monkeypatch.setattr(BedMonitor, "receive", spy)
+        ops = schedule(frozenset(), live=False)
+        in_batches(Engine(data_clock=True), ops, frozenset())
+        n_chunks = sum(1 for op in ops if isinstance(op[2], AbpChunk))
+        assert n_chunks > 1000
+        assert sum(calls) < n_chunks / 10
+
+
+class TestContract:
+    """What ``receive_chunks`` refuses."""
+
+    def test_invalid_chunk_raises_after_taking_the_ones_before(self) -> None:
+        """An out-of-range sample raises as ``AbpChunk`` would; the chunks before it count."""
+        run = [op for op in schedule(frozenset(), live=False)[:400] if op[0] == "msg"]
+        run = [op for op in run if isinstance(op[2], AbpChunk)][:60]
+        bad = 40
+        chunks = [op[2] for op in run]
+        x = np.concatenate([c.samples for c in chunks])  # type: ignore[union-attr]
+        ends = np.cumsum([c.samples.size for c in chunks]).astype(np.int64)  # type: ignore[union-attr]
+        x[ends[bad - 1] + 3] = 900.0
+        eng = Engine(data_clock=True)
+        with pytest.raises(InvalidMessageError) as info:
+            eng.receive_chunks(
+                [op[1] for op in run],  # type: ignore[misc]
+                t0=np.array([c.t0 for c in chunks]),  # type: ignore[union-attr]
+                fs=np.array([c.fs for c in chunks]),  # type: ignore[union-attr]
+                ends=ends,
+                samples=x,
+                nows=np.array([op[3] for op in run]),
+            )
+        assert info.value.field == "samples"
+        ref = Engine(data_clock=True)
+        one_at_a_time(ref, run[:bad])
+        assert eng.stats == ref.stats
+        assert eng.status() == ref.status()
+
+    def test_lengths_must_agree(self) -> None:
+        """One entry per chunk in every argument, or a ValueError naming the lengths."""
+        eng = Engine()
+        with pytest.raises(ValueError, match="one entry per chunk"):
+            eng.receive_chunks(
+                [BedId("w", "b")],
+                t0=np.array([1.7e9, 1.7e9 + 1]),
+                fs=np.array([125.0]),
+                ends=np.array([125], np.int64),
+                samples=np.full(125, 80.0),
+                nows=np.array([1.7e9]),
+            )
