@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numba.typed import List
 
 from streamproc.core._compile import jit
 
@@ -31,6 +32,9 @@ __all__ = [
     "measure_beat",
     "step_chunk",
     "step_chunks",
+    "table_append",
+    "table_new",
+    "table_set",
 ]
 
 
@@ -1193,3 +1197,25 @@ def _stopped(stop: np.ndarray, code: int, nt: int, i: int) -> int:
     stop[STOP_CODE] = code
     stop[STOP_TOUCHED] = nt
     return i
+
+
+# ``step_chunks``' table, a numba typed list made and changed by compiled (cached)
+# calls: its Python methods compile their own code in every process (~1 s).
+@jit
+def table_new(item: Any) -> Any:
+    """A typed list of ``item``'s type, holding ``item``."""
+    table = List()
+    table.append(item)
+    return table
+
+
+@jit
+def table_append(table: Any, item: Any) -> None:
+    """``table.append(item)``."""
+    table.append(item)
+
+
+@jit
+def table_set(table: Any, i: int, item: Any) -> None:
+    """``table[i] = item``."""
+    table[i] = item

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
-from numba import typed
 
 from streamproc.core import _kernels
 from streamproc.core.messages import BedId
@@ -39,6 +37,7 @@ class Lanes:
         "_cached",
         "_free",
         "_placeholder",
+        "_rows",
         "armed",
         "epoch",
         "last_i",
@@ -55,8 +54,10 @@ class Lanes:
     def __init__(self) -> None:
         self._placeholder = _placeholder()
         #: Per slot: the arrays (``ChunkArrays``), where the compiled call reads them.
-        item_type = numba.typeof(self._placeholder)  # type: ignore[no-untyped-call]
-        self.table: Any = typed.List.empty_list(item_type)
+        # (made with one placeholder row: the list's type comes from its first item;
+        # only compiled calls touch it, the typed list's own methods compile per process)
+        self.table: Any = _kernels.table_new(self._placeholder)
+        self._rows = 1
         self.slot_of: dict[BedId, int] = {}
         #: Per slot: its monitor (``None``: free), the arrays last written to ``table``.
         self.monitors: list[BedMonitor | None] = []
@@ -91,7 +92,9 @@ class Lanes:
             self.monitors.append(mon)
             self._cached.append(None)
             self.versions.append(-1)
-            self.table.append(self._placeholder)
+            if s >= self._rows:
+                _kernels.table_append(self.table, self._placeholder)
+                self._rows += 1
             if s >= self.armed.size:
                 self._grow(max(64, 2 * self.armed.size))
         self.slot_of[bed] = s
@@ -132,7 +135,7 @@ class Lanes:
             if not all(a.flags.c_contiguous for a in arrays):  # pragma: no cover - never made so
                 self.armed[s] = 0
                 return
-            self.table[s] = arrays
+            _kernels.table_set(self.table, s, arrays)
             self._cached[s] = (seg_arrays, win)
         self.last_ts[s] = last
         self.armed[s] = 1
@@ -147,5 +150,5 @@ class Lanes:
         self.versions[s] = -1
         if self._cached[s] is not None:
             self._cached[s] = None
-            self.table[s] = self._placeholder  # (its arrays are not kept alive)
+            _kernels.table_set(self.table, s, self._placeholder)  # (arrays not kept alive)
         self._free.append(s)

@@ -26,6 +26,7 @@ from simulators.scenario import load_scenario, merge, scenario_dir
 from streamproc.codec import decode
 from streamproc.core.alarms import AlarmEvent
 from streamproc.core.engine import Engine
+from streamproc.core.lanes import Lanes
 from streamproc.core.messages import AbpChunk, BedId, InvalidMessageError, Message
 from streamproc.core.monitor import BedMonitor
 from streamproc.core.settings import BeatSettings, MonitorSettings, Settings
@@ -306,3 +307,29 @@ class TestContract:
                 samples=np.full(125, 80.0),
                 nows=np.array([1.7e9]),
             )
+
+
+class TestLanes:
+    """The slot table behind ``receive_chunks``."""
+
+    def test_slots_are_reused_and_free_ones_refused(self) -> None:
+        """A released slot is given to the next bed; asking a free slot's monitor raises."""
+        lanes = Lanes()
+        a, b = BedId("w", "a"), BedId("w", "b")
+        mon_a, mon_b = BedMonitor(a, Settings()), BedMonitor(b, Settings())
+        sa = lanes.slot(a, mon_a)
+        assert lanes.slot(a, mon_a) == sa
+        lanes.release(a)
+        assert len(lanes) == 0
+        with pytest.raises(LookupError, match="free"):
+            lanes.monitor(sa)
+        assert lanes.slot(b, mon_b) == sa
+        assert lanes.monitor(sa) is mon_b
+
+    def test_a_bed_without_waveform_is_not_armed(self) -> None:
+        """No chunk yet: the kernel must refuse the bed's first chunk (``receive`` takes it)."""
+        lanes = Lanes()
+        bed = BedId("w", "a")
+        s = lanes.slot(bed, BedMonitor(bed, Settings()))
+        lanes.arm(s)
+        assert lanes.armed[s] == 0
