@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from streamproc.config import ConfigError, StreamprocConfig, load_config, parse_assignment
 from streamproc.core.alarms import AlarmEvent, AlarmState, Trigger
@@ -856,6 +858,37 @@ class _ObservingEngine(Engine):
             self._observe(bed, msg)
         return out
 
+    def receive_chunks(
+        self,
+        beds: Sequence[BedId],
+        *,
+        t0: npt.NDArray[np.float64],
+        fs: npt.NDArray[np.float64],
+        ends: npt.NDArray[np.int64],
+        samples: npt.NDArray[np.float64],
+        nows: npt.NDArray[np.float64],
+    ) -> list[AlarmEvent]:
+        if self.collect:  # the plot follows each chunk: one at a time, through ``receive``
+            out: list[AlarmEvent] = []
+            start = 0
+            for i, bed in enumerate(beds):
+                end = int(ends[i])
+                chunk = AbpChunk(float(t0[i]), float(fs[i]), samples[start:end].copy())
+                out.extend(self.receive(bed, chunk, float(nows[i])))
+                start = end
+            return out
+        out = super().receive_chunks(beds, t0=t0, fs=fs, ends=ends, samples=samples, nows=nows)
+        sizes = np.diff(ends, prepend=0)
+        spans = self.spans
+        for bed, lo, hi in zip(beds, t0.tolist(), (t0 + (sizes - 1) / fs).tolist(), strict=True):
+            span = spans.get(bed)  # (as ``receive`` records a chunk: ``t0`` to ``ts``)
+            if span is None:
+                spans[bed] = [lo, hi]
+            else:
+                span[0] = min(span[0], lo)
+                span[1] = max(span[1], hi)
+        return out
+
     def _observe(self, bed: BedId, msg: AbpChunk | Vitals) -> None:
         trace = self.traces.setdefault(bed, Trace())
         if isinstance(msg, AbpChunk):
@@ -902,8 +935,7 @@ def run_recording(
     rp = Replayer(config, _discard, engine=engine)
     events: list[AlarmEvent] = []
     rp.on_event = events.append
-    for line in rec.lines:
-        rp.feed_line(line)
+    rp.feed_lines(rec.lines)
     summary = rp.finish()
     beds = list(engine.spans)
     pairs = _match(rec.truth, beds)

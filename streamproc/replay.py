@@ -60,6 +60,10 @@ TOPIC_CACHE_MAX: Final = 100_000
 BATCH_SAMPLES: Final = 1 << 16
 #: Chunk lines a batch holds at most.
 BATCH_LINES: Final = 1024
+#: Below this many beds ``feed_lines`` takes each line as ``feed_line`` does: a
+#: batch per tick then holds so few chunks that its fixed costs outweigh what it
+#: saves (measured with ``bench_replay.py --beds``, see benchmarks/README.md).
+BATCH_MIN_BEDS: Final = 5
 
 _line_decoder: Final = msgspec.json.Decoder(_Line)
 _str_decoder: Final = msgspec.json.Decoder(str)
@@ -165,6 +169,7 @@ class Replayer:
         takes :meth:`feed_line`'s way).
         """
         s = self.summary
+        engine = self.engine
         topics = self._topics
         max_bytes, max_samples = self._max_bytes, self._max_samples
         buf = np.empty(max(BATCH_SAMPLES, min(max_samples, 2 * BATCH_SAMPLES)), np.float64)
@@ -176,6 +181,12 @@ class Replayer:
             if not line:
                 continue
             s.lines += 1
+            if len(engine) < BATCH_MIN_BEDS:
+                if off:
+                    self._hand_over(batch)
+                    off = 0
+                self._feed(line)
+                continue
             rec = read_abp_line(line, buf[off:], max_bytes, max_samples)
             if rec is None and off:  # perhaps only no room left: try an empty batch
                 self._hand_over(batch)
@@ -223,7 +234,8 @@ class Replayer:
 
     def _hand_over(self, batch: _Batch) -> None:
         """The batch's chunks to the engine (and their alarms out); the batch is emptied."""
-        if not batch.beds:
+        beds = batch.beds
+        if not beds:
             return
         nows = np.array(batch.tss)  # data-clocked: a chunk arrives at its time
         events = self.engine.receive_chunks(

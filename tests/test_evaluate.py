@@ -22,6 +22,7 @@ from simulators.evalset import (
 )
 from simulators.evalset import main as evalset_main
 from simulators.scenario import Scenario, load_scenario, scenario_dir
+from streamproc import replay
 from streamproc.cli import main
 from streamproc.config import ConfigError, load_config
 from streamproc.core.alarms import Alarm, AlarmEvent, Priority, Trigger
@@ -37,6 +38,7 @@ from streamproc.evaluate import (
     load_labels,
     parse_sweep,
     read_truth,
+    run_recording,
     score_bed,
     sweep,
     write_truth,
@@ -528,3 +530,21 @@ class TestLabels:
         p.write_text('record = "nowhere/nothing"\n')
         assert main(["evaluate", str(p)]) == 2
         assert "record" in capsys.readouterr().err
+
+
+class TestReplayBatches:
+    """``evaluate`` runs the replay's batches (``feed_lines``) when a recording has beds enough."""
+
+    @pytest.mark.parametrize("collect", [False, True], ids=["scores", "with_plots"])
+    def test_batches_score_the_same(self, collect: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Batches forced from the first bed on: the same scores, spans and plot traces."""
+        recs = [
+            scenario_recording(seeded(load_scenario(scenario_dir() / f"{name}.toml"), 1), name=name)
+            for name in ("ne_60_40", "artifacts", "recovery")
+        ]
+        config = load_config(environ={})
+        line_by_line = [run_recording(rec, config, collect=collect) for rec in recs]
+        monkeypatch.setattr(replay, "BATCH_MIN_BEDS", 0)
+        batched = [run_recording(rec, config, collect=collect) for rec in recs]
+        assert batched == line_by_line
+        assert any(beds and beds[0].hypotension for beds, _, _ in batched)

@@ -43,13 +43,17 @@ def _summary(s: ReplaySummary) -> dict[str, Any]:
 
 
 def _replay(lines: list[bytes], *, way: str = "batch", **overrides: Any) -> Result:
-    """``lines`` replayed one ``way``: ``batch`` (``replay_lines``), ``line`` (``feed_line``
-    on each) or ``general`` (``feed_line`` with the one-pass read switched off)."""
+    """``lines`` replayed one ``way``: ``batch`` (``replay_lines``), ``batch_always`` (the
+    same, batches from the first bed on), ``line`` (``feed_line`` on each) or ``general``
+    (``feed_line`` with the one-pass read switched off)."""
     out: list[bytes] = []
     config = load_config(environ={}, overrides=overrides)
     if way == "batch":
         return out, _summary(replay_lines(lines, config, out.append))
     with pytest.MonkeyPatch.context() as mp:
+        if way == "batch_always":
+            mp.setattr(replay, "BATCH_MIN_BEDS", 0)
+            return out, _summary(replay_lines(lines, config, out.append))
         if way == "general":
             mp.setattr(replay, "decode_abp_record", lambda line, max_bytes: None)
         rp = Replayer(config, out.append)
@@ -62,6 +66,7 @@ def assert_same(lines: list[bytes], **overrides: Any) -> Result:
     batch = _replay(lines, way="batch", **overrides)
     general = _replay(lines, way="general", **overrides)
     assert batch == general
+    assert _replay(lines, way="batch_always", **overrides) == general
     assert _replay(lines, way="line", **overrides) == general
     return batch
 
@@ -165,12 +170,23 @@ def test_ward_is_the_same_and_takes_the_fast_path() -> None:
         mp.setattr(replay, "decode_abp_record", spy)
         mp.setattr(Engine, "receive_chunks", spy_batch)
         replay_lines(lines, load_config(environ={}), [].append)
-    abp_topics = {json.loads(x)["topic"] for x in lines if b'/abp"' in x}
     n_abp = sum(1 for x in lines if b'/abp"' in x)
-    # a topic's first line is read line by line (then its topic is known), the rest in batches
-    assert sum(batched) == n_abp - len(abp_topics)
-    assert sum(one_pass) == len(abp_topics)
+    # every chunk line read in one pass: line by line until the ward has
+    # BATCH_MIN_BEDS beds (and a topic's first line), then in batches
+    assert sum(batched) + sum(one_pass) == n_abp
+    assert sum(batched) > 0.9 * n_abp
     assert len(batched) < sum(batched) / 3  # batches, not lines one by one
+
+
+def test_few_beds_go_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below ``BATCH_MIN_BEDS`` beds a batch per tick would hold a chunk or two: none is made."""
+    lines = [x for x in ward() if b"/bed00/" in x or b"/bed01/" in x]
+    calls: list[int] = []
+    monkeypatch.setattr(Engine, "receive_chunks", lambda *a, **k: calls.append(1))
+    out: list[bytes] = []
+    summary = replay_lines(lines, load_config(environ={}), out.append)
+    assert summary.messages["abp"] > 100
+    assert calls == []
 
 
 @pytest.mark.parametrize("seed", range(3))
