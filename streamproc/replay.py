@@ -201,9 +201,7 @@ class Replayer:
                 continue
             t0, n = rec.t0, rec.n
             ts = t0 + (n - 1) / rec.fs  # (``AbpChunk.ts``)
-            last = s.last_ts
-            nxt = self._next_tick
-            if last is not None and t0 > last and (nxt is None or t0 >= nxt):  # (``_take``)
+            if self._tick_due_before(t0):  # (as ``_take``: the batch first)
                 if off:
                     self._hand_over(batch)
                     if off + n > buf.size:  # pragma: no cover - the line was read at 0
@@ -211,11 +209,7 @@ class Replayer:
                     buf[:n] = buf[off : off + n]
                     off = 0
                 self._tick(t0)
-            if last is None:
-                s.first_ts = ts
-                s.last_ts = last = ts
-            elif ts > last:
-                s.last_ts = last = ts
+            last = self._dated(ts)
             s.messages["abp"] += 1
             s.samples += n
             off += n
@@ -308,25 +302,36 @@ class Replayer:
 
     def _take(self, topic: InboundTopic, msg: Message, begins: float, ts: float) -> None:
         """A decoded message that begins at ``begins`` and is dated ``ts``."""
-        s = self.summary
-        last = s.last_ts
-        nxt = self._next_tick
-        # time passes up to where this message begins (a silent bed goes stale,
-        # a standing NIBP reading is judged) before the message is taken;
-        # _tick is called only when a tick is due (or not yet scheduled)
-        if last is not None and begins > last and (nxt is None or begins >= nxt):
+        if self._tick_due_before(begins):
             self._tick(begins)
-        if last is None:
-            s.first_ts = ts
-            s.last_ts = last = ts
-        elif ts > last:
-            s.last_ts = last = ts
+        last = self._dated(ts)
         events = self.engine.receive(topic.bed, msg, ts)
         if events:
             self._publish(events)
         nxt = self._next_tick
         if nxt is None or last >= nxt:
             self._tick(last)
+
+    def _tick_due_before(self, begins: float) -> bool:
+        """Whether time passes (a tick) up to ``begins`` before a message that begins there.
+
+        A silent bed goes stale, a standing NIBP reading is judged, before the
+        message is taken; only when a tick is due (or none is scheduled yet).
+        """
+        last = self.summary.last_ts
+        nxt = self._next_tick
+        return last is not None and begins > last and (nxt is None or begins >= nxt)
+
+    def _dated(self, ts: float) -> float:
+        """A message dated ``ts`` is taken: the newest data time so far."""
+        s = self.summary
+        last = s.last_ts
+        if last is None:
+            s.first_ts = ts
+        elif ts <= last:
+            return last
+        s.last_ts = ts
+        return ts
 
     def _tick(self, now: float) -> None:
         """Tick the engine at each whole ``tick_s`` of data time.
