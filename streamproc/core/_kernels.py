@@ -1088,13 +1088,11 @@ def all_within(x: np.ndarray, lo: float, hi: float) -> bool:
 # ``step_chunks``' limits (``lim``): what a chunk must satisfy to be taken there.
 LIM_T0_LO = 0
 LIM_T0_HI = 1
-LIM_FS_LO = 2
-LIM_FS_HI = 3
-LIM_X_LO = 4
-LIM_X_HI = 5
-LIM_MAX_N = 6
-LIM_STALE_S = 7
-LIM_SIZE = 8
+LIM_X_LO = 2
+LIM_X_HI = 3
+LIM_MAX_N = 4
+LIM_STALE_S = 5
+LIM_SIZE = 6
 
 # What ``step_chunks`` leaves in ``stop[STOP_CODE]`` for the chunk at the index it
 # returns (when that is not the end): ``CHUNK_REFUSED``, or the ``STEP_*`` code.
@@ -1157,12 +1155,12 @@ def step_chunks(  # noqa: PLR0917 - many beds' state, packed for the compiler
         s = slots[i]
         t0 = t0s[i]
         fs = fss[i]
-        # (written so that NaN fails every check, as in ``AbpChunk``)
+        # (written so that NaN fails every check, as in ``AbpChunk``; ``fs`` needs
+        # none: a chunk is taken only at its segment's rate, valid when it began)
         if (
             s < 0
             or armed[s] == 0
             or not (t0 >= lim[LIM_T0_LO] and t0 <= lim[LIM_T0_HI])
-            or not (fs >= lim[LIM_FS_LO] and fs <= lim[LIM_FS_HI])
             or m < 1
             or m > lim[LIM_MAX_N]
             or not all_within(x[a:b], lo, hi)

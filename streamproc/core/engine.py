@@ -82,7 +82,6 @@ class Engine:
         self._lanes = Lanes()
         lim = np.empty(_kernels.LIM_SIZE, np.float64)
         lim[_kernels.LIM_T0_LO], lim[_kernels.LIM_T0_HI] = TS_LIMITS
-        lim[_kernels.LIM_FS_LO], lim[_kernels.LIM_FS_HI] = 1.0, 2000.0  # as ``AbpChunk``
         lim[_kernels.LIM_X_LO], lim[_kernels.LIM_X_HI] = PRESSURE_LIMITS
         lim[_kernels.LIM_MAX_N] = MAX_SAMPLES_PER_CHUNK
         lim[_kernels.LIM_STALE_S] = self.settings.monitor.stale_s
@@ -205,12 +204,21 @@ class Engine:
         Raises:
             InvalidMessageError: for the first chunk ``AbpChunk`` refuses (the
                 chunks before it are taken).
+            ValueError: the arrays do not describe chunks (lengths that differ,
+                ``ends`` falling or past the samples); nothing is taken.
         """
         n = len(beds)
         if not (t0.size == fs.size == ends.size == nows.size == n):
             raise ValueError(
                 f"beds, t0, fs, ends and nows must have one entry per chunk: {n}, "
                 f"{t0.size}, {fs.size}, {ends.size}, {nows.size}"
+            )
+        if n and (
+            int(ends[0]) < 0 or int(ends[-1]) > samples.size or bool((ends[1:] < ends[:-1]).any())
+        ):
+            raise ValueError(
+                f"ends must rise from 0 to at most samples.size ({samples.size}): "
+                f"got {ends.tolist()[:20]}"
             )
         lanes = self._lanes
         slot_of, monitors, versions = lanes.slot_of, lanes.monitors, lanes.versions
@@ -272,6 +280,14 @@ class Engine:
             else:
                 mon = lanes.monitor(s)
                 out.extend(mon.finish_chunk(float(t0[k]), float(lanes.last_ts[s]), code))
+            if s < 0:  # a new bed's first chunk: its monitor now exists, its next go here
+                bed = beds[k]
+                mon = self._beds.get(bed)
+                if mon is not None:
+                    s = lanes.slot(bed, mon)
+                    for j in range(k + 1, n):
+                        if beds[j] == bed:
+                            slots[j] = s
             if s >= 0:
                 lanes.arm(s)
             i = k + 1

@@ -27,7 +27,13 @@ from streamproc.codec import decode
 from streamproc.core.alarms import AlarmEvent
 from streamproc.core.engine import Engine
 from streamproc.core.lanes import Lanes
-from streamproc.core.messages import AbpChunk, BedId, InvalidMessageError, Message
+from streamproc.core.messages import (
+    TS_LIMITS,
+    AbpChunk,
+    BedId,
+    InvalidMessageError,
+    Message,
+)
 from streamproc.core.monitor import BedMonitor
 from streamproc.core.settings import BeatSettings, MonitorSettings, Settings
 from streamproc.topics import parse_inbound
@@ -295,7 +301,142 @@ class TestContract:
         assert eng.stats == ref.stats
         assert eng.status() == ref.status()
 
-    def test_lengths_must_agree(self) -> None:
+    def test_data_time_past_the_last_valid_one(self) -> None:
+        """A stream that runs past the latest valid data time: the chunk that crosses it
+        raises, as ``AbpChunk`` does, though it continues its segment."""
+        bed = BedId("w", "b")
+        t0 = TS_LIMITS[1] - 5.0
+        pulse = 80.0 + 30.0 * np.maximum(np.sin(np.arange(125) * 2 * np.pi / 100.0), 0.0)
+        eng = Engine(data_clock=True)
+        for k in range(4):  # past learning: the next chunks reach the compiled call
+            eng.receive(bed, AbpChunk(t0 + k, 125.0, pulse.copy()), t0 + k)
+        starts = t0 + np.arange(4.0, 8.0)
+        with pytest.raises(InvalidMessageError) as info:
+            eng.receive_chunks(
+                [bed] * 4,
+                t0=starts,
+                fs=np.full(4, 125.0),
+                ends=np.arange(1, 5, dtype=np.int64) * 125,
+                samples=np.tile(pulse, 4),
+                nows=starts + 124 / 125,
+            )
+        assert info.value.field == "t0"
+        assert eng.stats.messages == 6  # t0 + 5 is the last valid start (TS_LIMITS[1])
+
+    def test_a_chunk_over_the_sample_limit(self) -> None:
+        """After chunks of 60,000 samples (buffers that large), one of 60,001 that
+        continues them raises as ``AbpChunk`` does."""
+        bed = BedId("w", "b")
+        fs, n = 125.0, 60_000
+        x = 80.0 + 30.0 * np.maximum(np.sin(np.arange(n + 1) * 2 * np.pi / 100.0), 0.0)
+        eng = Engine(data_clock=True)
+        t = 1.7e9
+        for _ in range(2):
+            eng.receive(bed, AbpChunk(t, fs, x[:n].copy()), t)
+            t += n / fs
+        with pytest.raises(InvalidMessageError) as info:
+            eng.receive_chunks(
+                [bed],
+                t0=np.array([t]),
+                fs=np.array([fs]),
+                ends=np.array([n + 1], np.int64),
+                samples=x,
+                nows=np.array([t]),
+            )
+        assert info.value.field == "samples"
+        assert eng.stats.messages == 2
+
+    def test_ends_must_rise_within_the_samples(self) -> None:
+        """``ends`` falling, or past the samples: a ValueError before anything is taken."""
+        eng = Engine()
+        bed = BedId("w", "b")
+        for ends in ([125, 100], [125, 251]):
+            with pytest.raises(ValueError, match="ends must rise"):
+                eng.receive_chunks(
+                    [bed, bed],
+                    t0=np.array([1.7e9, 1.7e9 + 1]),
+                    fs=np.array([125.0, 125.0]),
+                    ends=np.array(ends, np.int64),
+                    samples=np.full(250, 80.0),
+                    nows=np.array([1.7e9, 1.7e9 + 1]),
+                )
+        assert eng.stats.messages == 0
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([BedId("w", "a"), BedId("w", "b")]),
+                st.one_of(  # mostly a continuation (the offset from where the bed ended)
+                    st.just(0.0),
+                    st.just(0.0),
+                    st.floats(-5.0, 5.0),
+                    st.sampled_from([math.nan, math.inf, -1e12, 1e12]),
+                ),
+                st.one_of(
+                    st.just(125.0),
+                    st.just(125.0),
+                    st.floats(-10.0, 3000.0),
+                    st.sampled_from([math.nan, 0.0]),
+                ),
+                st.integers(0, 300),
+                st.one_of(
+                    st.just(None),  # a pulse
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([math.nan, math.inf, 500.5, -100.5]),
+                ),
+            ),
+            max_size=40,
+        )
+    )
+    def test_hostile_chunks(
+        self, specs: list[tuple[BedId, float, float, int, float | None]]
+    ) -> None:
+        """Any numbers: the same as ``AbpChunk`` + ``receive`` one at a time, error included.
+
+        Both beds first take four plain seconds, so that the hostile chunks find
+        them past learning, where the compiled call takes a bed's chunks.
+        """
+        t_end = {BedId("w", "a"): 1.7e9, BedId("w", "b"): 1.7e9 + 0.3}
+        warm = [(bed, 0.0, 125.0, 125, None) for _ in range(4) for bed in t_end]
+        specs = warm + specs
+        beds, t0s, fss, parts = [], [], [], []
+        pulse = 80.0 + 30.0 * np.maximum(np.sin(np.arange(300) * 2 * np.pi / 100.0), 0.0)
+        for bed, offset, fs, n, value in specs:
+            t0 = t_end[bed] + offset
+            beds.append(bed)
+            t0s.append(t0)
+            fss.append(fs)
+            parts.append(pulse[:n].copy() if value is None else np.full(n, value))
+            if fs > 0 and math.isfinite(t0 + n / fs):
+                t_end[bed] = t0 + n / fs
+        ends = np.cumsum([p.size for p in parts]).astype(np.int64)
+        samples = np.concatenate([np.zeros(0), *parts])
+        ref = Engine(data_clock=True)
+        ref_error = None
+        for bed, t0, fs, x in zip(beds, t0s, fss, parts, strict=True):
+            try:
+                chunk = AbpChunk(t0, fs, x)
+            except InvalidMessageError as exc:
+                ref_error = (exc.field, exc.reason)
+                break
+            ref.receive(bed, chunk, chunk.ts)
+        eng = Engine(data_clock=True)
+        nows = np.array(
+            [t + (p.size - 1) / f if f else t for t, f, p in zip(t0s, fss, parts, strict=True)]
+        )
+        error = None
+        with np.errstate(all="ignore"):
+            try:
+                eng.receive_chunks(
+                    beds, t0=np.array(t0s), fs=np.array(fss), ends=ends, samples=samples, nows=nows
+                )
+            except InvalidMessageError as exc:
+                error = (exc.field, exc.reason)
+        assert error == ref_error
+        assert eng.stats == ref.stats
+        assert eng.status() == ref.status()
+
         """One entry per chunk in every argument, or a ValueError naming the lengths."""
         eng = Engine()
         with pytest.raises(ValueError, match="one entry per chunk"):
