@@ -848,12 +848,7 @@ class _ObservingEngine(Engine):
             lo = hi = msg.ts
         else:
             return out
-        span = self.spans.get(bed)
-        if span is None:
-            self.spans[bed] = [lo, hi]
-        else:
-            span[0] = min(span[0], lo)
-            span[1] = max(span[1], hi)
+        self._extend_span(bed, lo, hi)
         if self.collect:
             self._observe(bed, msg)
         return out
@@ -878,16 +873,19 @@ class _ObservingEngine(Engine):
                 start = end
             return out
         out = super().receive_chunks(beds, t0=t0, fs=fs, ends=ends, samples=samples, nows=nows)
-        sizes = np.diff(ends, prepend=0)
-        spans = self.spans
-        for bed, lo, hi in zip(beds, t0.tolist(), (t0 + (sizes - 1) / fs).tolist(), strict=True):
-            span = spans.get(bed)  # (as ``receive`` records a chunk: ``t0`` to ``ts``)
-            if span is None:
-                spans[bed] = [lo, hi]
-            else:
-                span[0] = min(span[0], lo)
-                span[1] = max(span[1], hi)
+        ts = t0 + (np.diff(ends, prepend=0) - 1) / fs  # (each chunk's ``AbpChunk.ts``)
+        for bed, lo, hi in zip(beds, t0.tolist(), ts.tolist(), strict=True):
+            self._extend_span(bed, lo, hi)
         return out
+
+    def _extend_span(self, bed: BedId, lo: float, hi: float) -> None:
+        """``bed``'s data span now covers ``lo`` to ``hi`` too."""
+        span = self.spans.get(bed)
+        if span is None:
+            self.spans[bed] = [lo, hi]
+        else:
+            span[0] = min(span[0], lo)
+            span[1] = max(span[1], hi)
 
     def _observe(self, bed: BedId, msg: AbpChunk | Vitals) -> None:
         trace = self.traces.setdefault(bed, Trace())

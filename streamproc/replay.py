@@ -40,7 +40,7 @@ from streamproc.codec import (
 from streamproc.config import StreamprocConfig
 from streamproc.core.alarms import AlarmEvent
 from streamproc.core.engine import Engine
-from streamproc.core.messages import AbpChunk, BedId, Message
+from streamproc.core.messages import MAX_SAMPLES_PER_CHUNK, AbpChunk, BedId, Message
 from streamproc.outbound import as_line
 from streamproc.topics import InboundTopic, alarm_topic, parse_inbound
 
@@ -56,7 +56,8 @@ class _Line(msgspec.Struct):
 MAX_TICKS: Final = 3600
 #: Parsed topics kept per replay (a bed sends the same few); cleared when full.
 TOPIC_CACHE_MAX: Final = 100_000
-#: Samples a batch of chunk lines holds (``feed_lines``); a fuller batch is handed over.
+#: Samples a batch of chunk lines holds (``feed_lines``); a fuller batch is handed over
+#: (its array has room for one more chunk of the largest size besides).
 BATCH_SAMPLES: Final = 1 << 16
 #: Chunk lines a batch holds at most.
 BATCH_LINES: Final = 1024
@@ -172,7 +173,7 @@ class Replayer:
         engine = self.engine
         topics = self._topics
         max_bytes, max_samples = self._max_bytes, self._max_samples
-        buf = np.empty(max(BATCH_SAMPLES, min(max_samples, 2 * BATCH_SAMPLES)), np.float64)
+        buf = np.empty(BATCH_SAMPLES + min(max_samples, MAX_SAMPLES_PER_CHUNK), np.float64)
         batch = _Batch(buf)
         beds, t0s, fss, ends, tss = batch.beds, batch.t0s, batch.fss, batch.ends, batch.tss
         off = 0
@@ -187,11 +188,7 @@ class Replayer:
                     off = 0
                 self._feed(line)
                 continue
-            rec = read_abp_line(line, buf[off:], max_bytes, max_samples)
-            if rec is None and off:  # perhaps only no room left: try an empty batch
-                self._hand_over(batch)
-                off = 0
-                rec = read_abp_line(line, buf, max_bytes, max_samples)
+            rec = read_abp_line(line, buf[off:], max_bytes, max_samples)  # (room: see above)
             topic = None if rec is None else topics.get(rec.topic)
             if rec is None or topic is None or topic.kind != "abp":
                 if off:
@@ -204,9 +201,7 @@ class Replayer:
             if self._tick_due_before(t0):  # (as ``_take``: the batch first)
                 if off:
                     self._hand_over(batch)
-                    if off + n > buf.size:  # pragma: no cover - the line was read at 0
-                        raise AssertionError("batch buffer")
-                    buf[:n] = buf[off : off + n]
+                    buf[:n] = buf[off : off + n]  # (the line's samples, read after the batch)
                     off = 0
                 self._tick(t0)
             last = self._dated(ts)
@@ -219,7 +214,7 @@ class Replayer:
             ends.append(off)
             tss.append(ts)
             nxt = self._next_tick
-            if nxt is None or last >= nxt or len(beds) >= BATCH_LINES:
+            if nxt is None or last >= nxt or off >= BATCH_SAMPLES or len(beds) >= BATCH_LINES:
                 self._hand_over(batch)
                 off = 0
                 if nxt is None or last >= nxt:
@@ -228,17 +223,15 @@ class Replayer:
 
     def _hand_over(self, batch: _Batch) -> None:
         """The batch's chunks to the engine (and their alarms out); the batch is emptied."""
-        beds = batch.beds
-        if not beds:
+        if not batch.beds:
             return
-        nows = np.array(batch.tss)  # data-clocked: a chunk arrives at its time
         events = self.engine.receive_chunks(
             batch.beds,
             t0=np.array(batch.t0s),
             fs=np.array(batch.fss),
             ends=np.array(batch.ends, np.int64),
             samples=batch.buf,
-            nows=nows,
+            nows=np.array(batch.tss),  # data-clocked: a chunk arrives at its time
         )
         batch.clear()
         if events:

@@ -4,7 +4,7 @@
 bed's state through a slot: a row of the numba typed list ``table`` (the
 segment's and the monitor's arrays, :data:`ChunkArrays`) and of the arrays
 beside it. A slot is *armed* when its bed's next chunk needs no Python before
-its compiled step (:meth:`BedMonitor.chunk_arrays`); the engine re-arms a slot
+its compiled step (:meth:`BedMonitor.chunk_state`); the engine re-arms a slot
 from its monitor before each batch and after any chunk of that bed the kernel
 left to Python, so an armed slot always holds the monitor's current arrays.
 """
@@ -37,7 +37,6 @@ class Lanes:
         "_cached",
         "_free",
         "_placeholder",
-        "_rows",
         "armed",
         "epoch",
         "last_i",
@@ -54,10 +53,9 @@ class Lanes:
     def __init__(self) -> None:
         self._placeholder = _placeholder()
         #: Per slot: the arrays (``ChunkArrays``), where the compiled call reads them.
-        # (made with one placeholder row: the list's type comes from its first item;
-        # only compiled calls touch it, the typed list's own methods compile per process)
+        # (made holding slot 0's row, a placeholder: the list's type comes from its
+        # first item; only compiled calls touch it, its own methods compile per process)
         self.table: Any = _kernels.table_new(self._placeholder)
-        self._rows = 1
         self.slot_of: dict[BedId, int] = {}
         #: Per slot: its monitor (``None``: free), the arrays last written to ``table``.
         self.monitors: list[BedMonitor | None] = []
@@ -92,9 +90,8 @@ class Lanes:
             self.monitors.append(mon)
             self._cached.append(None)
             self.versions.append(-1)
-            if s >= self._rows:
+            if s:  # (slot 0's row came with the table)
                 _kernels.table_append(self.table, self._placeholder)
-                self._rows += 1
             if s >= self.armed.size:
                 self._grow(max(64, 2 * self.armed.size))
         self.slot_of[bed] = s
@@ -131,11 +128,7 @@ class Lanes:
         seg_arrays, win, mf, last = state
         cached = self._cached[s]
         if cached is None or cached[0] is not seg_arrays or cached[1] is not win:
-            arrays = (*seg_arrays, win, mf)
-            if not all(a.flags.c_contiguous for a in arrays):  # pragma: no cover - never made so
-                self.armed[s] = 0
-                return
-            _kernels.table_set(self.table, s, arrays)
+            _kernels.table_set(self.table, s, (*seg_arrays, win, mf))
             self._cached[s] = (seg_arrays, win)
         self.last_ts[s] = last
         self.armed[s] = 1

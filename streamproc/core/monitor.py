@@ -419,7 +419,6 @@ class BedMonitor:
         self._reannounce(now, out)
         return out
 
-    # ------------------------------------------------------------------ waveform
     # ------------------------------------------------------------------ many beds at once
     def chunk_state(self) -> tuple[SegmentArrays, FloatArray, FloatArray, float] | None:
         """What ``_kernels.step_chunks`` takes a chunk of this bed with, or ``None``.
@@ -463,6 +462,7 @@ class BedMonitor:
         self._after_chunk(t0, ts, code, out)
         return out
 
+    # ------------------------------------------------------------------ waveform
     def _after_chunk(self, t0: float, ts: float, code: int, out: list[AlarmEvent]) -> None:
         """What is left of a chunk (from ``t0``, dated ``ts``) after the compiled code ``code``."""
         if code == _kernels.STEP_BEATS:
