@@ -54,6 +54,7 @@ from streamproc.core.settings import HypotensionSettings, Settings, TargetSettin
 from streamproc.replay import Replayer
 
 __all__ = [
+    "ABP_DATA",
     "PROFILES",
     "TECHNICAL",
     "AlarmSpan",
@@ -70,6 +71,7 @@ __all__ = [
     "Sweep",
     "Trace",
     "Truth",
+    "abp_data_dir",
     "add_arguments",
     "evaluate",
     "format_tables",
@@ -299,26 +301,28 @@ def load_labels(path: str | Path) -> Labels:
     return labels
 
 
-def _data_dir() -> Path:
-    """The real records: ``$STREAMPROC_ABP_DATA``, else ``../shared/data/abp`` of the checkout."""
+#: The real records the repository carries (``data/abp/``, with their README and licence).
+ABP_DATA = Path(__file__).resolve().parents[1] / "data" / "abp"
+
+
+def abp_data_dir() -> Path:
+    """The real records: ``$STREAMPROC_ABP_DATA``, else the repository's ``data/abp``."""
     env = os.environ.get("STREAMPROC_ABP_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "abp"
+    return Path(env) if env else ABP_DATA
 
 
 def _resolve_record(labels: Labels, labels_path: Path) -> Path:
     rec = Path(labels.record)
     if rec.is_absolute():
         return rec
-    for base in (labels_path.parent, _data_dir()):
+    for base in (labels_path.parent, abp_data_dir()):
         cand = base / rec
         if cand.with_name(cand.name + ".hea").is_file():
             return cand
     raise LabelsError(
         str(labels_path),
         "record",
-        f"no WFDB record {labels.record!r} next to the labels file or in {_data_dir()} "
+        f"no WFDB record {labels.record!r} next to the labels file or in {abp_data_dir()} "
         "(set STREAMPROC_ABP_DATA to the folder of the real records)",
     )
 

@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import itertools
 import json
-import os
 import re
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from streamproc.evaluate import (
     sweep,
     write_truth,
 )
+from tests.abp_data import abp_records
 
 LABELS = Path(__file__).resolve().parents[1] / "config" / "labels"
 #: Scenarios of the small labelled set: two critical, two sustained-only, three without episode.
@@ -62,19 +62,6 @@ T0 = 1_732_400_000.0
 
 def sc(name: str) -> Scenario:
     return load_scenario(scenario_dir() / f"{name}.toml")
-
-
-def data_dir() -> Path:
-    """The real records (as tests/core/test_beats.py finds them)."""
-    env = os.environ.get("STREAMPROC_ABP_DATA")
-    root = Path(__file__).resolve().parents[1]
-    path = Path(env) if env else (root / ".." / "shared" / "data" / "abp").resolve()
-    if not path.is_dir():
-        pytest.fail(
-            f"real ABP records not found at {path} "
-            "(set STREAMPROC_ABP_DATA to the folder holding 041s/, mixedsignals/, s00001/)"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -449,7 +436,7 @@ class TestReport:
 class TestRealRecords:
     def test_labels_evaluate_without_false_alarms(self) -> None:
         """s00001's calibration, flush and zeroing stretches raise no hypotension alarm."""
-        data_dir()
+        abp_records()
         ev = evaluate(load_inputs([LABELS]), load_config(environ={}))
         beds = {b.scenario: b for b in ev.beds}
         assert set(beds) == {"s00001", "041s", "mixedsignals"}
@@ -465,7 +452,7 @@ class TestRealRecords:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """--labels: a recording made from the record, without sidecar, is scored by the labels."""
-        data_dir()
+        abp_records()
         (rec,) = load_inputs([LABELS / "041s.toml"])
         path = tmp_path / "041s.jsonl"
         path.write_bytes(b"\n".join(rec.lines) + b"\n")

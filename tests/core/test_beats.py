@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib
 import itertools
-import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from simulators.waveform import (
 from streamproc.core.beats import Beat, BeatDetector, BeatQuality
 from streamproc.core.messages import AbpChunk
 from streamproc.core.settings import BeatSettings
+from tests.abp_data import abp_records
 
 T0 = 1_732_400_000.0
 
@@ -427,21 +427,9 @@ class TestChunking:
         assert all(b.valid for b in beats)
 
 
-def _abp_data_dir() -> Path:
-    env = os.environ.get("STREAMPROC_ABP_DATA")
-    root = Path(__file__).resolve().parents[2]
-    path = Path(env) if env else (root / ".." / "shared" / "data" / "abp").resolve()
-    if not path.is_dir():
-        pytest.fail(
-            f"real ABP records not found at {path}: the suite needs them "
-            "(set STREAMPROC_ABP_DATA to the folder holding 041s/, mixedsignals/, s00001/)"
-        )
-    return path
-
-
 @functools.cache
 def _record(name: str) -> tuple[np.ndarray, float]:
-    base = _abp_data_dir()
+    base = abp_records()
     # wfdb 4.3 calls a pandas API that pandas 3 deprecates, at import time;
     # the suite turns warnings into errors, so silence that one here.
     with warnings.catch_warnings():

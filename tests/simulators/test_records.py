@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import msgspec
@@ -23,22 +22,10 @@ from simulators.records import (
 from simulators.scenario import DEFAULT_T0
 from streamproc.config import load_config
 from streamproc.replay import replay_lines
+from tests.abp_data import abp_records
 from tests.broker import MosquittoBroker, Subscriber
 
 S00001 = "s00001-2896-10-10-00-31"
-
-
-def data_dir() -> Path:
-    """The real records (as tests/core/test_beats.py finds them)."""
-    env = os.environ.get("STREAMPROC_ABP_DATA")
-    root = Path(__file__).resolve().parents[2]
-    path = Path(env) if env else (root / ".." / "shared" / "data" / "abp").resolve()
-    if not path.is_dir():
-        pytest.fail(
-            f"real ABP records not found at {path} "
-            "(set STREAMPROC_ABP_DATA to the folder holding 041s/, mixedsignals/, s00001/)"
-        )
-    return path
 
 
 def replay(data: bytes) -> tuple[list[dict[str, object]], int]:
@@ -57,7 +44,7 @@ def abp_lines(path: Path) -> list[dict[str, object]]:
 class TestReadAbp:
     def test_041s_multi_segment(self) -> None:
         """041s: 16 s at 125 Hz, no gaps, base time 1994 (outside streamproc's range)."""
-        rec = read_abp(data_dir() / "041s" / "041s")
+        rec = read_abp(abp_records() / "041s" / "041s")
         assert rec.fs == 125.0
         assert rec.samples.size == 2000
         assert not np.isnan(rec.samples).any()
@@ -66,7 +53,7 @@ class TestReadAbp:
 
     def test_mixedsignals_keeps_every_frame_sample(self) -> None:
         """mixedsignals: ABP has 2 samples a frame, read at 124.945 Hz; 192 leading NaN."""
-        rec = read_abp(data_dir() / "mixedsignals" / "mixedsignals")
+        rec = read_abp(abp_records() / "mixedsignals" / "mixedsignals")
         assert rec.fs == pytest.approx(124.945)
         assert rec.samples.size == 28800
         assert int(np.isnan(rec.samples).sum()) == 192
@@ -74,7 +61,7 @@ class TestReadAbp:
 
     def test_s00001_reads_only_the_abp_span(self) -> None:
         """s00001: the span of the ABP segments (540 s, a 60 s gap), found from the headers."""
-        base = data_dir() / "s00001" / S00001
+        base = abp_records() / "s00001" / S00001
         assert channel_span(base) == (14428365, 14495865)
         rec = read_abp(base)
         assert rec.sampfrom == 14428365
@@ -86,7 +73,7 @@ class TestReadAbp:
         with pytest.raises(RecordError, match="no WFDB header"):
             read_abp(tmp_path / "nothing")
         with pytest.raises(RecordError, match="PAP2"):
-            read_abp(data_dir() / "041s" / "041s", channel="PAP2")
+            read_abp(abp_records() / "041s" / "041s", channel="PAP2")
 
 
 class TestContext:
@@ -109,7 +96,7 @@ class TestContext:
 
     def test_nan_runs_split_chunks(self) -> None:
         """A NaN run inside a chunk splits it; all-NaN chunks are not sent; t0s line up."""
-        rec = read_abp(data_dir() / "mixedsignals" / "mixedsignals")
+        rec = read_abp(abp_records() / "mixedsignals" / "mixedsignals")
         lines = record_timed(rec, t0=1_800_000_000.0)
         chunks = [line["payload"] for _, _, line in lines]
         first = chunks[0]
@@ -127,7 +114,7 @@ class TestRecordToReplay:
         rc = main(
             [
                 "record",
-                str(data_dir() / "041s" / "041s"),
+                str(abp_records() / "041s" / "041s"),
                 "--out",
                 str(out),
                 "--profile",
@@ -148,7 +135,7 @@ class TestRecordToReplay:
         rc = main(
             [
                 "record",
-                str(data_dir() / "s00001" / S00001),
+                str(abp_records() / "s00001" / S00001),
                 "--out",
                 str(out),
                 "--infusion",
@@ -176,7 +163,7 @@ class TestRecordToReplay:
         rc = main(
             [
                 "record",
-                str(data_dir() / "s00001" / S00001),
+                str(abp_records() / "s00001" / S00001),
                 "--sampfrom",
                 str(start),
                 "--sampto",
@@ -202,7 +189,7 @@ class TestPublishRecord:
             rc = main(
                 [
                     "publish-record",
-                    str(data_dir() / "041s" / "041s"),
+                    str(abp_records() / "041s" / "041s"),
                     "--broker",
                     broker.url,
                     "--speed",
