@@ -47,6 +47,7 @@ import numpy.typing as npt
 
 from streamproc import _numparse
 from streamproc.core.messages import (
+    DRUG_NAMES,
     MAX_SAMPLES_PER_CHUNK,
     PRESSURE_LIMITS,
     TS_LIMITS,
@@ -234,7 +235,6 @@ def _lookup(kind: str, enum: type[_E], table: Mapping[str, _E], what: str, value
     return member
 
 
-_DRUGS: Final = {m.value: m for m in Drug}
 _UNITS: Final = {m.value: m for m in RateUnit}
 _PROFILES: Final = {m.value: m for m in Profile}
 _SOURCES: Final = {m.value: m for m in VitalsSource}
@@ -342,7 +342,8 @@ def _build_vitals(w: _VitalsWire, _max_samples: int) -> Vitals:
 
 
 def _build_infusion(w: _InfusionWire, _max_samples: int) -> Infusion:
-    drug = _lookup("infusion", Drug, _DRUGS, "drug", w.drug)
+    # any name of DRUG_NAMES, in any case: "Noradrenaline" is norepinephrine
+    drug = _lookup("infusion", Drug, DRUG_NAMES, "drug", w.drug.strip().casefold())
     unit = _lookup("infusion", RateUnit, _UNITS, "unit", w.unit)
     return Infusion(w.ts, drug, w.rate, unit, w.running, w.concentration)
 

@@ -95,6 +95,7 @@ class _Summary(msgspec.Struct, gc=False):
     open_alarms: tuple[str, ...]
     trend: tuple[float, ...]
     trend_step_s: float
+    ne_equivalent: float | None
 
 
 def encode_summary(status: BedStatus) -> bytes:
@@ -116,6 +117,7 @@ def encode_summary(status: BedStatus) -> bytes:
             status.open_alarms,
             status.trend,
             status.trend_step_s,
+            status.ne_equivalent,
         )
     )
 

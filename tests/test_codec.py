@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from streamproc import codec
 from streamproc.codec import ERROR_CODES, INBOUND_KINDS, CodecError, decode, kinds
 from streamproc.core.messages import (
+    DRUG_NAMES,
     AbpChunk,
     Ack,
     Drug,
@@ -300,14 +301,6 @@ BAD: list[tuple[str, str, bytes | str, dict[str, int], str, str | None]] = [
     ),
     ("unknown-unit", "infusion", with_("infusion", unit="mcg/kg/h"), {}, "unknown_value", "unit"),
     (
-        "drug-wrong-case",
-        "infusion",
-        with_("infusion", drug="Norepinephrine"),
-        {},
-        "unknown_value",
-        "drug",
-    ),
-    (
         "unknown-profile",
         "patient",
         with_("patient", profile="septic"),
@@ -329,6 +322,36 @@ BAD: list[tuple[str, str, bytes | str, dict[str, int], str, str | None]] = [
     ("too-many-samples", "abp", _BIG, {"max_samples": 10}, "too_large", "samples"),
     ("too-deep", "abp", raw("abp", x="[" * 5000 + "]" * 5000), {}, "too_deep", None),
 ]
+
+
+class TestDrugNames:
+    """Every name of the one table (``DRUG_NAMES``) decodes to its drug, in any case."""
+
+    @pytest.mark.parametrize(
+        ("name", "drug"),
+        [
+            ("noradrenaline", Drug.NOREPINEPHRINE),
+            ("Noradrenaline", Drug.NOREPINEPHRINE),
+            ("Norepinephrine", Drug.NOREPINEPHRINE),
+            (" LEVOPHED ", Drug.NOREPINEPHRINE),
+            ("adrenaline", Drug.EPINEPHRINE),
+            ("argipressin", Drug.VASOPRESSIN),
+            ("Vasostrict", Drug.VASOPRESSIN),
+            ("neo-synephrine", Drug.PHENYLEPHRINE),
+        ],
+    )
+    def test_name(self, name: str, drug: Drug) -> None:
+        """International, brand and differently cased names are the contract's drug."""
+        msg = decode("infusion", with_("infusion", drug=name))
+        assert isinstance(msg, Infusion)
+        assert msg.drug is drug
+
+    def test_every_table_name_decodes(self) -> None:
+        """No name in the table is refused by the codec."""
+        for name, drug in DRUG_NAMES.items():
+            msg = decode("infusion", with_("infusion", drug=name.upper()))
+            assert isinstance(msg, Infusion)
+            assert msg.drug is drug
 
 
 class TestNoFreeTextInReasons:

@@ -26,6 +26,7 @@ KEYS = [
     "open_alarms",
     "trend",
     "trend_step_s",
+    "ne_equivalent",
 ]
 
 
@@ -45,6 +46,7 @@ def _status(**changes: object) -> BedStatus:
         "ts": 1_700_000_009.123456,
         "trend": (70.25, 64.5),
         "trend_step_s": 30.0,
+        "ne_equivalent": 0.12,
     }
     base.update(changes)
     return BedStatus(**base)  # type: ignore[arg-type]
@@ -62,7 +64,8 @@ class TestEncodeSummary:
             b'{"unit":"ward7","bed":"bed03","ts":1700000009.123,"map":65.0,"sbp":91.0,'
             b'"dbp":51.9,"hr":null,"metric":"map","target":65.0,"profile":"standard",'
             b'"infusions":[{"drug":"norepinephrine","rate":0.12,"unit":"mcg/kg/min"}],'
-            b'"open_alarms":["hypotension"],"trend":[70.25,64.5],"trend_step_s":30.0}'
+            b'"open_alarms":["hypotension"],"trend":[70.25,64.5],"trend_step_s":30.0,'
+            b'"ne_equivalent":0.12}'
         )
 
     @settings(max_examples=200)

@@ -16,13 +16,21 @@ from streamproc.core.messages import Drug, Infusion, Profile, RateUnit
 
 __all__ = [
     "DISCLAIMER",
+    "HIGH_DOSE_SOURCE",
+    "NE_EQUIVALENT",
+    "NE_EQUIVALENT_SOURCE",
     "SOURCES",
     "AdvisoryKind",
+    "Dose",
+    "NeEquivalent",
     "Recommendation",
     "Step",
     "current_step",
+    "dose_unknown_reason",
+    "ne_equivalent",
     "norepinephrine_dose",
     "recommend",
+    "standard_dose",
     "vasopressin_u_min",
 ]
 
@@ -55,6 +63,9 @@ class AdvisoryKind(StrEnum):
     PREMATURE_NE_TRAUMA = "advisory_premature_ne_trauma"
     PERFUSION = "advisory_perfusion"
     VASOCONSTRICTION = "advisory_vasoconstriction"
+    #: A running infusion whose dose cannot be converted (no concentration, weight or a
+    #: unit that is not the drug's): it counts as running, its dose checks cannot run.
+    DOSE_UNKNOWN = "advisory_dose_unknown"
 
 
 ADVISORY_REASONS: Final[Mapping[AdvisoryKind, str]] = {
@@ -86,9 +97,132 @@ ADVISORY_REASONS: Final[Mapping[AdvisoryKind, str]] = {
         "Rising norepinephrine with falling urine output and rising lactate: possible "
         "excessive vasoconstriction. Reassess volume before escalating further."
     ),
+    AdvisoryKind.DOSE_UNKNOWN: (
+        "Dose cannot be checked: the infusion counts as running for the escalation ladder, "
+        "but its dose limits and the norepinephrine-equivalent dose cannot be worked out. "
+        "Enter what is missing on the pump or in the record."
+    ),
 }
 
 _VASOPRESSORS_3RD: Final = (Drug.EPINEPHRINE, Drug.DOBUTAMINE)
+
+#: Where the norepinephrine-equivalent factors come from.
+NE_EQUIVALENT_SOURCE: Final = (
+    "Goradia S, Sardaneh AA, Narayan SW, Penm J, Patanwala AE. Vasopressor dose "
+    "equivalence: a scoping review and suggested formula. J Crit Care 2021;61:233-240"
+)
+#: Norepinephrine-equivalent dose (NEE, mcg/kg/min) per unit of each vasopressor's
+#: standard dose (NE_EQUIVALENT_SOURCE): NEE = norepinephrine + epinephrine
+#: + phenylephrine / 10 + dopamine / 100 (all mcg/kg/min) + vasopressin (U/min) x 2.5.
+#: Dobutamine is an inotrope, not a vasopressor: it adds nothing.
+NE_EQUIVALENT: Final[Mapping[Drug, float]] = {
+    Drug.NOREPINEPHRINE: 1.0,
+    Drug.EPINEPHRINE: 1.0,
+    Drug.PHENYLEPHRINE: 0.1,
+    Drug.DOPAMINE: 0.01,
+    Drug.VASOPRESSIN: 2.5,
+}
+#: Where the default high-dose threshold (``monitor.high_dose_nee``) comes from.
+HIGH_DOSE_SOURCE: Final = (
+    "Auchet T, Regnier MA, Girerd N, Levy B. Outcome of patients with septic shock and "
+    "high-dose vasopressor therapy. Ann Intensive Care 2017;7:43 (high dose: "
+    "norepinephrine-equivalent > 1 mcg/kg/min)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Dose:
+    """One infusion's dose in its drug's standard unit, or what is missing to know it.
+
+    The standard unit is U/min for vasopressin and mcg/kg/min for the others (the units
+    of the protocol's limits and of the norepinephrine-equivalent formula).
+    """
+
+    drug: Drug
+    #: The dose, or None when it cannot be worked out (``missing`` says why).
+    value: float | None
+    unit: str
+    #: What would be needed, in words ("concentration (U/mL) of a mL/h rate").
+    missing: tuple[str, ...] = ()
+
+
+def standard_dose(inf: Infusion, weight_kg: float | None) -> Dose:
+    """``inf``'s dose in its drug's standard unit (see :class:`Dose`)."""
+    drug, rate, unit = inf.drug, inf.rate, inf.unit
+    if drug is Drug.VASOPRESSIN:
+        if unit is RateUnit.U_MIN:
+            return Dose(drug, rate, "U/min")
+        if unit is RateUnit.ML_H:
+            if inf.concentration is None:
+                return Dose(drug, None, "U/min", ("the concentration (U/mL) of a mL/h rate",))
+            return Dose(drug, rate * inf.concentration / 60.0, "U/min")
+        return Dose(
+            drug, None, "U/min", (f"a vasopressin unit (U/min, or mL/h with U/mL), not {unit}",)
+        )
+    if unit is RateUnit.MCG_KG_MIN:
+        return Dose(drug, rate, "mcg/kg/min")
+    if unit is RateUnit.U_MIN:
+        return Dose(
+            drug, None, "mcg/kg/min", (f"a {drug} unit (mcg/kg/min, mcg/min or mL/h), not U/min",)
+        )
+    mcg_min: float | None = rate  # mcg/min, or mL/h times mcg/mL over 60
+    missing = []
+    if unit is RateUnit.ML_H:
+        if inf.concentration is None:
+            mcg_min = None
+            missing.append("the concentration (mcg/mL) of a mL/h rate")
+        else:
+            mcg_min = rate * inf.concentration / 60.0
+    if not weight_kg:
+        missing.append(f"the patient's weight (for {unit} in mcg/kg/min)")
+    if mcg_min is None or not weight_kg:
+        return Dose(drug, None, "mcg/kg/min", tuple(missing))
+    return Dose(drug, mcg_min / weight_kg, "mcg/kg/min")
+
+
+def _running_doses(infusions: Mapping[Drug, Infusion], weight_kg: float | None) -> list[Dose]:
+    return [
+        standard_dose(infusions[d], weight_kg)
+        for d in sorted(running(infusions))  # (sorted: the same words in the same order)
+    ]
+
+
+def dose_unknown_reason(infusions: Mapping[Drug, Infusion], weight_kg: float | None) -> str | None:
+    """The ``advisory_dose_unknown`` reason, or None when every running dose is known."""
+    parts = [
+        f"{d.drug} {infusions[d.drug].rate:g} {infusions[d.drug].unit} without "
+        + " and ".join(d.missing)
+        for d in _running_doses(infusions, weight_kg)
+        if d.value is None
+    ]
+    if not parts:
+        return None
+    return f"{ADVISORY_REASONS[AdvisoryKind.DOSE_UNKNOWN]} ({'; '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class NeEquivalent:
+    """The vasopressors running, as one norepinephrine-equivalent dose (mcg/kg/min)."""
+
+    #: The sum over the running vasopressors whose dose is known (a lower bound when
+    #: ``unknown`` is not empty).
+    value: float
+    #: Running vasopressors whose dose cannot be worked out, left out of ``value``.
+    unknown: tuple[Drug, ...] = ()
+
+
+def ne_equivalent(infusions: Mapping[Drug, Infusion], weight_kg: float | None) -> NeEquivalent:
+    """The norepinephrine-equivalent dose of what runs (``NE_EQUIVALENT``)."""
+    total, unknown = 0.0, []
+    for dose in _running_doses(infusions, weight_kg):
+        factor = NE_EQUIVALENT.get(dose.drug)
+        if factor is None:
+            continue  # an inotrope
+        if dose.value is None:
+            unknown.append(dose.drug)
+        else:
+            total += factor * dose.value
+    return NeEquivalent(total, tuple(unknown))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +294,13 @@ def recommend(
     crystalloid_ml_per_kg: float = 30.0,
     peritonitis: bool = False,
     has_arterial_line: bool = True,
+    high_dose_nee: float = 1.0,
 ) -> Recommendation:
-    """The next step for a patient below target, from what is running now."""
+    """The next step for a patient below target, from what is running now.
+
+    The occult-volume-loss caution ("enormous doses of norepinephrine", the seed) is
+    given only when the norepinephrine-equivalent dose reaches ``high_dose_nee``.
+    """
     step = current_step(infusions)
     checks: list[str] = []
     if crystalloid_ml is not None and weight_kg is not None:
@@ -185,10 +324,15 @@ def recommend(
     if not has_arterial_line:
         checks.append("arterial catheter for continuous pressure")
     cautions: list[str] = []
-    if step is Step.ADD_VASOPRESSIN:
-        cautions.append("very high norepinephrine needs suggest occult blood-volume loss")
-        if profile is Profile.TRAUMA:
-            cautions.append("haemorrhagic shock: vasopressin 4 IU bolus then 0.04 IU/min")
+    nee = ne_equivalent(infusions, weight_kg)
+    if Drug.NOREPINEPHRINE in running(infusions) and nee.value >= high_dose_nee:
+        cautions.append(
+            f"high vasopressor dose (norepinephrine-equivalent {nee.value:.2f} mcg/kg/min, "
+            f"threshold {high_dose_nee:g}): very high norepinephrine needs suggest occult "
+            "blood-volume loss"
+        )
+    if step is Step.ADD_VASOPRESSIN and profile is Profile.TRAUMA:
+        cautions.append("haemorrhagic shock: vasopressin 4 IU bolus then 0.04 IU/min")
     if peritonitis:
         cautions.append("peritonitis: avoid fluid overload (gut oedema, abdominal pressure)")
     return Recommendation(

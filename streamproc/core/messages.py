@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -22,6 +23,7 @@ import numpy.typing as npt
 from streamproc.core import _kernels
 
 __all__ = [
+    "DRUG_NAMES",
     "IDENT_RE",
     "MAX_SAMPLES_PER_CHUNK",
     "AbpChunk",
@@ -73,6 +75,36 @@ class Drug(StrEnum):
     DOBUTAMINE = "dobutamine"
     DOPAMINE = "dopamine"
     PHENYLEPHRINE = "phenylephrine"
+
+
+#: Every name a pump or an EHR may give one of the six drugs, lower case: the contract's
+#: (US adopted) names, the international non-proprietary and British names, and common
+#: brand names. The one table the codec reads (``Drug(...)`` knows the contract's only);
+#: documented in docs/wire-format-notes.md.
+DRUG_NAMES: Final[Mapping[str, Drug]] = {
+    **{d.value: d for d in Drug},
+    # norepinephrine
+    "noradrenaline": Drug.NOREPINEPHRINE,
+    "levarterenol": Drug.NOREPINEPHRINE,
+    "levophed": Drug.NOREPINEPHRINE,
+    "arterenol": Drug.NOREPINEPHRINE,
+    # vasopressin
+    "argipressin": Drug.VASOPRESSIN,
+    "arginine vasopressin": Drug.VASOPRESSIN,
+    "avp": Drug.VASOPRESSIN,
+    "vasostrict": Drug.VASOPRESSIN,
+    "pitressin": Drug.VASOPRESSIN,
+    "empressin": Drug.VASOPRESSIN,
+    # epinephrine
+    "adrenaline": Drug.EPINEPHRINE,
+    "adrenalin": Drug.EPINEPHRINE,
+    # dobutamine, dopamine, phenylephrine
+    "dobutrex": Drug.DOBUTAMINE,
+    "intropin": Drug.DOPAMINE,
+    "neosynephrine": Drug.PHENYLEPHRINE,
+    "neo-synephrine": Drug.PHENYLEPHRINE,
+    "biorphen": Drug.PHENYLEPHRINE,
+}
 
 
 class RateUnit(StrEnum):

@@ -28,6 +28,8 @@ from streamproc.core.escalation import (
     AdvisoryKind,
     Step,
     current_step,
+    dose_unknown_reason,
+    ne_equivalent,
     norepinephrine_dose,
     recommend,
     running,
@@ -249,6 +251,9 @@ class BedStatus(msgspec.Struct, frozen=True, gc=False):
     #: Rolling MAP every ``monitor.trend_step_s`` of data time, oldest first.
     trend: tuple[float, ...] = ()
     trend_step_s: float = 30.0
+    #: The running vasopressors as one norepinephrine-equivalent dose (mcg/kg/min), a
+    #: lower bound when one of them has an unknown dose; None when none runs.
+    ne_equivalent: float | None = None
 
 
 class BedMonitor:
@@ -308,6 +313,7 @@ class BedMonitor:
         # derived from patient / infusions, recomputed when a message changes them
         self._target: tuple[str, float] | None = None
         self._step: Step | None = None
+        self._nee: tuple[float | None] | None = None
         self.patient: dict[str, Any] = {}
         self.labs: dict[str, tuple[float, float]] = {}
         self.prev_labs: dict[str, tuple[float, float]] = {}
@@ -729,7 +735,9 @@ class BedMonitor:
             crystalloid_ml_per_kg=ms.crystalloid_ml_per_kg,
             peritonitis=bool(self.patient.get("peritonitis")),
             has_arterial_line=not self.nibp_only,
+            high_dose_nee=ms.high_dose_nee,
         )
+        nee = ne_equivalent(self.infusions, self.patient.get("weight_kg"))
         return {
             "metric": metric,
             "value": round(value, 1),
@@ -741,21 +749,25 @@ class BedMonitor:
             "checks": list(rec.checks),
             "cautions": list(rec.cautions),
             "running": sorted(d.value for d in running(self.infusions)),
+            # vasopressors as one norepinephrine-equivalent dose, mcg/kg/min (a lower bound
+            # when a running dose is unknown: ``ne_equivalent_unknown`` names those)
+            "ne_equivalent": round(nee.value, 3),
+            "ne_equivalent_unknown": [d.value for d in nee.unknown],
             "sources": list(rec.sources),
             "disclaimer": DISCLAIMER,
         }
 
     # ------------------------------------------------------------------ context
     def _on_infusion(self, inf: Infusion, out: list[AlarmEvent]) -> None:
-        before = current_step(self.infusions)
         self.infusions[inf.drug] = inf
         self._step = None
+        self._nee = None
         if inf.drug is Drug.NOREPINEPHRINE and inf.running:
             dose = norepinephrine_dose(inf, self.patient.get("weight_kg"))
             if not self.ne_doses or self.ne_doses[-1][1:] != dose:
                 self.ne_doses.append((inf.ts, *dose))
                 del self.ne_doses[:-2]
-        self._refresh_hypotension(inf.ts, before, out)
+        self._refresh_hypotension(inf.ts, out)
         self._advise(inf.ts, out)
 
     def _on_patient(self, p: Patient, out: list[AlarmEvent]) -> None:
@@ -772,7 +784,8 @@ class BedMonitor:
             if value is not None:
                 self.patient[name] = value
         self._target = None
-        self._refresh_hypotension(p.ts, None, out)
+        self._nee = None
+        self._refresh_hypotension(p.ts, out)
         self._advise(p.ts, out)
 
     def _on_labs(self, labs: Labs, out: list[AlarmEvent]) -> None:
@@ -784,12 +797,11 @@ class BedMonitor:
                 self.labs[name] = (labs.ts, float(value))
         self._advise(labs.ts, out)
 
-    def _refresh_hypotension(self, ts: float, before: Step | None, out: list[AlarmEvent]) -> None:
-        """Republish an open hypotension alarm whose advice has changed."""
+    def _refresh_hypotension(self, ts: float, out: list[AlarmEvent]) -> None:
+        """Republish an open hypotension alarm whose advice has changed (the step, or a
+        dose crossing the high-dose threshold)."""
         alarm = self.alarms.get(HYPOTENSION)
         if alarm is None or self.value is None:
-            return
-        if before is not None and current_step(self.infusions) is before:
             return
         metric, target = self.target()
         details = self._hypo_details(metric, self.value, target)
@@ -843,6 +855,9 @@ class BedMonitor:
             )
         if self._vasoconstriction(ts):
             holds[AdvisoryKind.VASOCONSTRICTION] = ADVISORY_REASONS[AdvisoryKind.VASOCONSTRICTION]
+        unknown = dose_unknown_reason(self.infusions, self.patient.get("weight_kg"))
+        if unknown is not None:
+            holds[AdvisoryKind.DOSE_UNKNOWN] = unknown
         return holds
 
     def _vasoconstriction(self, ts: float) -> bool:
@@ -1008,7 +1023,20 @@ class BedMonitor:
             ts=self.obs_ts,
             trend=tuple(self.trend),
             trend_step_s=self.settings.monitor.trend_step_s,
+            ne_equivalent=self._ne_equivalent(),
         )
+
+    def _ne_equivalent(self) -> float | None:
+        """The summary's norepinephrine-equivalent dose (kept until the infusions or the
+        patient change: the summary is built for every bed every few seconds)."""
+        nee = self._nee
+        if nee is None:
+            if running(self.infusions):
+                value = ne_equivalent(self.infusions, self.patient.get("weight_kg")).value
+                nee = self._nee = (round(value, 3),)
+            else:
+                nee = self._nee = (None,)
+        return nee[0]
 
 
 _warm: list[bool] = []

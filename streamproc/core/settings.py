@@ -157,6 +157,10 @@ class MonitorSettings:
     urine_low_ml_kg_h: float = 0.5
     scvo2_low: float = 70.0
     vasopressin_max_u_min: float = 0.04
+    #: Norepinephrine-equivalent dose (mcg/kg/min; ``escalation.NE_EQUIVALENT``) from which
+    #: the occult-volume-loss caution is given: "high-dose" vasopressor therapy, > 1 mcg/kg/min
+    #: (``escalation.HIGH_DOSE_SOURCE``).
+    high_dose_nee: float = 1.0
     #: Trend kept per bed for displays: one rolling-MAP point every trend_step_s.
     trend_step_s: float = 30.0
     trend_points: int = 60

@@ -23,6 +23,7 @@
     advisory_premature_ne_trauma: "Advisory: premature norepinephrine (trauma)",
     advisory_perfusion: "Advisory: perfusion markers",
     advisory_vasoconstriction: "Advisory: excessive vasoconstriction",
+    advisory_dose_unknown: "Advisory: dose cannot be checked",
   };
   const AUDIENCE = { bedside: "bedside", charge_nurse: "charge nurse", physician: "physician" };
 
@@ -238,6 +239,7 @@
               drugs.map((d) => h("li", {}, h("span", { class: "drug" }, d.drug), ` ${d.rate} ${d.unit}`)),
             )
           : h("p", { class: "muted" }, "none"),
+        typeof sm.ne_equivalent === "number" ? h("p", { class: "nee" }, neeText(sm.ne_equivalent)) : null,
       ),
       h(
         "p",
@@ -245,6 +247,13 @@
         updatedText(sm.ts),
       ),
     );
+  }
+
+  // the vasopressors as one norepinephrine-equivalent dose (server-computed; "≥" when a
+  // running dose is unknown and left out)
+  function neeText(value, unknown) {
+    const partial = Array.isArray(unknown) && unknown.length;
+    return `NE-equivalent ${partial ? "≥ " : ""}${value.toFixed(2)} mcg/kg/min`;
   }
 
   function updatedText(ts) {
@@ -375,6 +384,7 @@
           `${metric} ${num(a.value)} below target ${num(a.target)} mmHg`,
           a.profile ? ` (${String(a.profile).replace(/_/g, " ")})` : "",
           Array.isArray(a.running) && a.running.length ? ` · on ${a.running.join(", ")}` : " · no vasopressor running",
+          typeof a.ne_equivalent === "number" && a.ne_equivalent > 0 ? ` · ${neeText(a.ne_equivalent, a.ne_equivalent_unknown)}` : "",
         ),
       );
       if (a.state !== "cleared") {
