@@ -44,6 +44,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from streamproc.agreement import Agreement, agreement_table, record_agreement
 from streamproc.config import ConfigError, StreamprocConfig, load_config, parse_assignment
 from streamproc.core.alarms import AlarmEvent, AlarmState, Trigger
 from streamproc.core.beats import BeatDetector
@@ -80,6 +81,7 @@ __all__ = [
     "load_labels",
     "protocol_target",
     "read_truth",
+    "resolve_record",
     "run_command",
     "score_bed",
     "summarize",
@@ -311,7 +313,7 @@ def abp_data_dir() -> Path:
     return Path(env) if env else ABP_DATA
 
 
-def _resolve_record(labels: Labels, labels_path: Path) -> Path:
+def resolve_record(labels: Labels, labels_path: Path) -> Path:
     rec = Path(labels.record)
     if rec.is_absolute():
         return rec
@@ -363,7 +365,7 @@ def labels_recording(path: str | Path, *, root: str = "icu") -> Recording:
     labels = load_labels(path)
     lpath = Path(path)
     name = labels.name or lpath.stem
-    record = _resolve_record(labels, lpath)
+    record = resolve_record(labels, lpath)
     patient: dict[str, Any] = {"profile": labels.profile}
     for key in ("age", "weight_kg", "map_target", "sbp_target"):
         if getattr(labels, key) is not None:
@@ -1250,10 +1252,18 @@ def run_command(args: argparse.Namespace) -> int:
         + "\n\n"
     )
     sys.stdout.write(format_tables(ev, sw) + "\n")
+    agreement = _agreement(recordings, config)
+    if agreement:
+        sys.stdout.write(
+            "\nbeats against the ECG's R waves, MAP against the monitor's own numeric "
+            "(docs/evaluation.md):\n" + agreement_table(agreement) + "\n"
+        )
     if args.json:
         doc = {"settings": list(args.set), "tolerance_s": args.tolerance, **ev.as_dict()}
         if sw is not None:
             doc["sweep"] = sw.as_dict()
+        if agreement:
+            doc["agreement"] = msgspec.to_builtins(agreement)
         Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(doc), indent=1))
     if drawing:
         from streamproc.report import write_figures, write_report  # noqa: PLC0415 - matplotlib
@@ -1274,6 +1284,27 @@ def run_command(args: argparse.Namespace) -> int:
             )
             sys.stderr.write(f"streamproc evaluate: report {args.report}\n")
     return 0
+
+
+def _agreement(recordings: Sequence[Recording], config: StreamprocConfig) -> list[Agreement]:
+    """The agreement with their own references of the real records among the inputs."""
+    out = []
+    for r in recordings:
+        if not (r.path.endswith(".toml") and _toml_kind(Path(r.path)) == "labels"):
+            continue
+        labels = load_labels(r.path)
+        out.append(
+            record_agreement(
+                r.name,
+                resolve_record(labels, Path(r.path)),
+                artifacts=[(a.start_s, a.end_s) for a in labels.artifact],
+                channel=labels.channel,
+                sampfrom=labels.sampfrom,
+                sampto=labels.sampto,
+                settings=config.core,
+            )
+        )
+    return out
 
 
 class _ProgressBar:
