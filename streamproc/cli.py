@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+# Light imports only: `streamproc --help`, `config` and `audit` take no numba, scipy
+# or core loops (tests/test_coldstart.py); each command imports what it runs.
 import argparse
-import asyncio
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from streamproc import __version__
-from streamproc.audit import AuditError, AuditLog, format_table, row_json
 from streamproc.config import ConfigError, ServiceSettings, default_toml, load_config
-from streamproc.core.messages import IDENT_RE
-from streamproc.replay import replay_lines
+
+if TYPE_CHECKING:
+    from streamproc.warm import Kernels
 
 __all__ = ["main"]
 
@@ -29,11 +30,30 @@ def _lines(fh: BinaryIO) -> Iterator[bytes]:
     yield from fh
 
 
+def _start_kernels(on_ready: Callable[[Kernels], None] | None = None) -> Kernels | None:
+    """The compiled loops, or the interpreted ones while they compile (``STREAMPROC_JIT``).
+
+    None (after a message) for an unknown ``STREAMPROC_JIT``.
+    """
+    from streamproc.warm import JitModeError, start  # noqa: PLC0415 - numba only here
+
+    try:
+        return start(on_ready=on_ready)
+    except JitModeError as exc:
+        print(f"streamproc: {exc}", file=sys.stderr)
+        return None
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from streamproc.replay import replay_lines  # noqa: PLC0415 - the core: replay only
+
     try:
         config = load_config(args.config, assignments=args.set)
     except ConfigError as exc:
         print(f"streamproc: {exc}", file=sys.stderr)
+        return 2
+    kernels = _start_kernels()
+    if kernels is None:
         return 2
     out = sys.stdout.buffer
 
@@ -58,11 +78,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     print(summary.render(), file=sys.stderr)
+    if kernels.mode != "compiled":
+        print(f"replay: {kernels.describe()}", file=sys.stderr)
     print(DISCLAIMER_LINE, file=sys.stderr)
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - only the commands that run a loop need it
+
+    import structlog  # noqa: PLC0415
+
     from streamproc.logs import configure_logging  # noqa: PLC0415 - only the service needs it
     from streamproc.service import run_service  # noqa: PLC0415 - keeps `replay` start-up light
 
@@ -78,6 +104,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, assignments=args.set, overrides=overrides)
         configure_logging(level=args.log_level)
+        log = structlog.get_logger("streamproc.warm")
+
+        def ready(kernels: Kernels) -> None:
+            log.info("kernels_compiled", error=kernels.error)
+
+        kernels = _start_kernels(ready)
+        if kernels is None:
+            return 2
+        if not kernels.compiled:
+            log.info("kernels_interpreted", reason="numba cache incomplete: compiling aside")
         return asyncio.run(run_service(config))
     except ConfigError as exc:
         print(f"streamproc: {exc}", file=sys.stderr)
@@ -87,8 +123,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
     from streamproc.demo import run_demo  # noqa: PLC0415 - keeps other commands light
 
+    if _start_kernels() is None:
+        return 2
     live = None if not args.no_live else False
     try:
         return asyncio.run(
@@ -108,6 +148,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
     from streamproc.dashboard import serve_dashboard  # noqa: PLC0415 - web stack only here
     from streamproc.logs import configure_logging  # noqa: PLC0415
 
@@ -176,6 +218,8 @@ def _parse_since(text: str) -> float:
 
 def _parse_bed(text: str) -> tuple[str, str | None]:
     """``--bed``: ``UNIT/BED``, or ``UNIT`` for every bed of a unit."""
+    from streamproc.core.messages import IDENT_RE  # noqa: PLC0415 - `audit --bed` only
+
     unit, _, bed = text.partition("/")
     for part in (unit, bed) if bed or "/" in text else (unit,):
         if not IDENT_RE.fullmatch(part):
@@ -186,6 +230,8 @@ def _parse_bed(text: str) -> tuple[str, str | None]:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    from streamproc.audit import AuditError, AuditLog, format_table, row_json  # noqa: PLC0415
+
     path = Path(args.db)
     if not path.is_file():
         print(f"streamproc: audit: no such file: {path}", file=sys.stderr)
@@ -213,7 +259,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, evaluate: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``evaluate=False`` leaves out ``evaluate``'s options (and imports)."""
     parser = argparse.ArgumentParser(
         prog="streamproc",
         description="Arterial-pressure stream processor: sustained hypotension on "
@@ -363,8 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
     au.set_defaults(func=_cmd_audit)
 
-    from streamproc.evaluate import add_arguments  # noqa: PLC0415
-
     ev = sub.add_parser(
         "evaluate",
         help="score the alarms of recordings with ground truth: sensitivity, false alarms, latency",
@@ -374,13 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
         "bed-day, detection latency, time in alarm, technical alarms and re-announcements, "
         "per scenario, per profile and overall. See docs/evaluation.md.",
     )
-    add_arguments(ev)
+    if evaluate:
+        from streamproc.evaluate import add_arguments  # noqa: PLC0415 - the core, numba
+
+        add_arguments(ev)
     ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # (evaluate's options come with the whole core: only for that command)
+    args = build_parser(evaluate="evaluate" in argv).parse_args(argv)
     rc: int = args.func(args)
     return rc
 

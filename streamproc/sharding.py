@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-from streamproc.core.messages import IDENT_RE
-
 __all__ = [
     "Shard",
     "ShardError",
@@ -121,6 +119,10 @@ def parse_units(text: str) -> tuple[str, ...]:
         unit = raw.strip()
         if not unit:
             continue
+        # (here, not at the top: the core's messages bring numba, and `streamproc
+        # --help` and `config` make the default settings, which parse no unit)
+        from streamproc.core.messages import IDENT_RE  # noqa: PLC0415
+
         if not IDENT_RE.fullmatch(unit):
             raise ShardError(
                 f"unit {unit[:80]!r} must match [A-Za-z0-9_-]{{1,64}} "

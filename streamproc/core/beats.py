@@ -71,7 +71,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import bessel, group_delay, lfilter_zi
 
 from streamproc.core import _kernels
 from streamproc.core.messages import AbpChunk
@@ -166,21 +165,69 @@ def _limits(st: BeatSettings) -> FloatArray:
     return lim
 
 
+#: ``scipy.signal.besselap(2, norm="mag")``: the analog prototype's pole (with its
+#: conjugate) and gain, to the bit (the design below is scipy's ``bessel(2, ...,
+#: norm="mag", fs=fs)`` step by step in numpy: importing ``scipy.signal`` costs
+#: ~0.8 s of every start; ``tests/core/test_beats.py`` checks it equals scipy's).
+_BESSEL2_POLE: Final = complex(
+    float.fromhex("-0x1.1a028b781f982p+0"), float.fromhex("0x1.45a3146a88452p-1")
+)
+_BESSEL2_GAIN: Final = float.fromhex("0x1.9e3779b97f4a0p+0")
+
+
+def _bessel2(cutoff: float, fs: float) -> tuple[FloatArray, FloatArray]:
+    """``scipy.signal.bessel(2, cutoff, fs=fs, norm="mag")``: ``(b, a)``."""
+    wn = np.asarray(cutoff, np.float64) / (fs / 2)
+    warped = float(2 * 2.0 * np.tan(np.pi * wn / 2.0))  # pre-warped (iirfilter, fs=2)
+    # lp2lp_zpk: no zeros, the poles scaled by ``warped``
+    p = warped * np.array([_BESSEL2_POLE, _BESSEL2_POLE.conjugate()], np.complex128)
+    k = _BESSEL2_GAIN * warped**2
+    # bilinear_zpk (fs=2): both zeros at Nyquist
+    fs2 = 2.0 * 2.0
+    p_z = (fs2 + p) / (fs2 - p)
+    k_z = k * np.real(np.prod(fs2 - np.zeros(0, np.float64)) / np.prod(fs2 - p))
+    # zpk2tf
+    b = np.ones(1, np.float64)
+    for zero in -np.ones(2, np.float64):
+        b = np.convolve(b, np.stack((np.float64(1.0), -zero)), mode="full")
+    b = np.multiply(np.atleast_1d(np.asarray(k_z, np.float64)), b)
+    a = np.ones(1, np.complex128)
+    for pole in p_z:
+        a = np.convolve(a, np.stack((np.complex128(1.0), -pole)), mode="full")
+    return b, np.real(a).copy()
+
+
+def _lfilter_zi(b: FloatArray, a: FloatArray) -> FloatArray:
+    """``scipy.signal.lfilter_zi(b, a)`` of a biquad (``a[0] == 1``)."""
+    i_minus_a = np.eye(2) - np.array([[-a[1], -a[2]], [1.0, 0.0]]).T
+    return np.asarray(np.linalg.solve(i_minus_a, b[1:] - a[1:] * b[0]), np.float64)
+
+
+def _group_delay(b: FloatArray, a: FloatArray, f: float, fs: float) -> float:
+    """``scipy.signal.group_delay((b, a), w=[f], fs=fs)[1][0]``, in samples."""
+    w = 2 * np.pi * np.atleast_1d(np.float64(f)) / fs
+    c = np.convolve(b, np.conjugate(a[::-1]))
+    cr = c * np.arange(c.size)
+    z = np.exp(-1j * w)
+    gd = np.real(np.polyval(cr[::-1], z) / np.polyval(c[::-1], z)) - a.size + 1
+    return float(gd[0])
+
+
 @functools.lru_cache(maxsize=64)
 def _design(cutoff: float, fs: float) -> tuple[FloatArray, FloatArray, float]:
     """The low-pass filter for ``fs``: biquad coefficients, unit initial state, group delay.
 
     Designed once per sampling rate (a new segment starts at every gap, and
-    scipy's design costs more than filtering a chunk).
+    the design costs more than filtering a chunk).
     """
-    b, a = bessel(2, cutoff, fs=fs, norm="mag")
+    b, a = _bessel2(cutoff, fs)
     b = np.asarray(b, np.float64) / a[0]
     a = np.asarray(a, np.float64) / a[0]
-    zi = np.asarray(lfilter_zi(b, a), np.float64)
+    zi = _lfilter_zi(b, a)
     coef = np.array([b[0], b[1], b[2], a[1], a[2]], np.float64)
     for arr in (coef, zi):
         arr.flags.writeable = False
-    delay = float(group_delay((b, a), w=[1.0], fs=fs)[1][0])
+    delay = _group_delay(b, a, 1.0, fs)
     return coef, zi, delay
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core import _kernels
+from streamproc.core import _compile, _kernels
 from streamproc.core.messages import BedId
 from streamproc.core.monitor import BedMonitor, ChunkArrays, FloatArray, SegmentArrays
 
@@ -36,7 +36,10 @@ class Lanes:
     __slots__ = (
         "_cached",
         "_free",
+        "_generation",
         "_placeholder",
+        "_rows",
+        "_table",
         "armed",
         "epoch",
         "last_i",
@@ -45,7 +48,6 @@ class Lanes:
         "monitors",
         "slot_of",
         "stop",
-        "table",
         "touched",
         "versions",
     )
@@ -55,7 +57,11 @@ class Lanes:
         #: Per slot: the arrays (``ChunkArrays``), where the compiled call reads them.
         # (made holding slot 0's row, a placeholder: the list's type comes from its
         # first item; only compiled calls touch it, its own methods compile per process)
-        self.table: Any = _kernels.table_new(self._placeholder)
+        self._table: Any = _kernels.table_new(self._placeholder)
+        #: (the kernels' mode the table was made in: see ``table``)
+        self._generation = _compile.generation()
+        #: Per slot: the row last written to the table (None: the placeholder).
+        self._rows: list[ChunkArrays | None] = []
         self.slot_of: dict[BedId, int] = {}
         #: Per slot: its monitor (``None``: free), the arrays last written to ``table``.
         self.monitors: list[BedMonitor | None] = []
@@ -77,6 +83,30 @@ class Lanes:
     def __len__(self) -> int:
         return len(self.slot_of)
 
+    @property
+    def table(self) -> Any:
+        """The rows, as the kernels in use take them.
+
+        A numba typed list while compiled, a Python list while interpreted
+        (:mod:`streamproc.core._compile`): made anew, the same rows, after a switch.
+        """
+        if self._generation != _compile.generation():
+            self._remake()
+        return self._table
+
+    def _remake(self) -> None:
+        placeholder = self._placeholder
+        rows = [placeholder if row is None else row for row in self._rows] or [placeholder]
+        table = _kernels.table_new(rows[0])
+        for row in rows[1:]:
+            _kernels.table_append(table, row)
+        self._table = table
+        self._generation = _compile.generation()
+
+    def _set(self, s: int, row: ChunkArrays | None) -> None:
+        self._rows[s] = row
+        _kernels.table_set(self.table, s, self._placeholder if row is None else row)
+
     def slot(self, bed: BedId, mon: BedMonitor) -> int:
         """``bed``'s slot (its monitor ``mon``), given one on first use (not armed)."""
         s = self.slot_of.get(bed)
@@ -86,12 +116,14 @@ class Lanes:
             s = self._free.pop()
             self.monitors[s] = mon
         else:
+            table = self.table  # (made anew first if the kernels switched)
             s = len(self.monitors)
             self.monitors.append(mon)
             self._cached.append(None)
+            self._rows.append(None)
             self.versions.append(-1)
             if s:  # (slot 0's row came with the table)
-                _kernels.table_append(self.table, self._placeholder)
+                _kernels.table_append(table, self._placeholder)
             if s >= self.armed.size:
                 self._grow(max(64, 2 * self.armed.size))
         self.slot_of[bed] = s
@@ -128,7 +160,7 @@ class Lanes:
         seg_arrays, win, mf, last = state
         cached = self._cached[s]
         if cached is None or cached[0] is not seg_arrays or cached[1] is not win:
-            _kernels.table_set(self.table, s, (*seg_arrays, win, mf))
+            self._set(s, (*seg_arrays, win, mf))
             self._cached[s] = (seg_arrays, win)
         self.last_ts[s] = last
         self.armed[s] = 1
@@ -143,5 +175,5 @@ class Lanes:
         self.versions[s] = -1
         if self._cached[s] is not None:
             self._cached[s] = None
-            _kernels.table_set(self.table, s, self._placeholder)  # (arrays not kept alive)
+            self._set(s, None)  # (arrays not kept alive)
         self._free.append(s)
