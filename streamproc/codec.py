@@ -523,6 +523,8 @@ class AbpLine(msgspec.Struct, gc=False):
     t0: float
     fs: float
     n: int
+    #: The chunk's ``seq`` (None: the gateway sends none).
+    seq: int | None = None
 
 
 _T0_LO, _T0_HI = TS_LIMITS
@@ -562,7 +564,7 @@ def read_abp_line(
     )
     if not 0 < n <= out.size:
         return None
-    return AbpLine(raw.topic, t0, fs, n)
+    return AbpLine(raw.topic, t0, fs, n, seq)
 
 
 def build_abp(payload: AbpPayload, max_samples: int = DEFAULT_MAX_SAMPLES) -> AbpChunk:

@@ -81,6 +81,8 @@ class ReplaySummary:
     lines: int = 0
     messages: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    #: Messages the engine did not take (data-time rules), by reason.
+    dropped: Counter[str] = field(default_factory=Counter)
     alarms: Counter[str] = field(default_factory=Counter)
     samples: int = 0
     beats: int = 0
@@ -99,6 +101,7 @@ class ReplaySummary:
         rows = [
             f"replay: {self.lines} lines, {n_msg} messages{_counts(self.messages)}",
             f"replay: {sum(self.rejected.values())} rejected{_counts(self.rejected)}",
+            f"replay: {sum(self.dropped.values())} dropped{_counts(self.dropped)}",
             (
                 f"replay: {self.beds} beds, {span:.1f} s of data, {self.samples} samples, "
                 f"{self.beats} beats ({self.beats_valid} valid)"
@@ -190,7 +193,9 @@ class Replayer:
                 continue
             rec = read_abp_line(line, buf[off:], max_bytes, max_samples)  # (room: see above)
             topic = None if rec is None else topics.get(rec.topic)
-            if rec is None or topic is None or topic.kind != "abp":
+            # (a chunk with ``seq`` takes ``receive``, which reads it: ``receive_chunks`` has
+            # no place for it)
+            if rec is None or topic is None or topic.kind != "abp" or rec.seq is not None:
                 if off:
                     self._hand_over(batch)
                     off = 0
@@ -348,6 +353,7 @@ class Replayer:
         self.summary.beats = st.beats
         self.summary.beats_valid = st.beats_valid
         self.summary.beds = len(self.engine)
+        self.summary.dropped = Counter(st.dropped)
         return self.summary
 
 

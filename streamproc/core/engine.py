@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,7 @@ from streamproc.core.messages import (
     Message,
 )
 from streamproc.core.monitor import BedMonitor, BedStatus, alarm_id_number, warm_up
+from streamproc.core.ordering import DropNotice, Drops
 from streamproc.core.settings import Settings
 
 __all__ = ["BED_EVICTED", "Engine", "EngineStats"]
@@ -47,6 +48,9 @@ class EngineStats:
     beds_evicted: int = 0
     #: Open alarms closed (``cleared``, ``clear_reason`` = ``bed_evicted``) by an eviction.
     alarms_evicted: int = 0
+    #: Messages not taken, by reason (``streamproc.core.ordering.DropReason``: a
+    #: ``duplicate`` of data taken, ``late`` data older than what was taken).
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def _count_open(mon: BedMonitor, counts: dict[Priority, int]) -> None:
@@ -66,7 +70,9 @@ class Engine:
         self.max_beds = max_beds
         self.data_clock = data_clock
         self._beds: dict[BedId, BedMonitor] = {}
-        self._stats = EngineStats()
+        #: Messages dropped by the beds' data-time rules (``streamproc.core.ordering``).
+        self._drops = Drops()
+        self._stats = EngineStats(dropped=self._drops.counts)
         #: Beats and valid beats, counted by every bed's compiled path.
         self._counts = np.zeros(2, np.float64)
         self.now: float | None = None
@@ -106,7 +112,11 @@ class Engine:
             if len(self._beds) >= self.max_beds:
                 self._evict()
             mon = self._beds[bed] = BedMonitor(
-                bed, self.settings, data_clock=self.data_clock, counts=self._counts
+                bed,
+                self.settings,
+                data_clock=self.data_clock,
+                counts=self._counts,
+                drops=self._drops,
             )
             retired = self._retired_ids.pop(bed, None)
             if retired is not None:
@@ -162,6 +172,10 @@ class Engine:
             return out
         evicted, self._evicted = self._evicted, []
         return evicted + out
+
+    def take_drop_notices(self) -> list[DropNotice]:
+        """The first dropped message per bed and reason since the last call (for the log)."""
+        return self._drops.take_notices()
 
     def beds(self) -> Iterator[BedMonitor]:
         return iter(self._beds.values())

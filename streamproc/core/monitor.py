@@ -48,6 +48,7 @@ from streamproc.core.messages import (
     Vitals,
     VitalsSource,
 )
+from streamproc.core.ordering import ChunkOrder, DropNotice, DropReason, Drops
 from streamproc.core.settings import Settings
 
 __all__ = [
@@ -87,6 +88,9 @@ ChunkArrays = tuple[
 ]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
+
+#: Recent vitals readings (``ts``, ``source``) remembered to tell a repeat from a late one.
+_VITALS_SEEN: Final = 8
 
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
@@ -278,6 +282,7 @@ class BedMonitor:
         *,
         data_clock: bool = False,
         counts: FloatArray | None = None,
+        drops: Drops | None = None,
     ) -> None:
         self.bed = bed
         self.settings = settings
@@ -336,6 +341,19 @@ class BedMonitor:
         self._nibp_stands_s = settings.hypotension.nibp_stands_s
         self.trend: deque[float] = deque(maxlen=settings.monitor.trend_points)
         self._trend_ts: float | None = None
+        # data-time integrity (``streamproc.core.ordering``)
+        #: Where dropped messages are counted (the engine's, shared by its beds).
+        self.drops = Drops() if drops is None else drops
+        self._reorder_s = settings.monitor.reorder_window_s
+        #: Made when a chunk first needs it (the bed's first chunk does).
+        self._order: ChunkOrder | None = None
+        #: Whether ``_order`` holds chunks (then every chunk goes through it).
+        self._holding = False
+        self._noted: set[DropReason] = set()
+        self._vitals_last: float | None = None
+        self._vitals_seen: deque[tuple[float, VitalsSource]] = deque(maxlen=_VITALS_SEEN)
+        #: The last context message taken per stream (a drug's infusion, patient, labs).
+        self._context_seen: dict[str, Infusion | Patient | Labs] = {}
 
     # ------------------------------------------------------------------ targets
     @property
@@ -371,28 +389,39 @@ class BedMonitor:
 
     # ------------------------------------------------------------------ input
     def receive(self, msg: Message, now: float) -> list[AlarmEvent]:
-        """Take one message that arrived at ``now`` (data time in replay)."""
+        """Take one message that arrived at ``now`` (data time in replay).
+
+        Data-time integrity first (``streamproc.core.ordering``): a repeat or a
+        message older than what the bed has taken is dropped (counted in
+        ``drops``), a chunk that leaves a gap is held until the gap fills or the
+        reorder window passes; held chunks are taken with the ``now`` of the call
+        that releases them.
+        """
         self.now = now
         self.version += 1
         out: list[AlarmEvent] = []
         if isinstance(msg, AbpChunk):
-            # the usual message: one Python call here, then the compiled path
-            self.last_data_now = now
-            if self.alarms:
-                self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
-            self.nibp_only = False
-            t0 = msg.t0
-            prev = self.last_wave_ts
-            if prev is None or t0 - prev > self._stale_s:
-                self.valid_ref = t0  # (re)start of a waveform stream
-            ts = msg.ts
-            self.last_wave_ts = ts
-            if not self._ctx_ok:
-                self._refresh_context()
-            code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
-            if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
-                self._after_chunk(t0, ts, code, out)
+            seg = self.detector.current()
+            if (
+                seg is not None
+                and msg.seq is None
+                and not self._holding
+                and msg.fs == seg.fs
+                and math.fabs(msg.t0 - seg.expected_t0) <= seg.tolerance
+            ):  # the usual chunk: it continues what was taken
+                self._take_chunk(msg, now, out)
+            else:
+                self._arrange(msg, now, out)
             return out
+        if isinstance(msg, Vitals):
+            reason = self._vitals_order(msg)
+            if reason is not None:
+                self._drop("vitals", reason, msg.ts, self._vitals_last)
+                return out
+        elif isinstance(msg, Infusion | Patient | Labs):
+            reason = self._context_order(msg)
+            if reason is not None:
+                return out
         self._ctx_ok = False  # any other message may change what the decisions depend on
         if isinstance(msg, Vitals):
             self._data_arrived(now, msg.ts, out)
@@ -407,11 +436,100 @@ class BedMonitor:
             self._on_ack(msg, out)
         return out
 
+    def _take_chunk(self, msg: AbpChunk, now: float, out: list[AlarmEvent]) -> None:
+        """A chunk in data-time order: the detector's compiled step, then what is left."""
+        # one Python call here, then the compiled path
+        self.last_data_now = now
+        if self.alarms:
+            self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
+        self.nibp_only = False
+        t0 = msg.t0
+        prev = self.last_wave_ts
+        if prev is None or t0 - prev > self._stale_s:
+            self.valid_ref = t0  # (re)start of a waveform stream
+        ts = msg.ts
+        self.last_wave_ts = ts
+        if not self._ctx_ok:
+            self._refresh_context()
+        code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
+        if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
+            self._after_chunk(t0, ts, code, out)
+
+    def _arrange(
+        self, msg: AbpChunk | None, now: float, out: list[AlarmEvent], *, flush: bool = False
+    ) -> None:
+        """A chunk that does not simply continue the waveform (or, ``None``, the held ones)."""
+        order = self._order
+        if order is None:
+            order = self._order = ChunkOrder(self._reorder_s)
+        current = self.detector.current
+        steps = (
+            order.release(current, flush=flush)
+            if msg is None
+            else order.arrange(msg, now, current, flush=flush)
+        )
+        for chunk, reason in steps:
+            if reason is None:
+                self._take_chunk(chunk, now, out)
+            else:
+                self._drop("abp", reason, chunk.t0, self.last_wave_ts)
+        self._holding = order.holding
+
+    def _vitals_order(self, v: Vitals) -> DropReason | None:
+        """Why ``v`` is not taken (a repeat, or older than the newest reading), or None."""
+        last = self._vitals_last
+        if last is not None and v.ts <= last:
+            key = (v.ts, v.source)
+            seen = self._vitals_seen
+            if key in seen:
+                return DropReason.DUPLICATE
+            if v.ts < last:
+                return DropReason.LATE
+        self._vitals_last = v.ts
+        self._vitals_seen.append((v.ts, v.source))
+        return None
+
+    def _context_order(self, msg: Infusion | Patient | Labs) -> DropReason | None:
+        """Why a context message is not taken (the same again, or older), or None; counted."""
+        if isinstance(msg, Infusion):
+            key: str = msg.drug.value
+            kind = "infusion"
+        else:
+            key = kind = "patient" if isinstance(msg, Patient) else "labs"
+        seen = self._context_seen
+        last = seen.get(key)
+        if last is not None and msg.ts <= last.ts:
+            reason = None
+            if msg == last:
+                reason = DropReason.DUPLICATE
+            elif msg.ts < last.ts:
+                reason = DropReason.LATE
+            if reason is not None:
+                self._drop(kind, reason, msg.ts, last.ts)
+                return reason
+        seen[key] = msg
+        return None
+
+    def _drop(self, kind: str, reason: DropReason, ts: float, newest: float | None) -> None:
+        """A message not taken: counted; the first per reason noted for the shell's log."""
+        drops = self.drops
+        drops.counts[reason.value] = drops.counts.get(reason.value, 0) + 1
+        noted = self._noted
+        if reason not in noted:
+            noted.add(reason)
+            drops.notices.append(DropNotice(self.bed, kind, reason, ts, newest))
+
     def tick(self, now: float) -> list[AlarmEvent]:
         """Time passes: standing NIBP readings, staleness, re-announcements."""
         self.now = now
+        out: list[AlarmEvent] = []
+        if self._holding:
+            order = self._order
+            if order is not None and now - order.since >= self._reorder_s:
+                self.version += 1
+                self._arrange(None, now, out, flush=True)  # the gap is a real one
         standing = self.standing
-        if not self.alarms and (standing is None or not standing.nibp):
+        if not out and not self.alarms and (standing is None or not standing.nibp):
             # nothing stands on the clock alone and nothing is open: only the
             # staleness check can act (what the three steps below would find)
             last = self.last_data_now
@@ -419,7 +537,6 @@ class BedMonitor:
             if last is None or now - last < limit:
                 return []
         self.version += 1
-        out: list[AlarmEvent] = []
         self._advance_standing(now, out, tick=True)
         self._check_stale(now, out)
         self._reannounce(now, out)
@@ -430,7 +547,8 @@ class BedMonitor:
         """What ``_kernels.step_chunks`` takes a chunk of this bed with, or ``None``.
 
         ``None`` when the next chunk needs Python before its compiled step (no
-        waveform yet, a segment still learning, a stale-data alarm to clear):
+        waveform yet, a segment still learning, a stale-data alarm to clear,
+        chunks held for reordering):
         :meth:`receive` takes it. The decisions' context is refreshed here when
         it must be (as :meth:`receive` does before a chunk's step).
         Otherwise the segment's arrays, the rolling window, the packed state
@@ -442,7 +560,7 @@ class BedMonitor:
         changed in place) when they grow.
         """
         last = self.last_wave_ts
-        if last is None or (self.alarms and STALE in self.alarms):
+        if last is None or self._holding or (self.alarms and STALE in self.alarms):
             return None
         seg = self.detector.current()
         if seg is None or seg.learning:

@@ -165,9 +165,14 @@ class MonitorSettings:
     trend_step_s: float = 30.0
     trend_points: int = 60
     crystalloid_ml_per_kg: float = 30.0
+    #: Data time (s) past a missing ``abp`` chunk for which the chunks after it are
+    #: held so that it can still arrive and be taken in order; after that the gap
+    #: is a real gap, and the missing chunk, should it come, is dropped as late.
+    #: 0: no reordering (every gap is accepted at once).
+    reorder_window_s: float = 5.0
 
     def __post_init__(self) -> None:
-        _validate_positive("monitor", self)
+        _validate_positive("monitor", self, allow_zero=("reorder_window_s",))
 
 
 @dataclass(frozen=True, slots=True)
