@@ -54,6 +54,8 @@ def decode_alarm(payload: bytes) -> AlarmEvent:
     for name in _REQUIRED:
         if name not in data:
             raise CodecError("alarm", name, "missing required field", code="missing_field")
+    acknowledged_at = _time_or_none(data, "acknowledged_at")
+    announced_at = _time_or_none(data, "announced_at")
     try:
         bed = BedId(str(data["unit"]), str(data["bed"]))
         event = AlarmEvent(
@@ -71,8 +73,8 @@ def decode_alarm(payload: bytes) -> AlarmEvent:
             details=MappingProxyType(
                 {k: v for k, v in data.items() if k not in _REQUIRED and k not in _LIFECYCLE}
             ),
-            acknowledged_at=_time_or_none(data, "acknowledged_at"),
-            announced_at=_time_or_none(data, "announced_at"),
+            acknowledged_at=acknowledged_at,
+            announced_at=announced_at,
         )
     except InvalidMessageError as exc:
         raise CodecError("alarm", exc.field, exc.reason, code="out_of_range") from None
@@ -115,6 +117,8 @@ class _Summary(msgspec.Struct, gc=False):
     open_alarms: tuple[str, ...]
     trend: tuple[float, ...]
     trend_step_s: float
+    last_data: float | None
+    nibp_only: bool
 
 
 def encode_summary(status: BedStatus) -> bytes:
@@ -136,6 +140,8 @@ def encode_summary(status: BedStatus) -> bytes:
             status.open_alarms,
             status.trend,
             status.trend_step_s,
+            None if status.last_data is None else round(status.last_data, 3),
+            status.nibp_only,
         )
     )
 

@@ -157,8 +157,14 @@ class Engine:
         ``clear_reason`` = ``bed_evicted``, returned by ``receive``/``tick`` like any
         transition); what the caller holds for the bed (retained topics, caches) is
         the caller's to drop. A bed listed here may have come back since (new data
-        makes a new monitor): :meth:`get` says whether it is monitored now.
+        makes a new monitor): :meth:`get` says whether it is monitored now. A bed is
+        listed once the ``cleared`` transitions that closed its alarms have been
+        returned (evictions while restoring return them with the next ``receive`` or
+        ``tick``): a caller that clears the bed's retained state after publishing
+        what those calls returned clears it after the closing states, never before.
         """
+        if self._evicted:
+            return []
         out, self._evicted_beds = self._evicted_beds, []
         return out
 
