@@ -7,6 +7,7 @@ after a restart; what it cannot read is refused with a ``CodecError``.
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -22,7 +23,14 @@ __all__ = ["alarm_message", "as_line", "decode_alarm", "encode_alarm", "encode_s
 
 _encoder: Final = msgspec.json.Encoder()
 _REQUIRED: Final = ("alarm_id", "kind", "state", "priority", "ts", "onset_ts", "unit", "bed")
-_LIFECYCLE: Final = ("trigger", "announce_count", "audience", "acknowledged_by")
+_LIFECYCLE: Final = (
+    "trigger",
+    "announce_count",
+    "audience",
+    "acknowledged_by",
+    "acknowledged_at",
+    "announced_at",
+)
 
 
 def encode_alarm(event: AlarmEvent) -> bytes:
@@ -46,6 +54,8 @@ def decode_alarm(payload: bytes) -> AlarmEvent:
     for name in _REQUIRED:
         if name not in data:
             raise CodecError("alarm", name, "missing required field", code="missing_field")
+    acknowledged_at = _time_or_none(data, "acknowledged_at")
+    announced_at = _time_or_none(data, "announced_at")
     try:
         bed = BedId(str(data["unit"]), str(data["bed"]))
         event = AlarmEvent(
@@ -63,12 +73,24 @@ def decode_alarm(payload: bytes) -> AlarmEvent:
             details=MappingProxyType(
                 {k: v for k, v in data.items() if k not in _REQUIRED and k not in _LIFECYCLE}
             ),
+            acknowledged_at=acknowledged_at,
+            announced_at=announced_at,
         )
     except InvalidMessageError as exc:
         raise CodecError("alarm", exc.field, exc.reason, code="out_of_range") from None
     except (TypeError, ValueError) as exc:
         raise CodecError("alarm", None, str(exc), code="wrong_type") from None
     return event
+
+
+def _time_or_none(data: dict[str, Any], name: str) -> float | None:
+    """An optional time field (epoch s) of a read-back alarm; None when absent or null."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CodecError("alarm", name, "must be a number (epoch s) or null", code="wrong_type")
+    return float(value)
 
 
 class _Infusion(msgspec.Struct, gc=False):
@@ -96,6 +118,8 @@ class _Summary(msgspec.Struct, gc=False):
     trend: tuple[float, ...]
     trend_step_s: float
     ne_equivalent: float | None
+    last_data: float | None
+    nibp_only: bool
 
 
 def encode_summary(status: BedStatus) -> bytes:
@@ -118,6 +142,8 @@ def encode_summary(status: BedStatus) -> bytes:
             status.trend,
             status.trend_step_s,
             status.ne_equivalent,
+            None if status.last_data is None else round(status.last_data, 3),
+            status.nibp_only,
         )
     )
 

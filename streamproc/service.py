@@ -43,8 +43,9 @@ from streamproc.audit import AuditError, AuditTrail
 from streamproc.codec import CodecError, decode, warm_up
 from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
-from streamproc.core.engine import BED_EVICTED, Engine
+from streamproc.core.engine import BED_EVICTED, BedActivity, Engine
 from streamproc.core.messages import Ack, BedId, Message
+from streamproc.core.monitor import BedMonitor
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
 from streamproc.mqtt_fast import FastReader, Sent
@@ -57,6 +58,7 @@ from streamproc.topics import (
     parse_alarm_topic,
     parse_inbound,
     status_topic,
+    summary_filter,
     summary_topic,
 )
 
@@ -306,7 +308,7 @@ class Service:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self._gc = GcPolicy()
-        self.engine = Engine(config.core, max_beds=svc.max_beds)
+        self.engine = Engine(config.core, max_beds=svc.max_beds, report_evictions=True)
         warm_up()  # the codec's compiled fast path (the engine warms the core's)
         listed = parse_units(svc.units)
         self.shard = Shard.parse(svc.shard) if svc.shard.strip() else None
@@ -330,12 +332,18 @@ class Service:
         self.audit: AuditTrail | None = None
         self.audit_failed: str | None = None
         self._audit_dropped = 0
-        #: The last state enqueued per alarm topic: republished after a reconnect so that a
-        #: broker that lost its retained store (crash before autosave) has it back.
-        self._retained: dict[str, bytes] = {}
+        #: Per bed, the last state enqueued per alarm topic: republished after a reconnect
+        #: so that a broker that lost its retained store (crash before autosave) has it
+        #: back, and emptied on the broker when the bed is evicted. Every per-bed cache
+        #: here is pruned when the engine evicts the bed (``_forget_evicted``).
+        self._retained: dict[BedId, dict[str, bytes]] = {}
         self._connections = 0
+        #: Per bed whose summary is (or may be) retained on the broker: what it last showed.
         self._summaries: dict[BedId, tuple[object, ...]] = {}
         self._summary_box: OrderedDict[str, bytes] = OrderedDict()
+        #: Retained summaries read on start: each bed's last data time (processor clock).
+        self._activity: dict[BedId, BedActivity] = {}
+        self._summary_beds: set[BedId] = set()
         self._unrecorded: list[AlarmEvent] = []  # for the audit trail, just after publishing
         self._record_scheduled = False
         self.reconnects = 0
@@ -540,12 +548,16 @@ class Service:
         )
 
     async def _restore(self) -> None:
-        """Adopt open alarms from the audit log and the retained topics (the newer wins)."""
+        """Adopt what the last run knew: open alarms from the audit log and the retained
+        topics (the newer wins), with their acknowledgement silences and announcement
+        times, and each bed's last data time from its retained summary (see
+        ``docs/reliability.md``, restart)."""
         latest: dict[str, AlarmEvent] = {}
         if self.audit is not None:
             for ev in self.audit.open_alarms(self.clock()):
                 latest[ev.alarm_id] = ev
-        retained = await self._read_retained_alarms()
+        retained_topics: dict[BedId, dict[str, bytes]] = {}
+        retained = await self._read_retained_alarms(retained_topics)
         republish: list[AlarmEvent] = []
         for ev in retained:
             if self._serves is not None and not self._serves(ev.bed.unit):
@@ -565,12 +577,51 @@ class Service:
         # the cleared ones too: their ids are never issued again (a re-delivered
         # retained context message may raise the same kind at the same data time)
         cleared = [ev for ev in latest.values() if ev.state is AlarmState.CLEARED]
-        n = self.engine.restore([*cleared, *per_kind.values()], self.clock())
+        activity, self._activity = self._activity, {}
+        n = self.engine.restore([*cleared, *per_kind.values()], self.clock(), activity=activity)
+        # what is retained for the beds monitored now is theirs: emptied if they are evicted
+        for bed, topics in retained_topics.items():
+            if self.engine.get(bed) is not None:
+                self._retained.setdefault(bed, {}).update(topics)
+        for bed in self._summary_beds:
+            if self.engine.get(bed) is not None:
+                self._summaries.setdefault(bed, ())  # (shows nothing yet: republished)
+        self._summary_beds = set()
         for ev in republish:
             self._enqueue_alarm(ev)
-        log.info("restored", open_alarms=n, from_retained=len(retained), republish=len(republish))
+        log.info(
+            "restored",
+            open_alarms=n,
+            from_retained=len(retained),
+            republish=len(republish),
+            beds=len(self.engine),
+            last_data_known=len(activity),
+        )
 
-    async def _read_retained_alarms(self) -> list[AlarmEvent]:
+    def _take_retained_summary(self, topic: str, payload: bytes) -> None:
+        """A retained summary read on start: the bed's last data time, if it says so."""
+        try:
+            data = msgspec.json.decode(payload)
+            bed = BedId(str(data["unit"]), str(data["bed"]))
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            log.warning("restore_skipped", topic=topic[:200], reason="unreadable summary")
+            return
+        if summary_topic(self.root, bed) != topic:
+            log.warning("restore_skipped", topic=topic[:200], reason="summary of another bed")
+            return
+        if self._serves is not None and not self._serves(bed.unit):
+            return  # another instance's care unit
+        self._summary_beds.add(bed)
+        last = data.get("last_data")
+        if isinstance(last, int | float) and not isinstance(last, bool) and math.isfinite(last):
+            self._activity[bed] = BedActivity(float(last), nibp_only=data.get("nibp_only") is True)
+
+    async def _read_retained_alarms(
+        self, topics: dict[BedId, dict[str, bytes]] | None = None
+    ) -> list[AlarmEvent]:
+        """The retained alarm states (and, into ``topics``, each bed's retained alarm
+        topics with their payloads), the retained summaries (see
+        :meth:`_take_retained_summary`) and this instance's last status."""
         events: list[AlarmEvent] = []
         backoff = Backoff()
         deadline = time.monotonic() + RESTORE_MAX_S * 3
@@ -580,7 +631,10 @@ class Service:
                     f"{self.client_id}-restore", persistent=False, with_will=False
                 ) as client:
                     own_status = status_topic(self.root, self.config.service.instance)
-                    await self._subscribe(client, [*self._alarm_filters(), own_status])
+                    summary_levels = summary_filter(self.root).count("/")
+                    await self._subscribe(
+                        client, [*self._alarm_filters(), *self._summary_filters(), own_status]
+                    )
                     end = time.monotonic() + RESTORE_MAX_S
                     while time.monotonic() < end:
                         try:
@@ -593,12 +647,18 @@ class Service:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray) or not payload:
                             continue  # an emptied retained topic
-                        if str(message.topic) == own_status:
+                        topic = str(message.topic)
+                        if topic == own_status:
                             self._previous_units = _served_units(bytes(payload))
                             continue
+                        if topic.count("/") == summary_levels:
+                            self._take_retained_summary(topic, bytes(payload))
+                            continue
                         try:
-                            parse_alarm_topic(str(message.topic), self.root)
+                            bed, _ = parse_alarm_topic(topic, self.root)
                             events.append(decode_alarm(bytes(payload)))
+                            if topics is not None:
+                                topics.setdefault(bed, {})[topic] = bytes(payload)
                         except CodecError as exc:
                             log.warning(
                                 "restore_skipped", topic=str(message.topic), reason=str(exc)
@@ -631,6 +691,12 @@ class Service:
         )
 
     # ------------------------------------------------------------------ subscriptions
+    def _summary_filters(self) -> list[str]:
+        """Retained summaries to restore last data times from: the served units' when listed."""
+        if self._listed:
+            return [summary_filter(self.root, unit) for unit in sorted(self.units)]
+        return [summary_filter(self.root)]
+
     def _alarm_filters(self) -> list[str]:
         """Retained alarm state to restore: the served units' when they are listed."""
         if self._listed:
@@ -867,7 +933,12 @@ class Service:
     def _republish_retained(self) -> None:
         """Put every alarm topic's last state in front of the outbox (idempotent)."""
         pending = {topic for topic, _, _ in self._outbox}
-        again = [(t, p, True) for t, p in self._retained.items() if t not in pending]
+        again = [
+            (t, p, True)
+            for topics in self._retained.values()
+            for t, p in topics.items()
+            if t not in pending
+        ]
         self._outbox.extendleft(reversed(again))
         if again:
             log.info("republishing_alarm_state", topics=len(again))
@@ -875,11 +946,46 @@ class Service:
 
     def _enqueue_alarm(self, ev: AlarmEvent) -> None:
         topic, payload = alarm_topic(self.root, ev.bed, ev.kind), encode_alarm(ev)
-        self._retained[topic] = payload
+        topics = self._retained.get(ev.bed)
+        if topics is None:
+            topics = self._retained[ev.bed] = {}
+        topics[topic] = payload
         self._bounded_append((topic, payload, True))
         self.metrics.observe_alarm(ev)
         self._outbox_event.set()
         self._yield_wake.set()  # a publisher waiting for the core goes now (alarms first)
+
+    def _forget_evicted(self) -> None:
+        """Drop what this service holds for each bed the engine evicted, on the broker too.
+
+        Called after the transitions of the same engine call are queued (the engine
+        lists a bed once the ``cleared`` transitions closing its alarms have been
+        returned), so each of the bed's retained alarm topics gets its closing state
+        and then an empty retained message (MQTT's way to delete a retained message),
+        in order, QoS 1; its retained summary is emptied the same way (a summary still
+        waiting to go out is dropped first). A bed that came back since (new data, a
+        new monitor) keeps its topics and caches: its own transitions follow.
+        """
+        engine = self.engine
+        evicted = engine.take_evicted_beds()
+        if not evicted:
+            return
+        cleared = 0
+        for bed in evicted:
+            if engine.get(bed) is not None:
+                continue
+            for topic in self._retained.pop(bed, {}):
+                self._bounded_append((topic, b"", True))
+                cleared += 1
+            self._activity.pop(bed, None)
+            if self._summaries.pop(bed, None) is not None:
+                topic = summary_topic(self.root, bed)
+                self._summary_box.pop(topic, None)
+                self._bounded_append((topic, b"", True))
+                cleared += 1
+        if cleared:
+            self.metrics.publish_queue_depth.set(len(self._outbox))
+            self._outbox_event.set()
 
     def _publish_events(self, events: list[AlarmEvent]) -> None:
         """Queue the alarms for publishing; record and log them right after.
@@ -1006,6 +1112,7 @@ class Service:
             st.beats, st.beats_valid, len(self.engine), st.beds_evicted, st.alarms_evicted
         )
         self._publish_events(events)
+        self._forget_evicted()
 
     def _note_lag(self, now: float, lag: float) -> None:
         """Export how far behind the data the core is; say so when it is falling behind."""
@@ -1037,6 +1144,7 @@ class Service:
                 # (else waiting for the next message yields to them anyway)
             self._yield_wake.set()  # display work waiting for an empty ingress goes now
             if self._stopping.is_set():
+                self._final_summaries()
                 self._drained = True
                 self._outbox_event.set()
                 return
@@ -1049,19 +1157,40 @@ class Service:
         thousands of beds building every summary at once held the loop long
         enough to delay alarms by a quarter of a second.
         """
-        monitors = list(self.engine.beds())[part::parts]
+        engine = self.engine
+        monitors = list(engine.beds())[part::parts]
         for i in range(0, len(monitors), SUMMARY_SLICE_BEDS):
             for mon in monitors[i : i + SUMMARY_SLICE_BEDS]:
-                st = mon.status()
-                key = (st.ts, st.open_alarms, st.infusions, st.target, len(st.trend))
-                if self._summaries.get(st.bed) == key:
-                    continue
-                self._summaries[st.bed] = key
-                topic = summary_topic(self.root, st.bed)
-                self._summary_box.pop(topic, None)
-                self._summary_box[topic] = encode_summary(st)  # only the latest per bed waits
+                if engine.get(mon.bed) is mon:  # (else evicted since: its summary is gone)
+                    self._queue_summary(mon)
             self._outbox_event.set()
             await self._yield_to_ingress()
+
+    def _final_summaries(self) -> None:
+        """On a graceful stop, every changed summary goes out before the offline status:
+        the next run reads each bed's last data time from it (``_take_retained_summary``)."""
+        if self.config.service.summary_s > 0:
+            for mon in self.engine.beds():
+                self._queue_summary(mon)
+
+    def _queue_summary(self, mon: BedMonitor) -> None:
+        """Put the bed's summary in the summary box if it changed since the last one."""
+        st = mon.status()
+        key = (
+            st.ts,
+            st.open_alarms,
+            st.infusions,
+            st.target,
+            len(st.trend),
+            st.last_data,
+            st.nibp_only,
+        )
+        if self._summaries.get(st.bed) == key:
+            return
+        self._summaries[st.bed] = key
+        topic = summary_topic(self.root, st.bed)
+        self._summary_box.pop(topic, None)
+        self._summary_box[topic] = encode_summary(st)  # only the latest per bed waits
 
     async def _tick_loop(self) -> None:
         step = self.config.service.tick_s
@@ -1071,6 +1200,7 @@ class Service:
             # in slices: the loop keeps reading and processing between them
             for events in self.engine.tick_slices(now, SLICE_BEDS):
                 self._publish_events(events)
+                self._forget_evicted()
                 await asyncio.sleep(0)
             self._audit_poll(now)
             self._gc.step(time.monotonic())

@@ -243,10 +243,12 @@ def summary_topic(root: str, bed: BedId) -> str:
     return f"{root}/{_bed_levels(bed)}/summary"
 
 
-def summary_filter(root: str = "icu") -> str:
-    """Every bed's summary: ``{root}/+/+/summary``."""
+def summary_filter(root: str = "icu", unit: str | None = None) -> str:
+    """Every bed's summary: ``{root}/+/+/summary``, or one care unit's:
+    ``{root}/{unit}/+/summary``."""
     _root_levels(root)
-    return f"{root}/+/+/summary"
+    level = "+" if unit is None else _unit_level(unit)
+    return f"{root}/{level}/+/summary"
 
 
 def status_topic(root: str, instance: str) -> str:

@@ -1,15 +1,18 @@
-"""The summary payload (streamproc.outbound.encode_summary): keys, order, rounding."""
+"""The summary payload (encode_summary: keys, order, rounding) and alarm states read back."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamproc.codec import CodecError
+from streamproc.core.alarms import Alarm, Priority, Trigger
 from streamproc.core.messages import BedId
 from streamproc.core.monitor import BedStatus
-from streamproc.outbound import encode_summary
+from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
 
 KEYS = [
     "unit",
@@ -27,6 +30,8 @@ KEYS = [
     "trend",
     "trend_step_s",
     "ne_equivalent",
+    "last_data",
+    "nibp_only",
 ]
 
 
@@ -65,7 +70,8 @@ class TestEncodeSummary:
             b'"dbp":51.9,"hr":null,"metric":"map","target":65.0,"profile":"standard",'
             b'"infusions":[{"drug":"norepinephrine","rate":0.12,"unit":"mcg/kg/min"}],'
             b'"open_alarms":["hypotension"],"trend":[70.25,64.5],"trend_step_s":30.0,'
-            b'"ne_equivalent":0.12}'
+            b'"ne_equivalent":0.12,'
+            b'"last_data":1700000010.0,"nibp_only":true}'
         )
 
     @settings(max_examples=200)
@@ -100,3 +106,34 @@ class TestEncodeSummary:
         assert doc["trend"] == trend
         assert [i["drug"] for i in doc["infusions"]] == drugs
         assert doc["open_alarms"] == []
+
+
+class TestAlarmTimes:
+    """The processor's times an alarm's timers run on, published and read back."""
+
+    def test_round_trip(self) -> None:
+        """An acknowledged alarm carries ``acknowledged_at`` and ``announced_at``; read back
+        (after a restart) they are the event's fields, not details; a cleared one has none."""
+        alarm = Alarm(BedId("ward7", "bed03"), "hypotension", 1_700_000_000.0)
+        alarm.apply(Trigger.RAISE, 1_700_000_060.0, priority=Priority.MEDIUM, at=1_700_000_061.5)
+        acked = alarm.apply(Trigger.ACK, 1_700_000_090.0, by="station-3", at=1_700_000_091.25)
+        doc = json.loads(encode_alarm(acked))
+        assert (doc["acknowledged_at"], doc["announced_at"]) == (1_700_000_091.25, 1_700_000_061.5)
+        back = decode_alarm(encode_alarm(acked))
+        assert back == acked
+        assert "acknowledged_at" not in back.details
+        cleared = alarm.apply(Trigger.CLEAR, 1_700_000_200.0)
+        doc = json.loads(encode_alarm(cleared))
+        assert "acknowledged_at" not in doc
+        assert "announced_at" not in doc
+        assert decode_alarm(encode_alarm(cleared)).announced_at is None
+
+    def test_bad_time_refused(self) -> None:
+        """A time that is not a finite number is refused with the field named."""
+        alarm = Alarm(BedId("ward7", "bed03"), "hypotension", 1_700_000_000.0)
+        doc = json.loads(encode_alarm(alarm.apply(Trigger.RAISE, 1_700_000_060.0)))
+        for bad in ("soon", True, [1]):
+            doc["announced_at"] = bad
+            with pytest.raises(CodecError) as info:
+                decode_alarm(json.dumps(doc).encode())
+            assert info.value.field == "announced_at"

@@ -129,6 +129,12 @@ class AlarmEvent:
     audience: str
     acknowledged_by: str | None
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: The processor's time of the acknowledgement that silences the alarm (set while it
+    #: is ``acknowledged``): its silence ends ``ack_silence_s`` after, restart or not.
+    acknowledged_at: float | None = None
+    #: The processor's time of the alarm's last announcement (raised, re-announced,
+    #: worsened, ack expired) while open: the next re-announcement is due from it.
+    announced_at: float | None = None
 
     def payload(self) -> dict[str, Any]:
         """The wire payload: the contract's required fields first, then the rest."""
@@ -148,6 +154,10 @@ class AlarmEvent:
         out["audience"] = self.audience
         if self.acknowledged_by is not None:
             out["acknowledged_by"] = self.acknowledged_by
+        if self.acknowledged_at is not None:
+            out["acknowledged_at"] = round(self.acknowledged_at, 3)
+        if self.announced_at is not None:
+            out["announced_at"] = round(self.announced_at, 3)
         return out
 
 
@@ -248,22 +258,36 @@ class Alarm:
             audience=self.audience,
             acknowledged_by=self.acknowledged_by,
             details=MappingProxyType(dict(self.details)),
+            acknowledged_at=self.ack_ts if new_state is AlarmState.ACKNOWLEDGED else None,
+            announced_at=None if new_state is AlarmState.CLEARED else self.last_announce,
         )
 
     @classmethod
     def restore(cls, event: AlarmEvent, at: float | None = None) -> Alarm:
         """Rebuild an open alarm from its last published state (after a restart).
 
-        ``at`` is the processor's time now: timers restart from it.
+        ``at`` is the processor's time now. The timers go on from where the last run
+        left them, on the processor's clock: an acknowledgement's silence ends
+        ``ack_silence_s`` after ``event.acknowledged_at`` and the next re-announcement
+        is due ``reannounce_s`` after ``event.announced_at``, so a restart neither
+        lengthens a silence nor delays a re-announcement. A time later than ``at``
+        (the clock went back, or the last run's host was ahead) counts as ``at``: the
+        timers then run from the restart, never longer than that. A state published
+        before those fields existed falls back to: the acknowledgement's own ``ts``
+        when the state is the acknowledgement itself, else ``at``.
         """
         at = event.ts if at is None else at
         alarm = cls(event.bed, event.kind, event.onset_ts, alarm_id=event.alarm_id)
         alarm.state = event.state
         alarm.priority = event.priority
         alarm.announce_count = event.announce_count
-        alarm.last_announce = at
+        announced = event.announced_at
+        alarm.last_announce = at if announced is None else min(announced, at)
         alarm.acknowledged_by = event.acknowledged_by
         if event.state is AlarmState.ACKNOWLEDGED:
-            alarm.ack_ts = at
+            acked = event.acknowledged_at
+            if acked is None and event.trigger is Trigger.ACK:
+                acked = event.ts
+            alarm.ack_ts = at if acked is None else min(acked, at)
         alarm.details = dict(event.details)
         return alarm

@@ -8,9 +8,11 @@ socket or a file, so the live service and a replay run exactly the same code.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +33,7 @@ from streamproc.core.monitor import BedMonitor, BedStatus, alarm_id_number, warm
 from streamproc.core.ordering import DropNotice, Drops
 from streamproc.core.settings import Settings
 
-__all__ = ["BED_EVICTED", "Engine", "EngineStats"]
+__all__ = ["BED_EVICTED", "BedActivity", "Engine", "EngineStats"]
 
 #: ``clear_reason`` of the ``cleared`` transition that closes an evicted bed's open alarms.
 BED_EVICTED = "bed_evicted"
@@ -53,6 +55,38 @@ class EngineStats:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class BedActivity:
+    """What a restarted engine is told of a bed's data before the restart.
+
+    Attributes:
+        last_data: the processor's time (epoch s) the bed's last data arrived.
+        nibp_only: whether it had sent only non-invasive pressures (its staleness
+            limit is then ``hypotension.nibp_stands_s``, else ``monitor.stale_s``).
+    """
+
+    last_data: float
+    nibp_only: bool = False
+
+
+#: A bed's eviction rank: beds with open alarms last, then the one silent longest.
+_IdleKey = tuple[bool, float]
+
+
+def _idle_key(mon: BedMonitor) -> _IdleKey:
+    return (bool(mon.alarms), mon.last_data_now or float("-inf"))
+
+
+#: Eviction candidates ranked per scan of every bed: at most this many ...
+_VICTIMS_MAX: Final = 256
+#: ... and at most this share of ``max_beds`` (the ranking's age is bounded by it).
+_VICTIMS_SHARE: Final = 32
+
+
+def _rank(item: tuple[_IdleKey, BedId, BedMonitor]) -> _IdleKey:
+    return item[0]
+
+
 def _count_open(mon: BedMonitor, counts: dict[Priority, int]) -> None:
     for alarm in mon.alarms.values():
         if alarm.open:
@@ -63,7 +97,12 @@ class Engine:
     """All beds. ``receive`` and ``tick`` return what to publish, in order."""
 
     def __init__(
-        self, settings: Settings | None = None, *, max_beds: int = 10_000, data_clock: bool = False
+        self,
+        settings: Settings | None = None,
+        *,
+        max_beds: int = 10_000,
+        data_clock: bool = False,
+        report_evictions: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         warm_up()  # compile the detector's loops now, not on the first chunk
@@ -72,6 +111,14 @@ class Engine:
         self._beds: dict[BedId, BedMonitor] = {}
         #: Messages dropped by the beds' data-time rules (``streamproc.core.ordering``).
         self._drops = Drops()
+        #: Whether evicted beds are kept for :meth:`take_evicted_beds` (a caller that
+        #: holds state per bed, such as the live service, asks for them; one that
+        #: never takes them would keep them all).
+        self.report_evictions = report_evictions
+        self._evicted_beds: list[BedId] = []
+        #: Eviction candidates, the next victim last: ``(rank, bed, monitor)`` as ranked
+        #: by the last scan of every bed (see :meth:`_next_victim`).
+        self._victims: list[tuple[_IdleKey, BedId, BedMonitor]] = []
         self._stats = EngineStats(dropped=self._drops.counts)
         #: Beats and valid beats, counted by every bed's compiled path.
         self._counts = np.zeros(2, np.float64)
@@ -105,6 +152,28 @@ class Engine:
     def __len__(self) -> int:
         return len(self._beds)
 
+    def get(self, bed: BedId) -> BedMonitor | None:
+        """The bed's monitor if the engine holds one (never creates one)."""
+        return self._beds.get(bed)
+
+    def take_evicted_beds(self) -> list[BedId]:
+        """The beds evicted since the last call, oldest first (with ``report_evictions``).
+
+        Sans-I/O: the engine closes an evicted bed's open alarms itself (``cleared``,
+        ``clear_reason`` = ``bed_evicted``, returned by ``receive``/``tick`` like any
+        transition); what the caller holds for the bed (retained topics, caches) is
+        the caller's to drop. A bed listed here may have come back since (new data
+        makes a new monitor): :meth:`get` says whether it is monitored now. A bed is
+        listed once the ``cleared`` transitions that closed its alarms have been
+        returned (evictions while restoring return them with the next ``receive`` or
+        ``tick``): a caller that clears the bed's retained state after publishing
+        what those calls returned clears it after the closing states, never before.
+        """
+        if self._evicted:
+            return []
+        out, self._evicted_beds = self._evicted_beds, []
+        return out
+
     def monitor(self, bed: BedId) -> BedMonitor:
         """The bed's monitor, created on first sight (oldest idle bed evicted past the cap)."""
         mon = self._beds.get(bed)
@@ -129,20 +198,45 @@ class Engine:
         When every bed has an open alarm, the victim's open alarms are closed, never left
         behind: each gets a ``cleared`` transition with ``clear_reason`` = ``bed_evicted``
         (and a note saying it is not resolved), returned first by the next ``receive`` or
-        ``tick``, so that no bed nobody monitors keeps an active state retained.
+        ``tick``, so that no bed nobody monitors keeps an active state retained. The bed
+        is listed for :meth:`take_evicted_beds`.
         """
-
-        def idle(item: tuple[BedId, BedMonitor]) -> tuple[bool, float]:
-            mon = item[1]
-            return (bool(mon.alarms), mon.last_data_now or float("-inf"))
-
-        victim, mon = min(self._beds.items(), key=idle)
-        del self._beds[victim]
+        victim = self._next_victim()
+        mon = self._beds.pop(victim)
         self._lanes.release(victim)
         self._stats.beds_evicted += 1
         self._retire_ids(victim, mon.id_numbers())
         if mon.alarms:
             self._close_evicted(mon)
+        if self.report_evictions:
+            self._evicted_beds.append(victim)
+
+    def _next_victim(self) -> BedId:
+        """The bed to evict: the first by ``_idle_key`` (no open alarm, then silent longest).
+
+        One scan of every bed ranks the first ``max_beds / 32`` (at most 256) and the
+        evictions that follow take them in turn, each checked again first: a candidate
+        gone, or whose rank changed since (data arrived, an alarm opened or closed), is
+        passed over. A flood of new ids thus costs one scan per that many evictions,
+        not one per eviction (at 2,000 beds a scan takes ~0.6 ms). A bed that became a
+        better victim after the scan (an alarm closed with no data since, or a new bed
+        that sent no data) waits for the next scan; a bed that sent data since is never
+        evicted on the strength of the old ranking.
+        """
+        beds = self._beds
+        victims = self._victims
+        while victims:
+            key, bed, mon = victims.pop()
+            if beds.get(bed) is mon and _idle_key(mon) == key:
+                return bed
+        size = max(1, min(_VICTIMS_MAX, self.max_beds // _VICTIMS_SHARE))
+        ranked = heapq.nsmallest(
+            size, ((_idle_key(mon), bed, mon) for bed, mon in beds.items()), key=_rank
+        )
+        ranked.reverse()
+        key, bed, _ = ranked.pop()
+        self._victims = ranked
+        return bed
 
     def _close_evicted(self, mon: BedMonitor) -> None:
         now = self.now if self.now is not None else mon.now
@@ -290,7 +384,10 @@ class Engine:
             if code == _kernels.CHUNK_REFUSED:
                 a = int(ends[k - 1]) if k else 0
                 chunk = AbpChunk(float(t0[k]), float(fs[k]), samples[a : ends[k]].copy())
+                evicted = self._stats.beds_evicted
                 out.extend(self.receive(beds[k], chunk, float(nows[k])))
+                if self._stats.beds_evicted != evicted:
+                    self._forget_slots(beds, slots, k + 1)
             else:
                 mon = lanes.monitor(s)
                 out.extend(mon.finish_chunk(float(t0[k]), float(lanes.last_ts[s]), code))
@@ -306,6 +403,16 @@ class Engine:
                 lanes.arm(s)
             i = k + 1
         return out
+
+    def _forget_slots(self, beds: Sequence[BedId], slots: npt.NDArray[np.int64], i: int) -> None:
+        """After an eviction in ``receive_chunks``: the chunks from ``i`` on of a bed no
+        longer in its slot (evicted; the slot freed, maybe given to another bed) take
+        the ordinary way (-1), never another bed's slot."""
+        monitors = self._lanes.monitors
+        for j in range(i, len(beds)):
+            s = int(slots[j])
+            if s >= 0 and monitors[s] is not self._beds.get(beds[j]):
+                slots[j] = -1
 
     def receive_many(self, items: Iterable[tuple[BedId, Message, float]]) -> list[AlarmEvent]:
         """A batch, e.g. what arrived within one tick; same result as one at a time."""
@@ -334,16 +441,21 @@ class Engine:
         The same transitions as ``tick(now)``, in the same order, split so that
         an I/O loop can take other work between slices (at 5,000 beds one
         ``tick`` holds the loop for tens of milliseconds). Beds added while
-        the slices are taken are ticked at the next call.
+        the slices are taken are ticked at the next call; a bed evicted while
+        they are taken is not ticked (nothing is raised for a bed that is gone,
+        nor for the monitor it had if it came back meanwhile).
         """
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         self._advance(now)
-        monitors = list(self._beds.values())
+        beds = self._beds
+        monitors = list(beds.values())
         counts: dict[Priority, int] = {}
         for i in range(0, max(len(monitors), 1), size):  # one (empty) slice with no beds
             out: list[AlarmEvent] = []
             for mon in monitors[i : i + size]:
+                if beds.get(mon.bed) is not mon:
+                    continue  # evicted between two slices
                 out.extend(mon.tick(now))
                 if mon.alarms:
                     _count_open(mon, counts)
@@ -363,15 +475,32 @@ class Engine:
         if self.now is None or now > self.now:
             self.now = now
 
-    def restore(self, events: Iterable[AlarmEvent], now: float | None = None) -> int:
-        """Adopt the alarms last published before a restart; returns how many open ones.
+    def restore(
+        self,
+        events: Iterable[AlarmEvent],
+        now: float | None = None,
+        *,
+        activity: Mapping[BedId, BedActivity] | None = None,
+    ) -> int:
+        """Adopt what the last run knew before a restart; returns how many open alarms.
 
         ``events`` are the last transition of each alarm (the retained topics).
-        An open alarm is adopted (``now`` is the processor's time: its
-        re-announcement timer restarts from it). A cleared one only teaches the
-        bed's alarm-id numbers: a context message the broker re-delivers after the
-        restart (a retained infusion, same data time) may raise its kind again,
-        and that new episode must not get the id of the one already cleared.
+        An open alarm is adopted with its id, state and timers (``now`` is the
+        processor's time; see :meth:`Alarm.restore`: an acknowledgement's
+        silence and the re-announcement go on from the last run's times). A
+        cleared one only teaches the bed's alarm-id numbers: a context message
+        the broker re-delivers after the restart (a retained infusion, same data
+        time) may raise its kind again, and that new episode must not get the
+        id of the one already cleared.
+
+        ``activity`` is each bed's last data time before the restart (the
+        processor's clock, see :class:`BedActivity`), so that a bed that never
+        sends again goes ``data_stale`` ``stale_s`` after its last data, as it
+        would have without the restart. On the processor's clock only (not with
+        ``data_clock``) and with ``now``: every bed with an open alarm gets its
+        time, or ``now`` when none is known (it then goes stale ``stale_s``
+        after the restart at the latest); the other beds listed get a monitor
+        too, the most recent first, while there is room under ``max_beds``.
         """
         if now is not None:
             self._advance(now)
@@ -382,6 +511,19 @@ class Engine:
                 continue
             self.monitor(ev.bed).restore(Alarm.restore(ev, now))
             n += 1
+        if now is None or self.data_clock:
+            return n
+        known = activity or {}
+        for bed, mon in self._beds.items():
+            if mon.alarms:
+                act = known.get(bed) or BedActivity(now)
+                mon.restore_last_data(act.last_data, nibp_only=act.nibp_only, now=now)
+        for bed, act in sorted(known.items(), key=lambda item: -item[1].last_data):
+            if bed in self._beds:
+                continue
+            if len(self._beds) >= self.max_beds:
+                break
+            self.monitor(bed).restore_last_data(act.last_data, nibp_only=act.nibp_only, now=now)
         return n
 
     def _retire_id(self, ev: AlarmEvent) -> None:

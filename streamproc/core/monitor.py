@@ -258,6 +258,9 @@ class BedStatus(msgspec.Struct, frozen=True, gc=False):
     #: The running vasopressors as one norepinephrine-equivalent dose (mcg/kg/min), a
     #: lower bound when one of them has an unknown dose; None when none runs.
     ne_equivalent: float | None = None
+    #: Whether the bed has sent only non-invasive pressures (its staleness limit is then
+    #: ``hypotension.nibp_stands_s``, else ``monitor.stale_s``); restored after a restart.
+    nibp_only: bool = True
 
 
 class BedMonitor:
@@ -1100,6 +1103,21 @@ class BedMonitor:
         if number is not None:
             self.adopt_id_numbers({alarm.kind: number})
 
+    def restore_last_data(self, last_data: float, *, nibp_only: bool, now: float) -> None:
+        """Adopt the last run's last data time (after a restart), so that the bed goes
+        ``data_stale`` on time if it never sends again.
+
+        ``last_data`` is on the processor's clock (the time the last data arrived, as
+        :attr:`last_data_now`), and so is ``now``: the last run's clock and this one's
+        are taken to be the same (the host's wall clock). A time after ``now`` counts as
+        ``now``. Data that has arrived since the restart wins: nothing is changed then.
+        """
+        if self.last_data_now is not None:
+            return
+        self.version += 1
+        self.last_data_now = min(last_data, now)
+        self.nibp_only = nibp_only
+
     def id_numbers(self) -> dict[str, int]:
         """The last alarm-id number issued per kind (to carry over an eviction)."""
         return dict(self._id_ms)
@@ -1142,6 +1160,7 @@ class BedMonitor:
             trend=tuple(self.trend),
             trend_step_s=self.settings.monitor.trend_step_s,
             ne_equivalent=self._ne_equivalent(),
+            nibp_only=self.nibp_only,
         )
 
     def _ne_equivalent(self) -> float | None:

@@ -474,3 +474,38 @@ class TestLanes:
         s = lanes.slot(bed, BedMonitor(bed, Settings()))
         lanes.arm(s)
         assert lanes.armed[s] == 0
+
+
+class TestEvictionInABatch:
+    """A bed evicted inside one ``receive_chunks`` call never reaches another bed's slot."""
+
+    def test_evicted_beds_chunks_never_go_to_the_bed_in_its_old_slot(self) -> None:
+        """max_beds 2: a and b stream; in one batch a new bed c evicts a (silent longest)
+        and takes a's freed slot; a keeps sending, one second of data ahead of c, so that
+        a's chunk continues c's segment exactly. Each of a's chunks must still be a's (a
+        new monitor), as when taken one at a time: same transitions, same states."""
+        from simulators.waveform import synthesize_abp  # noqa: PLC0415
+
+        fs = 125.0
+        x = synthesize_abp(duration_s=40, sbp=60.0, dbp=40.0, hr=90.0, fs=fs, seed=3)
+        y = synthesize_abp(duration_s=40, sbp=120.0, dbp=70.0, hr=70.0, fs=fs, seed=4)
+        t = TS_LIMITS[0] + 1_000_000.0
+        a, b, c = BedId("w", "a"), BedId("w", "b"), BedId("w", "c")
+
+        def chunk(wave: np.ndarray, k: int) -> AbpChunk:
+            return AbpChunk(t + k, fs, np.ascontiguousarray(wave[k * 125 : (k + 1) * 125]))
+
+        ops: list[Op] = []
+        for k in range(5):  # before the batch: a, then b (b's data the newer)
+            ops.append(("msg", a, chunk(x, k), t + k + 0.5))
+            ops.append(("msg", b, chunk(y, k), t + k + 0.6))
+        batch: list[Op] = []
+        for k in range(10, 30):  # c from t+10, a from t+11: a's chunk follows c's
+            batch.append(("msg", c, chunk(y, k), t + 31.0))
+            batch.append(("msg", a, chunk(x, k + 1), t + 31.0))
+        ref, eng = Engine(max_beds=2), Engine(max_beds=2)
+        expected = one_at_a_time(ref, ops) + one_at_a_time(ref, batch)
+        got = one_at_a_time(eng, ops) + take_batch(eng, batch)
+        assert eng.stats.beds_evicted == ref.stats.beds_evicted >= 2
+        assert [e.payload() for e in got] == [e.payload() for e in expected]
+        assert snapshot(eng, got) == snapshot(ref, expected)

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from simulators.waveform import synthesize_abp
-from streamproc.core.alarms import Priority
+from streamproc.core.alarms import AlarmEvent, AlarmState, Priority
 from streamproc.core.engine import Engine
-from streamproc.core.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
+from streamproc.core.messages import (
+    AbpChunk,
+    BedId,
+    Drug,
+    Infusion,
+    RateUnit,
+    Vitals,
+    VitalsSource,
+)
 
 T0 = 1_700_000_000.0
 
@@ -63,3 +71,35 @@ class TestTickSlices:
         """A slice of no beds is refused with the value named."""
         with pytest.raises(ValueError, match="at least 1, got 0"):
             list(Engine().tick_slices(T0, 0))
+
+
+class TestTickSlicesEviction:
+    """A bed evicted while the slices of a tick are taken is not ticked."""
+
+    def test_never_raises_for_a_bed_evicted_between_slices(self) -> None:
+        """Four beds silent past stale_s, the last one silent longest; after the first
+        slice a new bed evicts it: no later slice raises anything for it (before the fix
+        its tick raised ``data_stale`` for a bed nobody monitors, retained for ever)."""
+        eng = _ward(4)
+        eng.max_beds = 4
+        for i in range(3):  # b003 is now the bed silent longest
+            bed = BedId("w1", f"b{i:03d}")
+            eng.receive(bed, Vitals(T0 + 40, VitalsSource.ART, map=50.0), T0 + 40)
+        now = T0 + 80.0  # every bed past stale_s (30 s)
+        out: list[AlarmEvent] = []
+        slices = eng.tick_slices(now, 1)
+        out.extend(next(slices))  # b000 is ticked: goes data_stale
+        newcomer = BedId("w1", "new")
+        before = {m.bed for m in eng.beds()}
+        out.extend(eng.receive(newcomer, Vitals(now, VitalsSource.ART, map=80.0), now))
+        (gone,) = before - {m.bed for m in eng.beds()}
+        assert gone == BedId("w1", "b003")
+        for part in slices:
+            out.extend(part)
+        # its open alarm (hypotension) is closed by the eviction, and that is all
+        assert [(e.kind, e.state, e.details.get("clear_reason")) for e in out if e.bed == gone] == [
+            ("hypotension", AlarmState.CLEARED, "bed_evicted")
+        ]
+        # the beds still monitored were ticked as usual
+        stale = {e.bed for e in out if e.kind == "data_stale" and e.state is AlarmState.ACTIVE}
+        assert stale == {BedId("w1", f"b{i:03d}") for i in range(3)}
