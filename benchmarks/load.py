@@ -63,7 +63,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.waveform import synthesize_abp
-from streamproc.mqtt_fast import remaining_length
 
 FS = 125.0
 CHUNK_N = 125  # samples per chunk: one second at 125 Hz
@@ -121,6 +120,18 @@ class LoadSpec:
     def topic(self, i: int) -> str:
         unit, bed = self.unit_bed(i)
         return f"{self.root}/{unit}/{bed}/abp"
+
+
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length (7 bits a byte)."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if not n:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
 
 
 def _encode_chunks(x: np.ndarray, n_chunks: int) -> list[bytes]:

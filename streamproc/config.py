@@ -65,9 +65,6 @@ class ServiceSettings:
     max_future_s: float = 300.0
     summary_s: float = 2.0  # publish each bed's summary at most this often (0: never)
     mqtt_version: int = 5  # 5 (MQTT 5) or 4 (MQTT 3.1.1, e.g. for brokers without MQTT 5)
-    #: Read the socket in batches straight into the ingress (streamproc.mqtt_fast)
-    #: instead of aiomqtt's one-task-per-message iterator; false: aiomqtt's path.
-    fast_read: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_samples", "max_beds", "queue_max", "tick_s"):

@@ -23,20 +23,15 @@ import logging
 import math
 import random
 import signal
-import socket
 import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
-import aiomqtt
 import msgspec
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from streamproc import __version__
 from streamproc.audit import AuditError, AuditTrail
@@ -48,7 +43,6 @@ from streamproc.core.messages import Ack, BedId, Message
 from streamproc.core.monitor import BedMonitor
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
-from streamproc.mqtt_fast import FastReader, Sent
 from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
 from streamproc.sharding import Shard, owned_units, parse_units, serves
 from streamproc.topics import (
@@ -61,8 +55,18 @@ from streamproc.topics import (
     summary_filter,
     summary_topic,
 )
+from streamproc.transport import Connection as MqttConnection
+from streamproc.transport import (
+    ConnectionLostError,
+    ConnectRefusedError,
+    Inbound,
+    MqttError,
+    PublishRefusedError,
+    Settings,
+    Will,
+)
 
-__all__ = ["Backoff", "BrokerAddress", "Service", "parse_broker_url", "run_service"]
+__all__ = ["Backoff", "BrokerAddress", "Outgoing", "Service", "parse_broker_url", "run_service"]
 
 #: Move what is alive to the GC's permanent generation this often (s): see GcPolicy.
 GC_FREEZE_S: Final = 30.0
@@ -103,6 +107,14 @@ SUBSCRIBE_BATCH: Final = 120
 AUDIT_RETRY_S: Final = 2.0
 #: While the audit log stays failed, one error line per this many failed retries.
 AUDIT_LOG_EVERY: Final = 30
+#: After the broker refused the credentials: the first retry in 5-10 s, doubling up to
+#: 5 min (a wrong password is fixed by a person, not by hammering the broker).
+AUTH_RETRY_BASE_S: Final = 10.0
+AUTH_RETRY_CAP_S: Final = 300.0
+#: Where the credentials come from, for the error that names them.
+CREDENTIAL_SETTINGS: Final = (
+    "service.username/service.password (STREAMPROC_USERNAME/STREAMPROC_PASSWORD)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +142,29 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
 
 class Backoff:
-    """Exponential backoff with full jitter (after aiomqtt's reconnect example)."""
+    """Exponential backoff with jitter (after aiomqtt's reconnect example).
+
+    The n-th delay is drawn from ``[floor * d, d]`` with ``d = min(cap, base * 2**n)``:
+    ``floor`` 0 is full jitter; 0.5 keeps every delay at least half its step.
+    """
 
     def __init__(
         self,
         base: float = 0.2,
         cap: float = 10.0,
         rng: Callable[[float, float], float] = random.uniform,
+        *,
+        floor: float = 0.0,
     ) -> None:
         self.base = base
         self.cap = cap
+        self.floor = floor
         self.attempt = 0
         self._rng = rng
 
     def next(self) -> float:
-        delay = self._rng(0.0, min(self.cap, self.base * 2**self.attempt))
+        step = min(self.cap, self.base * 2**self.attempt)
+        delay = self._rng(self.floor * step, step)
         self.attempt = min(self.attempt + 1, 30)
         return max(delay, 0.05)
 
@@ -157,6 +177,19 @@ class _Inbound:
     topic: str
     payload: bytes
     arrived: float
+    #: packet id to acknowledge once processed and durable (0: QoS 0, nothing to ack)
+    mid: int = 0
+    #: the connection it came on (a packet id means nothing on another connection)
+    conn: int = 0
+
+
+class Outgoing(NamedTuple):
+    """A message waiting in the outbox. ``seq``: the alarm transition it carries (0: none)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    seq: int = 0
 
 
 def _served_units(status: bytes) -> tuple[str, ...]:
@@ -238,7 +271,7 @@ class _MqttLogBridge(logging.Handler):
             log.warning("mqtt_client", message=message)
 
 
-#: The logger given to every aiomqtt client (paho's messages go through it).
+#: The logger given to every MQTT client (paho's messages go through it).
 _MQTT_LOG: Final = logging.getLogger("streamproc.mqtt")
 _MQTT_LOG.setLevel(logging.WARNING)
 _MQTT_LOG.propagate = False
@@ -323,7 +356,7 @@ class Service:
         self.client_id = svc.client_id or f"streamproc-{svc.instance}"
         self._ingress: deque[_Inbound] = deque()
         self._ingress_event = asyncio.Event()
-        self._outbox: deque[tuple[str, bytes, bool]] = deque()
+        self._outbox: deque[Outgoing] = deque()
         self._outbox_event = asyncio.Event()
         self._yield_wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -351,10 +384,34 @@ class Service:
         self.dropped = 0
         self.outbox_dropped = 0
         self.internal_errors = 0
+        # -- at-least-once: what is acknowledged to the broker, and when
+        #: The connection now (None: none); ``_conn_id`` numbers the connections.
+        self._mqtt: MqttConnection | None = None
+        self._conn_id = 0
+        #: The last alarm transition numbered (each gets the next number, ``seq``).
+        self._seq = 0
+        #: Transitions not yet durable (neither PUBACKed nor in the audit log), by seq, in order.
+        self._undurable: dict[int, AlarmEvent] = {}
+        #: Processed inbound messages waiting for their ack: (seq they wait for, conn, mids)
+        self._ack_wait: deque[tuple[int, int, list[int]]] = deque()
+        #: The last seq handed to the audit trail; the audit credits (seq, that] at most.
+        self._audit_handed = 0
+        self._audit_credit_from = 0
+        self._audit_drops_seen = 0
+        #: Transitions given up for publishing (outbox full) that the audit did not take.
+        self.undurable_dropped = 0
+        self.acked = 0
+        #: Messages that arrived after the stop began: not taken, not acknowledged.
+        self.left_for_next_run = 0
+        #: Why the broker connection is down (None: connected, or never tried yet).
+        self.broker_error: str | None = None
+        #: How ``run`` ended: 0, or 1 when something could not be made durable.
+        self.exit_status = 0
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
-        """Ask the service to finish: drain, publish, go offline, return from ``run``."""
+        """Ask the service to finish: stop reading, process what was read, publish,
+        acknowledge, go offline, return from ``run``."""
         self._stopping.set()
         self._ingress_event.set()
         self._outbox_event.set()
@@ -384,11 +441,30 @@ class Service:
                 tg.create_task(self._summary_loop(), name="summaries")
         finally:
             self._record_pending()
+            unwritten = 0
             if self.audit is not None:
                 unwritten = self.audit.close(self.clock())
+                self._credit_audit()
                 if unwritten:
                     log.error("audit_unwritten", path=str(self.audit.path), transitions=unwritten)
-            log.info("stopped", processed=self.processed)
+            lost = len(self._undurable) + self.undurable_dropped
+            if lost:
+                log.error(
+                    "transitions_not_durable",
+                    transitions=lost,
+                    outbox=len(self._outbox),
+                    action="neither published (PUBACK) nor written to the audit log: the "
+                    "messages that caused them were not acknowledged and the broker delivers "
+                    "them again to the next run; those dropped from a full outbox are lost",
+                )
+            self.exit_status = 1 if (unwritten or lost) else 0
+            log.info(
+                "stopped",
+                processed=self.processed,
+                acked=self.acked,
+                left_for_next_run=self.left_for_next_run,
+                exit_status=self.exit_status,
+            )
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -399,6 +475,8 @@ class Service:
         ok = self.connected.is_set() and self.audit_failed is None
         return ok, {
             "broker_connected": self.connected.is_set(),
+            "broker": "ok" if self.connected.is_set() else (self.broker_error or "connecting"),
+            "unacked": sum(len(mids) for _, _, mids in self._ack_wait),
             "audit": self.audit_failed or "ok",
             "audit_pending": 0 if self.audit is None else self.audit.pending,
             "beds": len(self.engine),
@@ -454,6 +532,7 @@ class Service:
         if audit is None:
             return
         audit.poll(now)
+        self._credit_audit()
         self.metrics.audit_pending.set(audit.pending)
         if audit.dropped > self._audit_dropped:
             new, self._audit_dropped = audit.dropped - self._audit_dropped, audit.dropped
@@ -510,41 +589,54 @@ class Service:
                 client_cert=bool(svc.tls_cert),
             )
 
-    def _client(self, identifier: str, *, persistent: bool, with_will: bool) -> aiomqtt.Client:
+    def _settings(self, identifier: str, *, persistent: bool, with_will: bool) -> Settings:
         svc = self.config.service
-        tls_context = self._tls
-        v5 = svc.mqtt_version == 5
-        props = None
-        if persistent and v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
         will = None
         if with_will:
-            will = aiomqtt.Will(
-                status_topic(self.root, svc.instance),
-                self._status(online=False),
-                qos=1,
-                retain=True,
-            )
-        return aiomqtt.Client(
-            self.address.host,
-            self.address.port,
-            identifier=identifier,
+            will = Will(status_topic(self.root, svc.instance), self._status(online=False))
+        return Settings(
+            host=self.address.host,
+            port=self.address.port,
+            client_id=identifier,
+            v5=svc.mqtt_version == 5,
+            persistent=persistent,
+            session_expiry_s=SESSION_EXPIRY_S,
             username=svc.username or None,
             password=svc.password or None,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_start=(not persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            clean_session=None if v5 else not persistent,
-            properties=props,
+            tls=self._tls,
             will=will,
-            tls_context=tls_context,
-            logger=_MQTT_LOG,
             keepalive=10,
-            timeout=10,
-            max_queued_incoming_messages=0,
-            # an alarm is one small packet: sent now, not held by Nagle's algorithm
-            # until the broker acknowledges the last PUBACK we sent
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            connect_timeout_s=10.0,
+        )
+
+    def _broker_failed(self, exc: MqttError, phase: str, delay: float) -> None:
+        """One log line for a failed connection: an error naming the settings when the
+        broker refused the credentials, a TLS hint when it was TLS, else a warning."""
+        self.broker_error = exc.reason[:300]
+        if isinstance(exc, ConnectRefusedError) and exc.auth:
+            self.broker_error = (
+                f"auth_refused: {exc.reason}: check {CREDENTIAL_SETTINGS} and the broker's "
+                "password file and ACL"
+            )
+            log.error(
+                "broker_auth_refused",
+                phase=phase,
+                reason=exc.reason,
+                code=exc.code,
+                username=self.config.service.username or None,
+                settings=CREDENTIAL_SETTINGS,
+                action="the broker refused this login: fix the credentials (or the broker's "
+                "password file and ACL); retrying with a long backoff",
+                retry_in=round(delay, 1),
+            )
+            return
+        self._tls_failed(exc.reason, phase)
+        log.warning(
+            "broker_unavailable" if phase != "connect" else "broker_disconnected",
+            phase=phase,
+            reason=exc.reason,
+            retry_in=round(delay, 2),
+            outbox=len(self._outbox),
         )
 
     async def _restore(self) -> None:
@@ -624,56 +716,58 @@ class Service:
         :meth:`_take_retained_summary`) and this instance's last status."""
         events: list[AlarmEvent] = []
         backoff = Backoff()
+        auth_backoff = Backoff(AUTH_RETRY_BASE_S, AUTH_RETRY_CAP_S, floor=0.5)
         deadline = time.monotonic() + RESTORE_MAX_S * 3
+        own_status = status_topic(self.root, self.config.service.instance)
+        received: asyncio.Queue[Inbound] = asyncio.Queue()
         while not self._stopping.is_set():
+            conn = MqttConnection(
+                self._settings(f"{self.client_id}-restore", persistent=False, with_will=False),
+                received.put_nowait,
+                logger=_MQTT_LOG,
+            )
             try:
-                async with self._client(
-                    f"{self.client_id}-restore", persistent=False, with_will=False
-                ) as client:
-                    own_status = status_topic(self.root, self.config.service.instance)
-                    summary_levels = summary_filter(self.root).count("/")
-                    await self._subscribe(
-                        client, [*self._alarm_filters(), *self._summary_filters(), own_status]
-                    )
-                    end = time.monotonic() + RESTORE_MAX_S
-                    while time.monotonic() < end:
-                        try:
-                            async with asyncio.timeout(RESTORE_QUIET_S):
-                                message = await anext(client.messages)
-                        except TimeoutError:
-                            break
-                        if not message.retain:
-                            continue
-                        payload = message.payload
-                        if not isinstance(payload, bytes | bytearray) or not payload:
-                            continue  # an emptied retained topic
-                        topic = str(message.topic)
-                        if topic == own_status:
-                            self._previous_units = _served_units(bytes(payload))
-                            continue
-                        if topic.count("/") == summary_levels:
-                            self._take_retained_summary(topic, bytes(payload))
-                            continue
-                        try:
-                            bed, _ = parse_alarm_topic(topic, self.root)
-                            events.append(decode_alarm(bytes(payload)))
-                            if topics is not None:
-                                topics.setdefault(bed, {})[topic] = bytes(payload)
-                        except CodecError as exc:
-                            log.warning(
-                                "restore_skipped", topic=str(message.topic), reason=str(exc)
-                            )
-                    return events
-            except aiomqtt.MqttError as exc:
-                if time.monotonic() > deadline:
-                    log.exception("restore_gave_up", reason=str(exc))
-                    return events
-                delay = backoff.next()
-                self._tls_failed(str(exc), "restore")
-                log.warning(
-                    "broker_unavailable", phase="restore", reason=str(exc), retry_in=round(delay, 2)
+                await conn.connect()
+                summary_levels = summary_filter(self.root).count("/")
+                await self._subscribe(
+                    conn, [*self._alarm_filters(), *self._summary_filters(), own_status]
                 )
+                end = time.monotonic() + RESTORE_MAX_S
+                while time.monotonic() < end:
+                    try:
+                        async with asyncio.timeout(RESTORE_QUIET_S):
+                            message = await received.get()
+                    except TimeoutError:
+                        break
+                    conn.ack(message.mid, message.qos)
+                    if not message.retain or not message.payload:
+                        continue  # live traffic, or an emptied retained topic
+                    if message.topic == own_status:
+                        self._previous_units = _served_units(message.payload)
+                        continue
+                    if message.topic.count("/") == summary_levels:
+                        self._take_retained_summary(message.topic, message.payload)
+                        continue
+                    try:
+                        bed, _ = parse_alarm_topic(message.topic, self.root)
+                        events.append(decode_alarm(message.payload))
+                        if topics is not None:
+                            topics.setdefault(bed, {})[message.topic] = message.payload
+                    except CodecError as exc:
+                        log.warning("restore_skipped", topic=message.topic, reason=str(exc))
+                await conn.disconnect()
+            except MqttError as exc:
+                conn.abort()
+                refused = isinstance(exc, ConnectRefusedError) and exc.auth
+                if not refused and time.monotonic() > deadline:
+                    log.error("restore_gave_up", reason=exc.reason)  # noqa: TRY400
+                    return events
+                delay = auth_backoff.next() if refused else backoff.next()
+                self._broker_failed(exc, "restore", delay)
                 await self._sleep(delay)
+            else:
+                self.broker_error = None
+                return events
         return events
 
     # ------------------------------------------------------------------ connection
@@ -704,12 +798,20 @@ class Service:
         return [alarms_filter(self.root)]
 
     @staticmethod
-    async def _subscribe(client: aiomqtt.Client, filters: list[str]) -> None:
+    async def _subscribe(client: MqttConnection, filters: list[str]) -> None:
         for i in range(0, len(filters), SUBSCRIBE_BATCH):
             part = filters[i : i + SUBSCRIBE_BATCH]
-            await client.subscribe([(flt, 1) for flt in part], timeout=60)
+            codes = await client.subscribe([(flt, 1) for flt in part], timeout=60)
+            refused = [flt for flt, code in zip(part, codes, strict=False) if code >= 0x80]
+            if refused:
+                log.error(
+                    "subscribe_refused",
+                    filters=refused[:10],
+                    codes=sorted(set(codes)),
+                    action="the broker's ACL does not let this user read these topics",
+                )
 
-    async def _subscribe_inbound(self, client: aiomqtt.Client) -> None:
+    async def _subscribe_inbound(self, client: MqttConnection) -> None:
         """QoS 1 subscriptions to the inbound kinds of the served units when they are listed
         (the broker then partitions: nothing else reaches this instance), else of all units.
 
@@ -739,90 +841,165 @@ class Service:
 
     async def _connection_loop(self) -> None:
         backoff = Backoff()
+        auth_backoff = Backoff(AUTH_RETRY_BASE_S, AUTH_RETRY_CAP_S, floor=0.5)
         while not self._stopping.is_set():
-            error: BaseException | None = None
+            error: MqttError | None = None
             try:
-                await self._session(backoff)
-            except* aiomqtt.MqttError as group:
-                error = group.exceptions[0]
+                await self._session(backoff, auth_backoff)
+            except* MqttError as group:
+                first = group.exceptions[0]
+                error = first if isinstance(first, MqttError) else MqttError(str(first))
             if error is None:
                 return  # graceful stop: everything published, offline status sent
-            self.connected.clear()
-            self.metrics.broker_connected.set(0)
+            self._lost_connection()
             if self._stopping.is_set() and not self._outbox:
                 return
             self.reconnects += 1
             self.metrics.broker_reconnects_total.inc()
-            delay = backoff.next()
-            self._tls_failed(str(error), "connect")
-            log.warning(
-                "broker_disconnected",
-                reason=str(error),
-                retry_in=round(delay, 2),
-                outbox=len(self._outbox),
-            )
+            refused = isinstance(error, ConnectRefusedError) and error.auth
+            delay = auth_backoff.next() if refused else backoff.next()
+            self._broker_failed(error, "connect", delay)
             await self._sleep(delay)
             if self._stopping.is_set():
                 log.error("stopped_with_unpublished", outbox=len(self._outbox))
                 return
 
-    async def _session(self, backoff: Backoff) -> None:
-        """One connection: subscribe, then read and publish until stopped or cut off."""
+    def _lost_connection(self) -> None:
+        """The connection is gone: nothing read on it can be acknowledged any more (the
+        broker sends it again on the next connection of the session)."""
+        if self._mqtt is not None:
+            self._mqtt.abort()
+        self._mqtt = None
+        self.connected.clear()
+        self.metrics.broker_connected.set(0)
+
+    async def _session(self, backoff: Backoff, auth_backoff: Backoff) -> None:
+        """One connection: subscribe, then read, publish and acknowledge until stopped."""
         svc = self.config.service
-        client = self._client(self.client_id, persistent=True, with_will=True)
-        fast = None
-        if svc.fast_read:
-            if FastReader.supported(client):
-                fast = FastReader(client, self._on_inbound)
-            elif not self._warned_slow_read:
-                self._warned_slow_read = True
-                log.warning("fast_read_unavailable", fallback="aiomqtt client.messages")
-        async with client:
-            backoff.reset()
-            await client.publish(
-                status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
-            )
-            async with asyncio.TaskGroup() as tg:
-                # read first: a resumed session delivers its backlog before the SUBACKs,
-                # and what was read must reach the core even if a subscribe times out
-                reader = tg.create_task(
-                    fast.wait_disconnected() if fast is not None else self._read(client),
-                    name="mqtt-reader",
-                )
-                await self._subscribe_inbound(client)
-                self._connections += 1
-                if self._connections > 1:
-                    self._republish_retained()
-                self.connected.set()
-                self.metrics.broker_connected.set(1)
-                log.info("connected", host=self.address.host, port=self.address.port)
-                await self._publish_loop(client, fast)
-                reader.cancel()
-            await client.publish(
+        self._conn_id += 1
+        conn = MqttConnection(
+            self._settings(self.client_id, persistent=True, with_will=True),
+            self._on_inbound,
+            logger=_MQTT_LOG,
+        )
+        self._mqtt = conn
+        # a resumed session delivers its backlog right after the CONNACK, before the
+        # SUBACKs: it goes to the ingress and waits there for the core
+        await conn.connect()
+        backoff.reset()
+        auth_backoff.reset()
+        self.broker_error = None
+        online = conn.publish(
+            status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
+        )
+        async with asyncio.TaskGroup() as tg:
+            lost = tg.create_task(conn.wait_lost(), name="mqtt-connection-watch")
+            await self._confirmed(online, "online status")
+            await self._subscribe_inbound(conn)
+            self._connections += 1
+            if self._connections > 1:
+                self._republish_retained()
+            self.connected.set()
+            self.metrics.broker_connected.set(1)
+            log.info("connected", host=self.address.host, port=self.address.port)
+            await self._publish_loop(conn)
+            self._ack_ready()  # the last processed messages: acknowledged before we go
+            offline = conn.publish(
                 status_topic(self.root, svc.instance),
                 self._status(online=False),
                 qos=1,
                 retain=True,
             )
+            await self._confirmed(offline, "offline status")
+            lost.cancel()
+        await conn.disconnect()
+        self._mqtt = None
+        self.connected.clear()
+        self.metrics.broker_connected.set(0)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        """aiomqtt's own read path (``service.fast_read = false``)."""
-        async for message in client.messages:
-            payload = message.payload
-            data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-            self._on_inbound(str(message.topic), data)
-
-    def _on_inbound(self, topic: str, payload: bytes) -> None:
-        """One message off the socket: into the bounded ingress, or shed (counted, logged)."""
-        ingress = self._ingress
-        if len(ingress) >= self.config.service.queue_max:
-            self.dropped += 1
-            self.metrics.ingress_dropped_total.inc()
-            if self.dropped % 1000 == 1:
-                log.warning("ingress_full_shedding", depth=len(ingress), dropped=self.dropped)
+    @staticmethod
+    async def _confirmed(puback: asyncio.Future[None] | None, what: str) -> None:
+        """Wait for a QoS 1 publish's PUBACK; no answer within 10 s is a broken connection."""
+        if puback is None:
             return
-        ingress.append(_Inbound(topic, payload, self.clock()))
+        try:
+            async with asyncio.timeout(10):
+                await puback
+        except TimeoutError:
+            raise ConnectionLostError(f"no PUBACK for the {what} within 10 s") from None
+
+    def _on_inbound(self, message: Inbound) -> None:
+        """One message off the socket, into the ingress; past ``queue_max`` waiting, the
+        socket is not read any more until the core has caught up (the broker holds the
+        rest: nothing is shed, nothing acknowledged before it is processed).
+
+        Once stopping, messages are left unprocessed and unacknowledged: the broker
+        delivers them again to the next run's session (the socket is still read, for
+        the PUBACKs of what this run publishes until it goes).
+        """
+        if self._stopping.is_set():
+            self.left_for_next_run += 1
+            return
+        ingress = self._ingress
+        ingress.append(
+            _Inbound(
+                message.topic,
+                message.payload,
+                self.clock(),
+                message.mid if message.qos else 0,
+                self._conn_id,
+            )
+        )
         self._ingress_event.set()
+        if len(ingress) >= self.config.service.queue_max and self._mqtt is not None:
+            self._mqtt.pause_reading()
+
+    # ------------------------------------------------------------------ acknowledgement
+    def _numbered(self, ev: AlarmEvent) -> int:
+        """Number a new transition; it is not durable until published or audited."""
+        self._seq += 1
+        self._undurable[self._seq] = ev
+        return self._seq
+
+    def _durable_upto(self) -> int:
+        """Every transition numbered up to this one is durable."""
+        return next(iter(self._undurable), self._seq + 1) - 1
+
+    def _ack_ready(self) -> None:
+        """Acknowledge, in the order received, the processed messages whose transitions are
+        all durable; those read on an earlier connection are left for the broker to resend."""
+        wait = self._ack_wait
+        if not wait:
+            return
+        durable = self._durable_upto()
+        conn = self._mqtt
+        n = 0
+        while wait and wait[0][0] <= durable:
+            _, conn_id, mids = wait.popleft()
+            if conn is not None and conn_id == self._conn_id:
+                for mid in mids:
+                    conn.ack(mid)
+                n += len(mids)
+        self.acked += n
+        if self._stopping.is_set() and conn is not None:
+            conn.flush()
+
+    def _credit_audit(self) -> None:
+        """Transitions the audit trail has written are durable (unless it gave some up)."""
+        audit = self.audit
+        if audit is None:
+            return
+        if audit.dropped != self._audit_drops_seen:
+            # it gave up some of those handed so far (which, it does not say): for them
+            # only a PUBACK counts now
+            self._audit_drops_seen = audit.dropped
+            self._audit_credit_from = self._audit_handed
+        if audit.pending or not self._undurable:
+            return
+        upto, after = self._audit_handed, self._audit_credit_from
+        for seq in [s for s in self._undurable if after < s <= upto]:
+            del self._undurable[seq]
+        self._ack_ready()
 
     async def _yield_to_ingress(self, *, alarms_first: bool = False) -> None:
         """Let the core take what is waiting before display work (summaries) runs.
@@ -845,35 +1022,26 @@ class Service:
                 async with asyncio.timeout(left):
                     await wake.wait()
 
-    async def _publish_loop(self, client: aiomqtt.Client, fast: FastReader | None = None) -> None:
+    async def _publish_loop(self, conn: MqttConnection) -> None:
         """Alarms first, in order, QoS 1 (each confirmed); then bed summaries, QoS 0.
 
         Summaries are display data, replaced every few seconds: they never wait
-        for a PUBACK and never delay an alarm. With the fast read path they are
-        queued straight to paho, a burst per loop turn (one write for the burst).
+        for a PUBACK and never delay an alarm; a burst of them goes out in one
+        loop turn's write.
         """
         outbox = self._outbox
         summaries = self._summary_box
         while True:
             while outbox or summaries:
                 while outbox:
-                    if fast is not None:
-                        await self._publish_window(fast)
-                        continue
-                    topic, payload, retain = outbox[0]
-                    await client.publish(topic, payload, qos=1, retain=retain, timeout=10)
-                    outbox.popleft()
-                    self.metrics.publish_queue_depth.set(len(outbox))
+                    await self._publish_window(conn)
                 if summaries:
                     await self._yield_to_ingress(alarms_first=True)
                 for _ in range(min(len(summaries), SUMMARY_BURST)):
                     if outbox:
                         break  # an alarm came in meanwhile: it goes first
                     topic, payload = summaries.popitem(last=False)
-                    if fast is not None:
-                        fast.publish_nowait(topic, payload, retain=True)
-                    else:
-                        await client.publish(topic, payload, qos=0, retain=True)
+                    conn.publish(topic, payload, qos=0, retain=True)
                 await asyncio.sleep(0)
             if self._stopping.is_set() and not self._ingress and self._drained:
                 return
@@ -882,40 +1050,66 @@ class Service:
                 continue
             await self._outbox_event.wait()
 
-    async def _publish_window(self, fast: FastReader) -> None:
-        """Up to ``PUBLISH_WINDOW`` alarms from the outbox's head, in flight together.
+    async def _publish_window(self, conn: MqttConnection) -> None:
+        """Up to ``PUBLISH_WINDOW`` messages from the outbox's head, in flight together.
 
         All are written at once, in order (MQTT keeps one client's QoS 1
         messages in order), then each PUBACK is awaited: an alarm raised in
-        the same batch as others no longer waits for their round trips. Until
-        confirmed they are not lost: whatever is unconfirmed when the
-        connection fails goes back to the head of the outbox, in order, and is
-        sent again after the reconnect (QoS 1: at least once).
+        the same batch as others no longer waits for their round trips. A
+        PUBACK makes its transition durable, which may let the messages that
+        caused it be acknowledged. Until confirmed they are not lost: whatever
+        is unconfirmed when the connection fails goes back to the head of the
+        outbox, in order, and is sent again after the reconnect (QoS 1: at
+        least once).
         """
         outbox = self._outbox
         window = [outbox.popleft() for _ in range(min(len(outbox), PUBLISH_WINDOW))]
-        sent: list[Sent] = []
         done = 0
         try:
-            for topic, payload, retain in window:
-                sent.append(fast.publish_qos1(topic, payload, retain=retain))
-            fast.flush()  # on the wire before this task first waits
-            for one in sent:
-                await fast.confirmed(one, timeout=10)
+            sent = [
+                conn.publish(item.topic, item.payload, qos=1, retain=item.retain) for item in window
+            ]
+            conn.flush()  # on the wire before this task first waits
+            for item, puback in zip(window, sent, strict=True):
+                try:
+                    async with asyncio.timeout(10):
+                        await puback  # type: ignore[misc]  # QoS 1: never None
+                except PublishRefusedError as exc:
+                    self.metrics.publish_dropped_total.inc()
+                    self._give_up(item.seq)
+                    log.error(  # noqa: TRY400 - the broker's answer, not a bug: no traceback
+                        "publish_refused",
+                        topic=item.topic[:200],
+                        code=exc.code,
+                        reason=exc.reason,
+                        action="the broker's ACL does not let this user publish there",
+                    )
+                except TimeoutError:
+                    raise ConnectionLostError("no PUBACK within 10 s") from None
+                else:
+                    if item.seq:
+                        self._undurable.pop(item.seq, None)
                 done += 1
         finally:
             if done < len(window):
-                fast.forget(sent[done:])
                 outbox.extendleft(reversed(window[done:]))
             self.metrics.publish_queue_depth.set(len(outbox))
+            if done:
+                self._ack_ready()
 
     # ------------------------------------------------------------------ processing
     _drained = False
-    _warned_slow_read = False
+    _unrecorded_upto = 0
     lag_s = 0.0  # the processor's clock minus the newest waveform data time processed
     _lag_warned_at = -math.inf
 
-    def _bounded_append(self, item: tuple[str, bytes, bool]) -> None:
+    def _give_up(self, seq: int) -> None:
+        """A transition that will not be published: durable only if the audit has it."""
+        gone = seq and self._undurable.pop(seq, None) is not None
+        if gone and (self.audit is None or not self.audit.healthy):
+            self.undurable_dropped += 1
+
+    def _bounded_append(self, item: Outgoing) -> None:
         """Queue for publishing; past ``queue_max`` the oldest entry gives way (counted).
 
         A transition that gives way is still in the audit log, and its topic's
@@ -923,7 +1117,7 @@ class Service:
         intermediate steps, never the current state.
         """
         if len(self._outbox) >= self.config.service.queue_max:
-            self._outbox.popleft()
+            self._give_up(self._outbox.popleft().seq)
             self.outbox_dropped += 1
             self.metrics.publish_dropped_total.inc()
             if self.outbox_dropped % 1000 == 1:
@@ -932,9 +1126,9 @@ class Service:
 
     def _republish_retained(self) -> None:
         """Put every alarm topic's last state in front of the outbox (idempotent)."""
-        pending = {topic for topic, _, _ in self._outbox}
+        pending = {item.topic for item in self._outbox}
         again = [
-            (t, p, True)
+            Outgoing(t, p, retain=True)
             for topics in self._retained.values()
             for t, p in topics.items()
             if t not in pending
@@ -944,13 +1138,14 @@ class Service:
             log.info("republishing_alarm_state", topics=len(again))
             self._outbox_event.set()
 
-    def _enqueue_alarm(self, ev: AlarmEvent) -> None:
+    def _enqueue_alarm(self, ev: AlarmEvent, seq: int = 0) -> None:
+        """Queue an alarm transition (``seq``: its number, 0 for one already durable)."""
         topic, payload = alarm_topic(self.root, ev.bed, ev.kind), encode_alarm(ev)
         topics = self._retained.get(ev.bed)
         if topics is None:
             topics = self._retained[ev.bed] = {}
         topics[topic] = payload
-        self._bounded_append((topic, payload, True))
+        self._bounded_append(Outgoing(topic, payload, retain=True, seq=seq))
         self.metrics.observe_alarm(ev)
         self._outbox_event.set()
         self._yield_wake.set()  # a publisher waiting for the core goes now (alarms first)
@@ -975,13 +1170,13 @@ class Service:
             if engine.get(bed) is not None:
                 continue
             for topic in self._retained.pop(bed, {}):
-                self._bounded_append((topic, b"", True))
+                self._bounded_append(Outgoing(topic, b"", retain=True))
                 cleared += 1
             self._activity.pop(bed, None)
             if self._summaries.pop(bed, None) is not None:
                 topic = summary_topic(self.root, bed)
                 self._summary_box.pop(topic, None)
-                self._bounded_append((topic, b"", True))
+                self._bounded_append(Outgoing(topic, b"", retain=True))
                 cleared += 1
         if cleared:
             self.metrics.publish_queue_depth.set(len(self._outbox))
@@ -999,9 +1194,10 @@ class Service:
         if not events:
             return
         for ev in events:
-            self._enqueue_alarm(ev)
+            self._enqueue_alarm(ev, self._numbered(ev))
         self.metrics.publish_queue_depth.set(len(self._outbox))
         self._unrecorded.extend(events)
+        self._unrecorded_upto = self._seq
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a test driving the service by hand): now
@@ -1018,6 +1214,8 @@ class Service:
         if not events:
             return
         self._record(events)
+        self._audit_handed = self._unrecorded_upto
+        self._credit_audit()
         for ev in events:
             log.info(
                 "alarm",
@@ -1055,7 +1253,7 @@ class Service:
                 "ts": round(item.arrived, 3),
             }
         )
-        self._bounded_append((topic, body, False))
+        self._bounded_append(Outgoing(topic, body, retain=False))
         self._outbox_event.set()
 
     def process_batch(self, batch: list[_Inbound]) -> None:
@@ -1139,6 +1337,7 @@ class Service:
                 batch = [ingress.popleft() for _ in range(n)]
                 self.metrics.ingress_queue_depth.set(len(ingress))
                 self.process_batch(batch)
+                self._processed(batch)
                 if ingress:
                     await asyncio.sleep(0)  # let the reader and publisher run
                 # (else waiting for the next message yields to them anyway)
@@ -1148,6 +1347,27 @@ class Service:
                 self._drained = True
                 self._outbox_event.set()
                 return
+
+    def _processed(self, batch: list[_Inbound]) -> None:
+        """The core has taken ``batch``: acknowledge it once what it caused is durable."""
+        wait = self._ack_wait
+        conn_id: int = -1
+        mids: list[int] | None = None
+        for item in batch:
+            if item.mid:
+                if item.conn != conn_id or mids is None:
+                    conn_id, mids = item.conn, []
+                    wait.append((self._seq, conn_id, mids))
+                mids.append(item.mid)
+        if mids is not None:
+            self._ack_ready()
+        conn = self._mqtt
+        if (
+            conn is not None
+            and not self._stopping.is_set()
+            and len(self._ingress) < (self.config.service.queue_max // 2)
+        ):
+            conn.resume_reading()
 
     async def _publish_summaries(self, part: int = 0, parts: int = 1) -> None:
         """Summaries (latest pressures, target, drugs, trend) of every ``parts``-th bed
@@ -1237,7 +1457,9 @@ class Service:
 
 
 async def run_service(config: StreamprocConfig) -> int:
-    """Run the service with its metrics endpoint until SIGINT/SIGTERM; the exit status."""
+    """Run the service with its metrics endpoint until SIGINT/SIGTERM; the exit status:
+    0, or 1 when an alarm transition could not be made durable (not written to the audit
+    log, or neither written nor published)."""
     service = Service(config)
     service.install_signals()
     server = None
@@ -1250,4 +1472,4 @@ async def run_service(config: StreamprocConfig) -> int:
         if server is not None:
             server.close()
             await server.wait_closed()
-    return 0
+    return service.exit_status
