@@ -3,16 +3,20 @@
 
     python scripts/faults.py --repeat 3 [--stall-s 30] [--out docs/reliability-table.md]
     python scripts/faults.py --only broker_kill stall --repeat 10
+    python scripts/faults.py --only kill_random --repeat 50 [--seed 100]
 
 Each run starts its own Mosquitto (free port, temp dir) and its own ``streamproc run``;
 the fault bodies are :mod:`tests.faults.harness` (the same code the tests run). The table:
-fault | tries | alarms expected | lost | duplicate ids | recovery median / max. Exit
-status 1 if any run lost an alarm, duplicated an id, or hit a problem (listed).
+fault | tries | alarms expected | lost | duplicate ids | false cleared | recovery median /
+max. The faults that kill or stop a process at a random instant draw it from a seeded
+generator (run i: seed ``--seed`` + i), so a failing run can be repeated. Exit status 1
+if any run lost an alarm, duplicated an id, cleared one falsely, or hit a problem (listed).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import shutil
 import sys
 import tempfile
@@ -33,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--only", nargs="+", choices=sorted(FAULTS), help="these faults only")
     parser.add_argument("--keep", action="store_true", help="keep each run's work directory")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="first seed of the faults that draw a random instant (run i uses seed + i)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
@@ -43,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.repeat):
         for name in names:
             workdir = Path(tempfile.mkdtemp(prefix=f"fault-{name}-"))
-            kwargs = {"stall_s": args.stall_s} if name == "stall" else {}
+            kwargs: dict[str, float | int] = {"stall_s": args.stall_s} if name == "stall" else {}
+            if "seed" in inspect.signature(FAULTS[name]).parameters:
+                kwargs["seed"] = args.seed + i  # a new random instant per run, reproducible
             t = time.monotonic()
             try:
                 res = FAULTS[name](workdir, **kwargs)

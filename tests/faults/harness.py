@@ -23,9 +23,17 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
+import os
+import random
+import re
 import resource
+import signal
 import socket
 import statistics
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,8 +43,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulators.scenario import Scenario, load_scenario, merge, render_timed, scenario_dir
+from simulators.publisher import RETAINED_KINDS, MqttSink, kind_of, publish_stream
+from simulators.scenario import (
+    Scenario,
+    load_scenario,
+    merge,
+    render_timed,
+    scenario_dir,
+    to_jsonl,
+)
 from streamproc.audit import AuditError, AuditLog
+from streamproc.config import ServiceSettings
+from streamproc.core.settings import Settings
 from streamproc.service import AUDIT_RETRY_S
 from tests.broker import MosquittoBroker, Received, Subscriber
 from tests.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
@@ -74,6 +92,9 @@ class FaultResult:
     expected: int = 1
     delivered: int = 0
     duplicate_ids: int = 0
+    #: ``cleared`` transitions the clean input does not give: an episode that must stay
+    #: open cleared, a clear stamped before its raise or earlier than the clean stream's.
+    false_cleared: int = 0
     recovery_s: float | None = None
     problems: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
@@ -84,14 +105,20 @@ class FaultResult:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.lost == 0 and self.duplicate_ids == 0
+        return (
+            not self.problems
+            and self.lost == 0
+            and self.duplicate_ids == 0
+            and self.false_cleared == 0
+        )
 
     def summary(self) -> str:
         rec = "n/a" if self.recovery_s is None else f"{self.recovery_s:.2f} s"
         extra = ", ".join(f"{k}={v}" for k, v in self.details.items())
         return (
             f"{self.fault}: delivered {self.delivered}/{self.expected}, duplicate ids "
-            f"{self.duplicate_ids}, recovery ({self.recovery_what}) {rec}; {extra}"
+            f"{self.duplicate_ids}, false cleared {self.false_cleared}, recovery "
+            f"({self.recovery_what}) {rec}; {extra}"
             + (f"; PROBLEMS: {self.problems}" if self.problems else "")
         )
 
@@ -193,10 +220,13 @@ class Rig:
         mosquitto_bin: Path | None = None,
         env: Mapping[str, str] | None = None,
         log_pipe: bool = False,
+        broker_config: Sequence[str] = (),
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.broker = MosquittoBroker(binary=mosquitto_bin, workdir=workdir / "mosquitto")
+        self.broker = MosquittoBroker(
+            binary=mosquitto_bin, workdir=workdir / "mosquitto", extra_config=broker_config
+        )
         self.service = ServiceProcess(self.broker, workdir, env=env, log_pipe=log_pipe)
         self._closers: list[Callable[[], None]] = []
 
@@ -240,8 +270,15 @@ def rig(
     mosquitto_bin: Path | None = None,
     env: Mapping[str, str] | None = None,
     log_pipe: bool = False,
+    broker_config: Sequence[str] = (),
 ) -> Iterator[Rig]:
-    r = Rig(workdir, mosquitto_bin=mosquitto_bin, env=env, log_pipe=log_pipe)
+    r = Rig(
+        workdir,
+        mosquitto_bin=mosquitto_bin,
+        env=env,
+        log_pipe=log_pipe,
+        broker_config=broker_config,
+    )
     try:
         yield r.start()
     finally:
@@ -285,6 +322,12 @@ def check_episode(
         and ln.get("bed") == BED
         and ln.get("trigger") == "raised"
     ]
+    # the 60/40 episode never clears: any cleared transition of it is a false one
+    cleared = {
+        (a["alarm_id"], round(float(a["ts"]), 2)) for a in mine if a.get("state") == "cleared"
+    }
+    if retained is not None and retained.get("state") == "cleared":
+        cleared.add((retained["alarm_id"], round(float(retained["ts"]), 2)))
     raised_audit = 0
     if audit:
         try:
@@ -296,12 +339,14 @@ def check_episode(
             rows = []
         raised_audit = [row.trigger for row in rows].count("raised")
         ids |= {row.alarm_id for row in rows}
+        cleared |= {(row.alarm_id, round(row.ts, 2)) for row in rows if row.state == "cleared"}
         res.details["audit_raised"] = raised_audit
         if raised_audit == 0:
             res.problems.append("no 'raised' row in the audit db")
     res.details["log_raised"] = len(raised_log)
     res.details["alarm_ids"] = len(ids)
     res.duplicate_ids = max(len(ids) - 1, len(raised_log) - 1, raised_audit - 1, 0)
+    res.false_cleared = len(cleared)
 
 
 def _alarm_after(sub: Subscriber, t_ref: float, timeout: float = ALARM_TIMEOUT_S) -> float:
@@ -924,6 +969,964 @@ def fault_hostile_input(
     return _run(res, body)
 
 
+# == issue 16: the inputs and the processes at the edges ==================================
+#
+# These faults send the scenarios through the simulator's own publisher
+# (``simulators.publisher.MqttSink``: QoS 1, patient and infusion retained as the wire
+# contract says) and check each episode with :func:`check_episodes`: delivered (seen
+# and retained), one alarm id and one ``raised``, no false ``cleared``, and, for the
+# input faults, raised at the data time the clean stream gives (``streamproc replay``
+# of the same scenarios, :func:`clean_reference`).
+
+#: Data time (s) a raise or clear may differ from the clean stream's (one chunk + a beat).
+TIME_TOL_S = 1.5
+#: The processor's broker log lines we read (``log_type debug``: every packet).
+DEBUG_LOG = ("log_type debug",)
+
+
+def client_id(service: ServiceProcess) -> str:
+    """The processor's MQTT client id (``streamproc-{instance}``, as the service makes it)."""
+    return f"streamproc-{service.instance}"
+
+
+def scenario(name: str, **changes: Any) -> Scenario:
+    """``config/scenarios/{name}.toml`` with ``changes``."""
+    return dataclasses.replace(load_scenario(scenario_dir() / f"{name}.toml"), **changes)
+
+
+def ending_at(sc: Scenario, end: float, at_s: float | None = None) -> Scenario:
+    """``sc`` with its ``t0`` put so that its scenario time ``at_s`` (default: its end)
+    is the epoch time ``end``."""
+    return dataclasses.replace(sc, t0=end - (sc.duration_s if at_s is None else at_s))
+
+
+def ward_timed(*scs: Scenario) -> list[tuple[float, int, dict[str, Any]]]:
+    """Several beds' lines with their epoch send times, in time order (as ``merge``)."""
+    timed = [(sc.t0 + t, k, line) for sc in scs for t, k, line in render_timed(sc)]
+    timed.sort(key=lambda e: (e[0], e[1]))
+    return timed
+
+
+def gateway_send(
+    broker: MosquittoBroker, timed: Sequence[tuple[float, int, dict[str, Any]]]
+) -> int:
+    """Publish ``timed`` at once (no pacing) through the simulator's publisher; returns the
+    count once the broker has acknowledged every message (QoS 1)."""
+    if not timed:
+        return 0
+    with MqttSink(broker.url, timeout=10) as sink:
+        stats = publish_stream(timed, sink, speed=0, t0=timed[0][0], flush_timeout=60)
+    return stats.sent
+
+
+def service_env(**settings: float | int | str) -> dict[str, str]:
+    """``STREAMPROC_*`` variables for settings, e.g. ``monitor_stale_s=10``."""
+    return {f"STREAMPROC_{k.upper()}": str(v) for k, v in settings.items()}
+
+
+def rss_mb(service: ServiceProcess) -> float | None:
+    """The processor's resident memory (MB), from /proc."""
+    if service.proc is None:
+        return None
+    try:
+        for line in Path(f"/proc/{service.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+class BrokerLog:
+    """The broker's log file read as it grows (with ``log_type debug``, a line per packet).
+
+    Gives the broker's view of the processor: when it started delivering to it, and
+    which messages it got PUBACKs for.
+    """
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.path = broker.log_path
+
+    def mark(self) -> int:
+        """Where the log ends now (read from here on)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def text(self, since: int = 0) -> str:
+        with self.path.open("rb") as fh:
+            fh.seek(since)
+            return fh.read().decode(errors="replace")
+
+    def wait_for(self, needle: str, since: int, timeout: float) -> float:
+        """Poll (every ms) until a line containing ``needle`` is written after ``since``;
+        returns ``time.monotonic()`` when it was seen."""
+        deadline = time.monotonic() + timeout
+        tail = ""
+        with self.path.open("rb") as fh:
+            fh.seek(since)
+            while True:
+                chunk = fh.read()
+                if chunk:
+                    tail = (tail + chunk.decode(errors="replace"))[-4096:]
+                    if needle in tail:
+                        return time.monotonic()
+                elif time.monotonic() > deadline:
+                    raise TimeoutError(f"broker log: no {needle!r} within {timeout:g} s")
+                else:
+                    time.sleep(0.001)
+
+    def pubacks_from(self, client: str, since: int = 0) -> list[int]:
+        """Packet ids of the PUBACKs the broker received from ``client`` after ``since``."""
+        pattern = re.compile(rf"Received PUBACK from {re.escape(client)} \(Mid: (\d+)")
+        return [int(m.group(1)) for m in pattern.finditer(self.text(since))]
+
+    def publishes_to(self, client: str, since: int = 0) -> int:
+        """PUBLISH packets the broker sent to ``client`` after ``since``."""
+        return self.text(since).count(f"Sending PUBLISH to {client} (")
+
+
+def read_retained(
+    broker: MosquittoBroker,
+    filters: str | Sequence[str],
+    *,
+    quiet_s: float = 1.0,
+    timeout: float = 60.0,
+) -> dict[str, dict[str, Any]]:
+    """Every retained message under ``filters`` (topic -> JSON payload), read by a fresh
+    subscriber until ``quiet_s`` pass without one. An emptied topic is not retained."""
+    out: dict[str, dict[str, Any]] = {}
+    with Subscriber(broker, filters, timeout=10) as sub:
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while len(sub.messages) != seen and time.monotonic() < deadline:
+            seen = len(sub.messages)
+            time.sleep(quiet_s)
+        for m in sub.messages:
+            if m.retain and m.payload:
+                with contextlib.suppress(ValueError):
+                    out[m.topic] = dict(json.loads(m.payload))
+    return out
+
+
+# -- the clean stream and the episodes -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One alarm transition of the clean stream, its times in data seconds since ``t0``."""
+
+    unit: str
+    bed: str
+    kind: str
+    state: str
+    trigger: str
+    priority: str
+    at_s: float
+    onset_s: float
+
+
+@functools.cache
+def clean_reference(names: tuple[str, ...]) -> tuple[Transition, ...]:
+    """What ``streamproc replay`` gives for the scenarios ``names`` played clean (the same
+    engine as the live service, clocked by the data): every transition, in order."""
+    scs = [scenario(n) for n in names]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamproc", "replay", "-"],
+        input=to_jsonl(merge(*scs)),
+        capture_output=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    t0 = {(sc.unit, sc.bed): sc.t0 for sc in scs}
+    out = []
+    for raw in proc.stdout.splitlines():
+        p = json.loads(raw)["payload"]
+        start = t0[(p["unit"], p["bed"])]
+        out.append(
+            Transition(
+                p["unit"],
+                p["bed"],
+                p["kind"],
+                p["state"],
+                p.get("trigger", ""),
+                p["priority"],
+                round(p["ts"] - start, 3),
+                round(p["onset_ts"] - start, 3),
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One alarm episode a fault's input must give exactly once.
+
+    ``raise_s``/``clear_s`` (data seconds since ``t0``) are the clean stream's: the raise
+    must come within :data:`TIME_TOL_S` of it, a clear no earlier than it (``clear_s``
+    None: the episode stays open, so any ``cleared`` is false); ``min_hold_s``: the raise
+    is at least this long (data time) after the episode's ``onset_ts``.
+    """
+
+    unit: str
+    bed: str
+    kind: str = "hypotension"
+    t0: float = 0.0
+    raise_s: float | None = None
+    clear_s: float | None = None
+    min_hold_s: float = 0.0
+
+    @property
+    def topic(self) -> str:
+        return f"icu/{self.unit}/{self.bed}/alarms/{self.kind}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.bed}.{self.kind}"
+
+
+def reference_episodes(
+    scs: Sequence[Scenario], *, timing: bool = True, until_s: float | None = None
+) -> list[Episode]:
+    """The episodes the clean stream of ``scs`` raises (their first raise per bed and kind,
+    and their clear, up to scenario time ``until_s``), placed at each scenario's ``t0``.
+
+    With ``timing`` the live raise must match the clean one, and a hypotension alarm
+    that the clean stream holds for the protocol's ``hold_s`` (60 s) must be held as
+    long (no duplicate or reordered data may shorten the hold).
+    """
+    hold_s = Settings().hypotension.hold_s
+    ref = clean_reference(tuple(sc.name for sc in scs))
+    episodes = []
+    for sc in scs:
+        mine = [
+            tr
+            for tr in ref
+            if tr.unit == sc.unit
+            and tr.bed == sc.bed
+            and (until_s is None or tr.at_s <= until_s)
+            and tr.at_s <= sc.duration_s
+        ]
+        for kind in dict.fromkeys(tr.kind for tr in mine):
+            raised = next(tr for tr in mine if tr.kind == kind and tr.trigger == "raised")
+            cleared = next((tr for tr in mine if tr.kind == kind and tr.state == "cleared"), None)
+            held = raised.at_s - raised.onset_s
+            episodes.append(
+                Episode(
+                    sc.unit,
+                    sc.bed,
+                    kind,
+                    t0=sc.t0,
+                    raise_s=raised.at_s if timing else None,
+                    clear_s=None if cleared is None else cleared.at_s,
+                    min_hold_s=(min(held, hold_s) - 0.5 if timing else 0.0),
+                )
+            )
+    return episodes
+
+
+def check_episodes(
+    res: FaultResult,
+    r: Rig,
+    seen: Sequence[Received],
+    episodes: Sequence[Episode],
+    *,
+    audit: bool = True,
+    other_kinds: bool = False,
+) -> None:
+    """Fill ``expected``/``delivered``/``duplicate_ids``/``false_cleared`` for ``episodes``
+    from what the subscribers saw, what the broker retains, the service's log and the
+    audit db. An alarm of another kind on an episode's bed is a problem unless
+    ``other_kinds``."""
+    res.expected = len(episodes)
+    res.delivered = res.duplicate_ids = res.false_cleared = 0
+    retained = read_retained(r.broker, sorted({ep.topic for ep in episodes}), quiet_s=0.5)
+    log_lines = [ln for ln in r.service.log_lines() if ln.get("event") == "alarm"]
+    rows = []
+    if audit:
+        try:
+            rows = AuditLog(r.service.audit_db, readonly=True).query()
+        except AuditError as exc:
+            res.problems.append(f"audit db unreadable: {exc}")
+    beds = {(ep.unit, ep.bed) for ep in episodes}
+    kinds = {(ep.unit, ep.bed, ep.kind) for ep in episodes}
+    if not other_kinds:
+        others = sorted(
+            {
+                f"{a['bed']}.{a['kind']} {a['state']}"
+                for a in (alarm(m) for m in seen if "/alarms/" in m.topic and m.payload)
+                if (a["unit"], a["bed"]) in beds and (a["unit"], a["bed"], a["kind"]) not in kinds
+            }
+        )
+        if others:
+            res.problems.append(f"alarms the clean stream does not raise: {others}")
+    for ep in episodes:
+        mine = [alarm(m) for m in seen if m.topic == ep.topic and m.payload]
+        ret = retained.get(ep.topic)
+        mine_rows = [
+            row for row in rows if (row.unit, row.bed, row.kind) == (ep.unit, ep.bed, ep.kind)
+        ]
+        ids = {a["alarm_id"] for a in mine} | {row.alarm_id for row in mine_rows}
+        if ret is not None:
+            ids.add(ret["alarm_id"])
+        raised = sorted(
+            (a for a in mine if a.get("trigger") == "raised"), key=lambda a: float(a["ts"])
+        )
+        n_log = sum(
+            1
+            for ln in log_lines
+            if (ln.get("unit"), ln.get("bed"), ln.get("kind")) == (ep.unit, ep.bed, ep.kind)
+            and ln.get("trigger") == "raised"
+        )
+        n_audit = sum(1 for row in mine_rows if row.trigger == "raised")
+        want = ("cleared",) if ep.clear_s is not None else ("active", "acknowledged")
+        state = None if ret is None else ret.get("state")
+        if raised and state in want:
+            res.delivered += 1
+        elif not raised:
+            res.problems.append(f"{ep.name}: never raised at a subscriber")
+        else:
+            res.problems.append(f"{ep.name}: retained state {state!r}, expected one of {want}")
+        if audit and n_audit == 0:
+            res.problems.append(f"{ep.name}: no 'raised' row in the audit db")
+        res.duplicate_ids += max(len(ids) - 1, n_log - 1, n_audit - 1, 0)
+        cleared = {
+            (a["alarm_id"], round(float(a["ts"]), 2)) for a in mine if a.get("state") == "cleared"
+        }
+        cleared |= {(row.alarm_id, round(row.ts, 2)) for row in mine_rows if row.state == "cleared"}
+        if state == "cleared" and ret is not None:
+            cleared.add((ret["alarm_id"], round(float(ret["ts"]), 2)))
+        first = float(raised[0]["ts"]) if raised else math.inf
+        legit = False
+        for _, ts in sorted(cleared, key=lambda c: c[1]):
+            ok = (
+                ep.clear_s is not None
+                and not legit
+                and ts >= first
+                and ts - ep.t0 >= ep.clear_s - TIME_TOL_S
+            )
+            if ok:
+                legit = True
+            else:
+                res.false_cleared += 1
+                res.problems.append(
+                    f"{ep.name}: false cleared at {ts - ep.t0:.1f} s of data"
+                    + ("" if math.isinf(first) else f" (raised at {first - ep.t0:.1f} s)")
+                )
+        if ep.clear_s is not None and not legit:
+            res.problems.append(f"{ep.name}: never cleared (the clean stream clears it)")
+        note = f"ids {len(ids)}, raised {len(raised)}/{n_log}/{n_audit}, cleared {len(cleared)}"
+        if raised:
+            at = float(raised[0]["ts"]) - ep.t0
+            held = float(raised[0]["ts"]) - float(raised[0]["onset_ts"])
+            note = f"raised at {at:.1f} s (held {held:.1f} s), {note}"
+            if ep.raise_s is not None and abs(at - ep.raise_s) > TIME_TOL_S:
+                res.problems.append(
+                    f"{ep.name}: raised at {at:.1f} s of data, the clean stream at "
+                    f"{ep.raise_s:.1f} s"
+                )
+            if held < ep.min_hold_s:
+                res.problems.append(
+                    f"{ep.name}: raised {held:.1f} s of data after its onset, held "
+                    f"{ep.min_hold_s + 0.5:.1f} s in the clean stream"
+                )
+        res.details[ep.name] = note
+
+
+# -- 10. processor SIGKILL at a random instant of a backlog --------------------------------
+
+#: The random kill instant is drawn in this window (s) after the broker starts delivering
+#: the backlog to the restarted processor (the first PUBLISH to it in the broker's log).
+KILL_WINDOW_S = (0.0, 0.05)
+#: The same for the broker and the processor killed together: that broker saves its store
+#: after every change, which slows its delivery of the backlog to about 1.5 s.
+KILL_BOTH_WINDOW_S = (0.0, 1.5)
+#: How long a restarted processor gets to deliver the alarm before it counts as lost.
+RESTART_ALARM_S = 20.0
+
+
+def _backlog_rig(
+    res: FaultResult, r: Rig, timed: Sequence[tuple[float, int, dict[str, Any]]]
+) -> int:
+    """With the processor's persistent session made (the rig started it), stop it
+    (SIGTERM), queue ``timed`` for its session, and return the broker log's mark."""
+    rc = r.service.terminate()
+    if rc != 0:
+        res.problems.append(f"the first processor exited {rc} on SIGTERM")
+    res.details["backlog"] = gateway_send(r.broker, timed)
+    return BrokerLog(r.broker).mark()
+
+
+def _kill_at_random(
+    r: Rig, log: BrokerLog, mark: int, delay: float, *, broker_too: bool = False
+) -> float:
+    """Start the processor on its backlog; SIGKILL it (and the broker) ``delay`` s after the
+    broker's first PUBLISH to it. Returns the measured delay (s)."""
+    r.service.start(wait=False)
+    seen = log.wait_for(f"Sending PUBLISH to {client_id(r.service)} (", mark, 30)
+    time.sleep(max(0.0, seen + delay - time.monotonic()))
+    proc = r.service.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGKILL)
+    at = time.monotonic() - seen
+    if broker_too:
+        r.broker.kill()
+    r.service.kill()  # reaps it
+    return at
+
+
+def fault_kill_random(
+    workdir: Path,
+    *,
+    seed: int = 0,
+    window_s: tuple[float, float] = KILL_WINDOW_S,
+    mosquitto_bin: Path | None = None,
+) -> FaultResult:
+    """The 60/40 episode queued whole (QoS 1) for the stopped processor's persistent
+    session; the processor is started on it and SIGKILLed at a random instant (seeded:
+    ``seed``) within ``window_s`` after the broker began delivering the backlog, then
+    restarted. The alarm must come once, retained: whatever the killed processor had
+    acknowledged to the broker it must have made durable first."""
+    res = FaultResult(
+        "processor SIGKILL at a random instant of a backlog", "restart -> alarm at subscriber"
+    )
+    delay = random.Random(f"kill_random/{seed}").uniform(*window_s)
+
+    def body() -> None:
+        sc = ending_at(scenario("ne_60_40"), time.time())
+        with rig(workdir, mosquitto_bin=mosquitto_bin, broker_config=DEBUG_LOG) as r:
+            obs = r.observer()
+            log = BrokerLog(r.broker)
+            mark = _backlog_rig(res, r, ward_timed(sc))
+            res.details["kill_ms"] = round(1e3 * _kill_at_random(r, log, mark, delay), 1)
+            cid = client_id(r.service)
+            res.details["acked_before_kill"] = len(log.pubacks_from(cid, mark))
+            t_end = time.monotonic()
+            mark2 = log.mark()
+            r.service.start(wait=False)
+            res.recovery_s = _alarm_after(obs, t_end, RESTART_ALARM_S)
+            res.details["redelivered"] = log.publishes_to(cid, mark2)
+            time.sleep(0.5)
+            check_episodes(res, r, obs.messages, reference_episodes([sc], timing=False))
+
+    return _run(res, body)
+
+
+# -- 11. broker and processor SIGKILLed together ------------------------------------------
+
+
+def fault_kill_both(
+    workdir: Path,
+    *,
+    seed: int = 0,
+    window_s: tuple[float, float] = KILL_BOTH_WINDOW_S,
+    mosquitto_bin: Path | None = None,
+) -> FaultResult:
+    """As :func:`fault_kill_random`, but the broker is SIGKILLed with the processor (a
+    host or container crash), at a random instant within ``window_s`` of the start of
+    the delivery. The broker saves its store after every change
+    (``autosave_on_changes``), so what it acknowledged survives; both are restarted."""
+    res = FaultResult(
+        "broker + processor SIGKILL together in a backlog",
+        "both restarted -> alarm at subscriber",
+    )
+    delay = random.Random(f"kill_both/{seed}").uniform(*window_s)
+
+    def body() -> None:
+        sc = ending_at(scenario("ne_60_40"), time.time())
+        # with autosave_interval 1 (the harness's): the store is saved after every change
+        durable = (*DEBUG_LOG, "autosave_on_changes true")
+        with rig(workdir, mosquitto_bin=mosquitto_bin, broker_config=durable) as r:
+            obs = r.observer()
+            log = BrokerLog(r.broker)
+            mark = _backlog_rig(res, r, ward_timed(sc))
+            at = _kill_at_random(r, log, mark, delay, broker_too=True)
+            res.details["kill_ms"] = round(1e3 * at, 1)
+            res.details["acked_before_kill"] = len(log.pubacks_from(client_id(r.service), mark))
+            t_end = time.monotonic()
+            r.broker.start()
+            r.service.start(wait=False)
+            late = r.observer()
+            res.recovery_s = _alarm_after(late, t_end, RESTART_ALARM_S)
+            time.sleep(0.5)
+            seen = [*obs.messages, *late.messages]
+            check_episodes(res, r, seen, reference_episodes([sc], timing=False))
+
+    return _run(res, body)
+
+
+# -- 12. duplicated, swapped and replayed input --------------------------------------------
+
+INPUT_FAULTS = ("dup", "swap", "replay")
+#: The beds of the input faults: the 60/40 patient (MAP 47: high priority on the
+#: critical path) and a sustained MAP 53 that recovers (medium after the 60 s hold,
+#: then cleared).
+INPUT_BEDS = ("ne_60_40", "recovery")
+#: The replaying gateway restarts this long (s of data) before the end of the episodes
+#: (the 60/40 bed is 41 s past its alarm, the recovering bed 30 s before its clear) and
+#: then re-sends its last :data:`REPLAY_S` seconds (the 60/40 bed's from before its fall)
+#: before it goes on.
+REPLAY_AT_S = 140.0
+REPLAY_S = 120.0
+
+
+def swap_pairs(
+    timed: Sequence[tuple[float, int, dict[str, Any]]],
+) -> list[tuple[float, int, dict[str, Any]]]:
+    """Each bed's waveform chunks with adjacent ones swapped in pairs (1 0 3 2 ...), as two
+    gateway threads would send them; other messages in place."""
+    out: list[tuple[float, int, dict[str, Any]]] = []
+    held: dict[str, tuple[float, int, dict[str, Any]]] = {}
+    for item in timed:
+        topic = str(item[2]["topic"])
+        if not topic.endswith("/abp"):
+            out.append(item)
+        elif topic in held:
+            out += [item, held.pop(topic)]
+        else:
+            held[topic] = item
+    out += held.values()
+    return out
+
+
+def fault_input(
+    workdir: Path, *, how: str = "dup", mosquitto_bin: Path | None = None
+) -> FaultResult:
+    """Two beds' episodes (:data:`INPUT_BEDS`, live timestamps) sent with a gateway fault:
+
+    - ``dup``: every message published twice in a row (a gateway retrying at QoS 1);
+    - ``swap``: each bed's adjacent waveform chunks swapped in pairs;
+    - ``replay``: the gateway "restarts" (a new connection) :data:`REPLAY_AT_S` before the
+      end, re-sends its last :data:`REPLAY_S` seconds, and goes on.
+
+    The same alarms as the clean stream must come: each episode raised once, at the
+    clean stream's data time (so held as long), the recovering bed cleared once no
+    earlier than the clean stream clears it, nothing else raised or cleared."""
+    if how not in INPUT_FAULTS:
+        raise ValueError(f"how must be one of {INPUT_FAULTS}, got {how!r}")
+    names = {
+        "dup": "every message sent twice",
+        "swap": "adjacent chunks swapped in pairs",
+        "replay": f"gateway restarts, re-sends its last {REPLAY_S:g} s, goes on",
+    }
+    res = FaultResult(f"input: {names[how]}", "start of publishing -> 60/40 alarm")
+
+    def body() -> None:
+        now = time.time()
+        scs = [ending_at(scenario(n), now) for n in INPUT_BEDS]
+        clean = ward_timed(*scs)
+        episodes = reference_episodes(scs)
+        if how == "dup":
+            parts = [[item for item in clean for _ in (0, 1)]]
+        elif how == "swap":
+            parts = [swap_pairs(clean)]
+        else:
+            cut = now - REPLAY_AT_S
+            parts = [
+                [item for item in clean if item[0] < cut],
+                [item for item in clean if cut - REPLAY_S <= item[0] < cut],
+                [item for item in clean if item[0] >= cut],
+            ]
+        with rig(workdir, mosquitto_bin=mosquitto_bin) as r:
+            obs = r.observer()
+            t0 = time.monotonic()
+            sent = sum(gateway_send(r.broker, part) for part in parts)
+            res.details["sent"] = sent
+            with contextlib.suppress(TimeoutError):  # a missing alarm is judged below
+                res.recovery_s = _alarm_after(obs, t0, 10)
+
+            def accounted() -> float:
+                return sum(
+                    metric_sum(r.service, name)
+                    for name in (
+                        "streamproc_messages_in_total",
+                        "streamproc_messages_rejected_total",
+                        "streamproc_messages_dropped_total",
+                    )
+                )
+
+            wait_until(lambda: accounted() >= sent, 30, f"{sent} messages accounted")
+            time.sleep(1.0)  # five ticks: whatever the input caused has come out
+            res.details["dropped"] = int(metric_sum(r.service, "streamproc_messages_dropped_total"))
+            check_episodes(res, r, obs.messages, episodes)
+
+    return _run(res, body)
+
+
+# -- 13. SIGTERM mid-burst ------------------------------------------------------------------
+
+#: The SIGTERM instant is drawn in this window (s) after the broker starts delivering the burst.
+TERM_WINDOW_S = (0.0, 0.2)
+#: Stable beds besides :data:`INPUT_BEDS` in the burst (more to read than to finish at once).
+BURST_STABLE_BEDS = 4
+
+
+def fault_sigterm_burst(
+    workdir: Path,
+    *,
+    seed: int = 0,
+    window_s: tuple[float, float] = TERM_WINDOW_S,
+    mosquitto_bin: Path | None = None,
+) -> FaultResult:
+    """A ward's whole recording (the two :data:`INPUT_BEDS` and four stable beds) is
+    published in one burst; the processor gets SIGTERM at a random instant (seeded)
+    within ``window_s`` after the broker starts delivering it, must exit 0 within 20 s,
+    and is restarted. Every alarm must come once; and, in the broker's view (its debug
+    log), every message the stopped processor acknowledged must have been processed by
+    it (its ``stopped`` log line counts what it processed)."""
+    res = FaultResult("SIGTERM mid-burst + restart", "restart -> every episode raised")
+    delay = random.Random(f"sigterm_burst/{seed}").uniform(*window_s)
+
+    def body() -> None:
+        now = time.time()
+        scs = [ending_at(scenario(n), now) for n in INPUT_BEDS]
+        stable = [
+            ending_at(scenario("stable", bed=f"bed{40 + i}", seed=100 + i), now)
+            for i in range(BURST_STABLE_BEDS)
+        ]
+        timed = ward_timed(*scs, *stable)
+        episodes = reference_episodes(scs, timing=False)
+        with rig(workdir, mosquitto_bin=mosquitto_bin, broker_config=DEBUG_LOG) as r:
+            obs = r.observer()
+            log = BrokerLog(r.broker)
+            cid = client_id(r.service)
+            mark = log.mark()
+            sent: list[int] = []
+            sender = threading.Thread(target=lambda: sent.append(gateway_send(r.broker, timed)))
+            sender.start()
+            try:
+                seen = log.wait_for(f"Sending PUBLISH to {cid} (", mark, 20)
+                time.sleep(max(0.0, seen + delay - time.monotonic()))
+                res.details["term_ms"] = round(1e3 * (time.monotonic() - seen), 1)
+                t_term = time.monotonic()
+                rc = r.service.terminate(timeout=20)
+                res.details["exit_s"] = round(time.monotonic() - t_term, 2)
+            finally:
+                sender.join(90)
+            res.details["exit_status"] = rc
+            if rc != 0:
+                res.problems.append(f"the processor exited {rc} after SIGTERM (0 expected)")
+            if not sent:
+                raise RuntimeError("the gateway did not get the burst acknowledged")
+            res.details["published"] = published = sent[0]
+            acked = len(log.pubacks_from(cid, mark))
+            stopped = [ln for ln in r.service.log_lines() if ln.get("event") == "stopped"]
+            processed = int(stopped[-1].get("processed", -1)) if stopped else -1
+            res.details.update(acked_by_stopped=acked, processed_by_stopped=processed)
+            if processed < 0:
+                res.problems.append("no 'stopped' log line with the count processed")
+            elif acked > processed:
+                res.details["acked_not_processed"] = acked - processed
+                res.problems.append(
+                    f"{acked - processed} messages acknowledged to the broker by the stopped "
+                    f"processor were never processed (acked {acked}, processed {processed})"
+                )
+            r.service.start(wait=False)
+
+            def all_raised() -> bool:
+                got = {(alarm(m)["bed"], alarm(m)["kind"]) for m in obs.messages if m.payload}
+                return all((ep.bed, ep.kind) in got for ep in episodes)
+
+            res.recovery_s = wait_until(all_raised, RESTART_ALARM_S, "every episode raised")
+            with contextlib.suppress(TimeoutError):
+                wait_until(
+                    lambda: (
+                        metric_sum(r.service, "streamproc_messages_in_total") >= published - acked
+                    ),
+                    20,
+                    "the rest of the burst processed after the restart",
+                )
+            res.details["in_after_restart"] = int(
+                metric_sum(r.service, "streamproc_messages_in_total")
+            )
+            time.sleep(1.0)
+            check_episodes(res, r, obs.messages, episodes)
+
+    return _run(res, body)
+
+
+# -- 14. restart with an acknowledged alarm and a bed gone silent --------------------------
+
+#: Shortened so that the fault runs in half a minute (the protocol's are 300 s and 30 s).
+ACK_SILENCE_S = 15.0
+STALE_S = 10.0
+#: Scenario second of the 60/40 episode that is "now" when the live part starts (the
+#: alarm, 59 s, is behind it).
+LIVE_FROM_S = 70.0
+#: After the acknowledgement: the silent bed's last data, then the restart (s).
+SILENT_AFTER_ACK_S = 2.0
+RESTART_AFTER_ACK_S = 4.0
+
+
+class PacedGateway(threading.Thread):
+    """Publishes timed lines at their data time (speed 1, from ``origin`` on) through the
+    simulator's :class:`~simulators.publisher.MqttSink`, and notes when each bed's last
+    line went out (epoch s)."""
+
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        timed: Sequence[tuple[float, int, dict[str, Any]]],
+        origin: float,
+    ) -> None:
+        super().__init__(name="paced-gateway", daemon=True)
+        self.sink = MqttSink(broker.url, timeout=10).connect()
+        self.timed = list(timed)
+        self.origin = origin
+        self.last_sent: dict[str, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for ts, _, line in self.timed:
+            left = start + ts - self.origin - time.monotonic()
+            if left > 0 and self._halt.wait(left):
+                return
+            topic = str(line["topic"])
+            kind = kind_of(topic)
+            self.sink.publish(
+                topic, json.dumps(line["payload"]).encode(), qos=1, retain=kind in RETAINED_KINDS
+            )
+            self.last_sent[topic.split("/")[2]] = time.time()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+        self.sink.flush(5)
+        self.sink.close()
+
+
+def fault_restart_ack_silent(
+    workdir: Path,
+    *,
+    ack_silence_s: float = ACK_SILENCE_S,
+    stale_s: float = STALE_S,
+    mosquitto_bin: Path | None = None,
+) -> FaultResult:
+    """The 60/40 bed (live, one chunk a second) in alarm, acknowledged; a second bed
+    (``silent_bed``) sends its last data 2 s after the acknowledgement; 4 s after it the
+    processor is restarted (SIGTERM, start). ``alarms.ack_silence_s`` and
+    ``monitor.stale_s`` are shortened (15 s, 10 s). The silence must end
+    ``ack_silence_s`` after the acknowledgement, not after the restart; the silent bed
+    must get ``data_stale`` ``stale_s`` after its last data (either, when it fell due
+    while the processor was down, as soon as it is up again); one id each, nothing
+    cleared."""
+    res = FaultResult(
+        "restart with an acknowledged alarm and a silent bed", "restart -> processor healthy"
+    )
+
+    def body() -> None:
+        now = time.time()
+        hl = ending_at(scenario("ne_60_40"), now, at_s=LIVE_FROM_S)
+        quiet = ending_at(
+            scenario("silent_bed", silent_after_s=LIVE_FROM_S + SILENT_AFTER_ACK_S),
+            now,
+            at_s=LIVE_FROM_S,
+        )
+        timed = ward_timed(hl, quiet)
+        past = [x for x in timed if x[0] < now]
+        live = [x for x in timed if now <= x[0] < now + 60]
+        env = service_env(alarms_ack_silence_s=ack_silence_s, monitor_stale_s=stale_s)
+        with rig(workdir, mosquitto_bin=mosquitto_bin, env=env) as r:
+            obs = r.observer()
+            gateway_send(r.broker, past)
+            first = alarm(obs.wait_for(ACTIVE, timeout=ALARM_TIMEOUT_S))
+            paced = PacedGateway(r.broker, live, origin=now)
+            r.on_close(paced.stop)
+            ack = {"ts": time.time(), "alarm_id": first["alarm_id"], "by": "fault-harness"}
+            r.gateway().send([{"topic": f"icu/{UNIT}/{BED}/ack", "payload": ack}])
+            obs.wait_for(is_alarm("hypotension", state="acknowledged", bed=BED), timeout=10)
+            t_ack = time.time()
+            paced.start()
+            time.sleep(max(0.0, t_ack + RESTART_AFTER_ACK_S - time.time()))
+            r.service.terminate()
+            t_restart = time.time()
+            t_mono = time.monotonic()
+            r.service.start(wait=False)
+            wait_until(lambda: connected(r.service), 60, "processor restarted")
+            res.recovery_s = time.monotonic() - t_mono
+            t_up = time.time()  # a transition due while it was down is due now
+            res.details["restart_after_ack_s"] = round(t_restart - t_ack, 1)
+            res.details["down_s"] = round(t_up - t_restart, 1)
+            last_quiet = paced.last_sent.get(quiet.bed)
+            if last_quiet is None or last_quiet > t_restart:
+                raise RuntimeError("the silent bed's last data was not sent before the restart")
+            res.details["silent_before_restart_s"] = round(t_restart - last_quiet, 1)
+            expired = is_alarm("hypotension", bed=BED, trigger="ack_expired")
+            stale = is_alarm("data_stale", state="active", bed=quiet.bed)
+            # long enough to see a silence that restarted with the processor end
+            deadline = max(t_up + ack_silence_s, last_quiet + stale_s) + 5
+            while time.time() < deadline:
+                if any(map(expired, obs.messages)) and any(map(stale, obs.messages)):
+                    break
+                time.sleep(0.2)
+            due = max(t_ack + ack_silence_s, t_up)
+            ends = [alarm(m) for m in obs.messages if expired(m)]
+            if ends:
+                res.details["silence_ended_after_ack_s"] = round(float(ends[0]["ts"]) - t_ack, 1)
+                late = float(ends[0]["ts"]) - due
+                res.details["silence_end_late_s"] = round(late, 1)
+                if not -1.0 <= late <= 2.5:
+                    res.problems.append(
+                        f"the silence ended {float(ends[0]['ts']) - t_ack:.1f} s after the "
+                        f"acknowledgement (ack_silence_s {ack_silence_s:g}; the processor "
+                        f"restarted {t_restart - t_ack:.1f} s after it, up again after "
+                        f"{t_up - t_ack:.1f} s)"
+                    )
+            else:
+                res.problems.append(
+                    f"the silence never ended ({deadline - t_ack:.0f} s after the "
+                    f"acknowledgement; ack_silence_s {ack_silence_s:g})"
+                )
+            due = max(last_quiet + stale_s, t_up)
+            stales = [alarm(m) for m in obs.messages if stale(m)]
+            if stales:
+                res.details["stale_after_last_data_s"] = round(
+                    float(stales[0]["ts"]) - last_quiet, 1
+                )
+                late = float(stales[0]["ts"]) - due
+                res.details["stale_late_s"] = round(late, 1)
+                # the last data time may be restored from a summary (every summary_s)
+                if not -(ServiceSettings().summary_s + 1.0) <= late <= 2.5:
+                    res.problems.append(
+                        f"data_stale {float(stales[0]['ts']) - last_quiet:.1f} s after the "
+                        f"silent bed's last data (stale_s {stale_s:g}; the processor was "
+                        f"down from {t_restart - last_quiet:.1f} s to {t_up - last_quiet:.1f} s)"
+                    )
+            else:
+                res.problems.append(
+                    f"no data_stale for the bed silent since {t_restart - last_quiet:.1f} s "
+                    f"before the restart ({deadline - last_quiet:.0f} s after its last data)"
+                )
+            paced.stop()
+            episodes = [
+                Episode(UNIT, BED, "hypotension", t0=hl.t0),
+                Episode(quiet.unit, quiet.bed, "data_stale", t0=quiet.t0),
+            ]
+            check_episodes(res, r, obs.messages, episodes)
+
+    return _run(res, body)
+
+
+# -- 15. a flood of new bed ids ---------------------------------------------------------------
+
+FLOOD_IDS = 50_000
+FLOOD_MAX_BEDS = 2_000
+#: Shortened so that flood beds go stale while they wait to be processed and while they are
+#: held (the protocol's: 30 s; the live 60/40 bed sends every second).
+FLOOD_STALE_S = 2.0
+FLOOD_UNIT = "ward9"
+
+
+def flood_lines(n: int, now: float, first: int = 0) -> list[tuple[float, int, dict[str, Any]]]:
+    """One small ``vitals`` message (arterial-line numerics at target) from each of ``n``
+    new beds of :data:`FLOOD_UNIT`."""
+    body = {"ts": now, "source": "art", "sbp": 118, "dbp": 70, "map": 86, "hr": 80}
+    return [
+        (now, 1, {"topic": f"icu/{FLOOD_UNIT}/f{i:06d}/vitals", "payload": body})
+        for i in range(first, first + n)
+    ]
+
+
+def send_flood(broker: MosquittoBroker, n: int, first: int) -> int:
+    """``n`` new beds' messages at once (QoS 1, through the simulator's publisher: far
+    faster than they are processed, so a backlog builds); returns the count once the
+    broker has acknowledged them."""
+    with MqttSink(broker.url, timeout=10) as sink:
+        for _, _, line in flood_lines(n, time.time(), first):
+            sink.publish(line["topic"], json.dumps(line["payload"]).encode(), qos=1)
+        if not sink.flush(120):
+            raise RuntimeError(f"the broker did not acknowledge {sink.pending} flood messages")
+        return sink.sent
+
+
+def fault_flood_ids(
+    workdir: Path,
+    *,
+    ids: int = FLOOD_IDS,
+    max_beds: int = FLOOD_MAX_BEDS,
+    stale_s: float = FLOOD_STALE_S,
+    rounds: int = 1,
+    mosquitto_bin: Path | None = None,
+) -> FaultResult:
+    """``rounds`` x ``ids`` new bed ids (one small message each, QoS 1) with
+    ``service.max_beds`` = ``max_beds``, while the 60/40 bed, in alarm, goes on sending
+    live. The flood is sent at once, faster than it is processed, and
+    ``monitor.stale_s`` is shortened to 2 s: beds go stale (legitimately) while they are
+    held and are evicted while the processor ticks them. The 60/40 alarm stays once,
+    open (the live bed may go stale and back when the processor falls that far behind);
+    at the end (``stale_s`` later)
+    the broker retains an active alarm or a summary for at most ``max_beds`` flood beds
+    (an evicted bed leaves neither behind); the processor's RSS is reported after each
+    round."""
+    res = FaultResult(
+        f"{ids * rounds:,} new bed ids, max_beds {max_beds:,}", "flood sent -> accounted"
+    )
+
+    def body() -> None:
+        now = time.time()
+        hl = ending_at(scenario("ne_60_40"), now, at_s=LIVE_FROM_S)
+        timed = ward_timed(hl)
+        env = service_env(max_beds=max_beds, monitor_stale_s=stale_s)
+        with rig(workdir, mosquitto_bin=mosquitto_bin, env=env) as r:
+            obs = r.observer()
+            gateway_send(r.broker, [x for x in timed if x[0] < now])
+            obs.wait_for(ACTIVE, timeout=ALARM_TIMEOUT_S)
+            paced = PacedGateway(r.broker, [x for x in timed if x[0] >= now], origin=now)
+            r.on_close(paced.stop)
+            paced.start()
+            res.details["rss_mb_start"] = rss_mb(r.service)
+            t0 = time.monotonic()
+            for k in range(rounds):
+                total = int(metric_sum(r.service, "streamproc_messages_in_total"))
+                total += send_flood(r.broker, ids, k * ids)
+                t_sent = time.monotonic()
+                # the 60/40 bed's live chunks are counted too: at least the flood is in
+                wait_accounted(r.service, total, 60 + ids / 200)
+                res.recovery_s = time.monotonic() - t_sent
+                res.details[f"rss_mb_round{k + 1}"] = rss_mb(r.service)
+            res.details["flood_s"] = round(time.monotonic() - t0, 1)
+            time.sleep(stale_s + 2.0)  # the beds still held go stale
+            retained = read_retained(
+                r.broker,
+                [f"icu/{FLOOD_UNIT}/+/summary", f"icu/{FLOOD_UNIT}/+/alarms/#"],
+                timeout=120,
+            )
+            summaries = {t.split("/")[2] for t in retained if t.endswith("/summary")}
+            states = [
+                (t.split("/")[2], p.get("state")) for t, p in retained.items() if "/alarms/" in t
+            ]
+            active = {bed for bed, state in states if state in ("active", "acknowledged")}
+            res.details.update(
+                beds_held=int(healthz(r.service)[1].get("beds", -1)),
+                beds_evicted=int(r.service.metric("streamproc_beds_evicted_total")),
+                retained_summaries=len(summaries),
+                retained_active_beds=len(active),
+                retained_cleared=sum(1 for _, state in states if state == "cleared"),
+                rss_mb_end=rss_mb(r.service),
+            )
+            if len(active) > max_beds:
+                res.problems.append(
+                    f"{len(active):,} flood beds have a retained active alarm; at most "
+                    f"{max_beds:,} are held, so {len(active) - max_beds:,}+ are for evicted beds"
+                )
+            if len(summaries) > max_beds:
+                res.problems.append(
+                    f"{len(summaries):,} flood beds have a retained summary; at most "
+                    f"{max_beds:,} are held, so {len(summaries) - max_beds:,}+ are for evicted beds"
+                )
+            if r.service.proc is None or r.service.proc.poll() is not None:
+                res.problems.append("the processor exited")
+            paced.stop()
+            episode = Episode(UNIT, BED, "hypotension", t0=hl.t0)
+            check_episodes(res, r, obs.messages, [episode], other_kinds=True)
+
+    return _run(res, body)
+
+
 # -- table -------------------------------------------------------------------------------
 
 FAULTS: dict[str, Callable[..., FaultResult]] = {
@@ -936,18 +1939,27 @@ FAULTS: dict[str, Callable[..., FaultResult]] = {
     "audit_file_replaced": functools.partial(fault_audit_runtime, how="file_replaced"),
     "clock_jump": fault_clock_jump,
     "hostile_input": fault_hostile_input,
+    # issue 16
+    "kill_random": fault_kill_random,
+    "kill_both": fault_kill_both,
+    "dup_input": functools.partial(fault_input, how="dup"),
+    "swap_input": functools.partial(fault_input, how="swap"),
+    "replay_input": functools.partial(fault_input, how="replay"),
+    "sigterm_burst": fault_sigterm_burst,
+    "restart_ack_silent": fault_restart_ack_silent,
+    "flood_ids": fault_flood_ids,
 }
 
 
 def markdown_table(results: Mapping[str, Sequence[FaultResult]]) -> str:
-    """fault | tries | alarms expected | lost | duplicate ids | recovery median / max."""
+    """fault | tries | alarms expected | lost | duplicate ids | false cleared | recovery."""
     head = (
-        "| fault | tries | alarms expected | lost | duplicate ids | recovery median / max "
-        "| recovery measured as | failed runs |"
+        "| fault | tries | alarms expected | lost | duplicate ids | false cleared "
+        "| recovery median / max | recovery measured as | failed runs |"
     )
     rows = [
         head,
-        "|---|---:|---:|---:|---:|---|---|---:|",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for runs in results.values():
         if not runs:
@@ -956,7 +1968,8 @@ def markdown_table(results: Mapping[str, Sequence[FaultResult]]) -> str:
         rec = f"{statistics.median(recs):.2f} s / {max(recs):.2f} s" if recs else "n/a"
         rows.append(
             f"| {runs[0].fault} | {len(runs)} | {sum(r.expected for r in runs)} "
-            f"| {sum(r.lost for r in runs)} | {sum(r.duplicate_ids for r in runs)} | {rec} "
+            f"| {sum(r.lost for r in runs)} | {sum(r.duplicate_ids for r in runs)} "
+            f"| {sum(r.false_cleared for r in runs)} | {rec} "
             f"| {runs[0].recovery_what} | {sum(not r.ok for r in runs)} |"
         )
     return "\n".join(rows) + "\n"
