@@ -71,10 +71,16 @@ class SimError(RuntimeError):
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls)."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
-        raise SimError(f"expected a broker URL like mqtt://127.0.0.1:1883, got {url!r}")
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls).
+
+    Without a scheme the URL is refused (never guessed as plain MQTT).
+    """
+    parts = urlsplit(url)
+    if "://" not in url or parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+        raise SimError(
+            f"expected a broker URL mqtt://host[:port] (plain, 1883) or "
+            f"mqtts://host[:port] (TLS, 8883), got {url!r}"
+        )
     tls = parts.scheme == "mqtts"
     try:
         port = parts.port or (8883 if tls else 1883)

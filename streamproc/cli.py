@@ -71,6 +71,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["service.broker"] = args.broker
     if args.metrics_port is not None:
         overrides["service.metrics_port"] = args.metrics_port
+    if args.metrics_host is not None:
+        overrides["service.metrics_host"] = args.metrics_host
     if args.units:
         overrides["service.units"] = args.units
     if args.shard:
@@ -88,7 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streamproc.demo import run_demo  # noqa: PLC0415 - keeps other commands light
+    from streamproc.service import parse_broker_url  # noqa: PLC0415
 
+    if args.broker:
+        try:
+            parse_broker_url(args.broker)
+        except ConfigError as exc:
+            print(f"streamproc: demo: {exc}", file=sys.stderr)
+            return 2
     live = None if not args.no_live else False
     try:
         return asyncio.run(
@@ -250,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--config", help="TOML settings file")
     rn.add_argument("--broker", help="mqtt://host:port or mqtts://host:port (STREAMPROC_BROKER)")
     rn.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
+    rn.add_argument(
+        "--metrics-host",
+        help="address /metrics and /healthz listen on (default 127.0.0.1, the loopback only; "
+        "STREAMPROC_METRICS_HOST)",
+    )
     rn.add_argument(
         "--units",
         help="comma-separated care units this instance serves (default all); the broker "
