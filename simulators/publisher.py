@@ -107,11 +107,13 @@ def sim_client(client_id: str = "", *, tls: bool = False) -> mqtt.Client:
     """A paho client for the simulator, with credentials from the environment.
 
     ``STREAMPROC_SIM_USERNAME`` / ``STREAMPROC_SIM_PASSWORD`` log in to a broker
-    that refuses anonymous clients (the shipped config: the ``simulator`` role).
+    that refuses anonymous clients (the shipped config: the ``simulator`` role);
+    ``STREAMPROC_SIM_TLS_CA`` is the CA file an ``mqtts://`` broker is checked
+    against (default: the system's CAs).
     """
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     if tls:
-        client.tls_set()
+        client.tls_set(ca_certs=os.environ.get("STREAMPROC_SIM_TLS_CA") or None)
     user = os.environ.get("STREAMPROC_SIM_USERNAME")
     if user:
         client.username_pw_set(user, os.environ.get("STREAMPROC_SIM_PASSWORD"))

@@ -39,7 +39,12 @@ from streamproc.dashboard.app import NotConnectedError, sse_message
 from streamproc.dashboard.auth import AuthConfig
 from streamproc.topics import TopicError
 from tests.broker import MosquittoBroker, Subscriber, free_port, publish
-from tests.test_stack import DEMO_PASSWORDS, shipped_mosquitto_config
+from tests.test_stack import (
+    DEMO_PASSWORDS,
+    PROCESSOR_TLS,
+    processor_ca,
+    shipped_mosquitto_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DISCLAIMER = "Decision support only, not an order: confirm at the bedside."
@@ -796,9 +801,14 @@ class TestShippedBrokerSecurity:
         secure = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "mq", config_file=conf)
         secure.start()
         try:
-            with Subscriber(
-                secure, "icu/+/+/ack", username="processor", password=DEMO_PASSWORDS["processor"]
-            ) as processor:
+            processor = Subscriber(
+                (secure.host, secure.ports[PROCESSOR_TLS]),
+                "icu/+/+/ack",
+                username="processor",
+                password=DEMO_PASSWORDS["processor"],
+            )
+            processor.client.tls_set(ca_certs=str(processor_ca(secure)))
+            with processor:
                 processor.publish(
                     ALARM_TOPIC, json.dumps(alarm_payload(alarm_id="sec-1")), retain=True
                 )
