@@ -30,6 +30,7 @@ from simulators.publisher import (
     PublishStats,
     SimError,
     clear_retained,
+    parse_broker_url,
     publish_stream,
     retained_topics,
     send_ward,
@@ -150,10 +151,20 @@ def _add_ward_options(p: argparse.ArgumentParser, *, soak: bool) -> None:
     p.add_argument("--root", default="icu", help="topic root (default icu)")
 
 
+def _broker_url(text: str) -> str:
+    """``--broker``: checked at once (exit 2), never guessed without a scheme."""
+    try:
+        parse_broker_url(text)
+    except SimError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _add_broker_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument(
         "--broker",
         required=required,
+        type=_broker_url,
         metavar="URL",
         help="mqtt://host:port (mqtts:// for TLS)",
     )
@@ -572,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
         "clear",
         help="empty the retained topics of some units (after a soak with --keep-retained)",
     )
-    cl.add_argument("--broker", required=True, metavar="URL")
+    cl.add_argument("--broker", required=True, type=_broker_url, metavar="URL")
     cl.add_argument("--root", default="icu")
     cl.add_argument("--units", metavar="U1,U2", help="these units")
     cl.add_argument("--unit-prefix", metavar="PREFIX", help="every unit whose id starts so")

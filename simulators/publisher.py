@@ -71,10 +71,16 @@ class SimError(RuntimeError):
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls)."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
-        raise SimError(f"expected a broker URL like mqtt://127.0.0.1:1883, got {url!r}")
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls).
+
+    Without a scheme the URL is refused (never guessed as plain MQTT).
+    """
+    parts = urlsplit(url)
+    if "://" not in url or parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+        raise SimError(
+            f"expected a broker URL mqtt://host[:port] (plain, 1883) or "
+            f"mqtts://host[:port] (TLS, 8883), got {url!r}"
+        )
     tls = parts.scheme == "mqtts"
     try:
         port = parts.port or (8883 if tls else 1883)
@@ -101,11 +107,13 @@ def sim_client(client_id: str = "", *, tls: bool = False) -> mqtt.Client:
     """A paho client for the simulator, with credentials from the environment.
 
     ``STREAMPROC_SIM_USERNAME`` / ``STREAMPROC_SIM_PASSWORD`` log in to a broker
-    that refuses anonymous clients (the shipped config: the ``simulator`` role).
+    that refuses anonymous clients (the shipped config: the ``simulator`` role);
+    ``STREAMPROC_SIM_TLS_CA`` is the CA file an ``mqtts://`` broker is checked
+    against (default: the system's CAs).
     """
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     if tls:
-        client.tls_set()
+        client.tls_set(ca_certs=os.environ.get("STREAMPROC_SIM_TLS_CA") or None)
     user = os.environ.get("STREAMPROC_SIM_USERNAME")
     if user:
         client.username_pw_set(user, os.environ.get("STREAMPROC_SIM_PASSWORD"))

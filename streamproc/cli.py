@@ -17,6 +17,7 @@ from streamproc import __version__
 from streamproc.config import ConfigError, ServiceSettings, default_toml, load_config
 
 if TYPE_CHECKING:
+    from streamproc.dashboard.auth import AuthConfig
     from streamproc.warm import Kernels
 
 __all__ = ["main"]
@@ -97,6 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["service.broker"] = args.broker
     if args.metrics_port is not None:
         overrides["service.metrics_port"] = args.metrics_port
+    if args.metrics_host is not None:
+        overrides["service.metrics_host"] = args.metrics_host
     if args.units:
         overrides["service.units"] = args.units
     if args.shard:
@@ -126,7 +129,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
     from streamproc.demo import run_demo  # noqa: PLC0415 - keeps other commands light
+    from streamproc.service import parse_broker_url  # noqa: PLC0415
 
+    if args.broker:
+        try:
+            parse_broker_url(args.broker)
+        except ConfigError as exc:
+            print(f"streamproc: demo: {exc}", file=sys.stderr)
+            return 2
     if _start_kernels() is None:
         return 2
     live = None if not args.no_live else False
@@ -147,6 +157,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 130
 
 
+def _dashboard_auth(args: argparse.Namespace) -> AuthConfig:
+    """The dashboard's AuthConfig from the options and STREAMPROC_DASHBOARD_* variables."""
+    import secrets  # noqa: PLC0415
+
+    from streamproc.dashboard.auth import (  # noqa: PLC0415 - web stack only here
+        DEFAULT_HOSTS,
+        AuthConfig,
+        parse_hosts,
+    )
+
+    users = args.users or os.environ.get("STREAMPROC_DASHBOARD_USERS") or None
+    token = os.environ.get("STREAMPROC_DASHBOARD_TOKEN") or None
+    if args.no_token:
+        token = None
+    elif token is None and users is None and args.proxy_header is None:
+        # nothing else configured: a single-user token, printed in the page address
+        token = secrets.token_urlsafe(24)
+    hosts = parse_hosts(args.allowed_host)
+    if not hosts:
+        hosts = DEFAULT_HOSTS
+        if args.host not in ("0.0.0.0", "::", *DEFAULT_HOSTS):  # noqa: S104 - compared, not bound
+            hosts = (*hosts, args.host)
+    return AuthConfig(
+        users_file=Path(users) if users else None,
+        token=token,
+        token_identity=args.station,
+        proxy_header=args.proxy_header,
+        trusted_proxies=tuple(parse_hosts(args.trusted_proxy)),
+        public_read=args.public_read,
+        allowed_hosts=hosts,
+        secure_cookies=args.secure_cookies,
+        secret=os.environ.get("STREAMPROC_DASHBOARD_SECRET", ""),
+        session_s=args.session_hours * 3600.0,
+    )
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
@@ -157,6 +203,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"streamproc dashboard: {url} (broker {args.broker}). {DISCLAIMER_LINE}", flush=True)
 
     try:
+        auth = _dashboard_auth(args)
         configure_logging(level=args.log_level)
         asyncio.run(
             serve_dashboard(
@@ -170,9 +217,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
                 password=os.environ.get("STREAMPROC_DASHBOARD_PASSWORD") or None,
                 on_ready=ready,
                 handle_signals=True,
+                auth=auth,
+                tls_ca=args.tls_ca,
             )
         )
-    except ValueError as exc:  # ConfigError, a bad root or station
+    except ValueError as exc:  # ConfigError, CredentialsError, a bad root, station or option
         print(f"streamproc: dashboard: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -181,6 +230,40 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def _cmd_dashboard_user(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+
+    from streamproc.dashboard.auth import (  # noqa: PLC0415
+        CredentialsError,
+        add_user,
+        remove_user,
+    )
+
+    path = Path(args.file)
+    try:
+        if args.delete:
+            if not remove_user(path, args.name):
+                print(
+                    f"streamproc: dashboard-user: no user {args.name!r} in {path}", file=sys.stderr
+                )
+                return 1
+            print(f"{path}: removed {args.name}")
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("streamproc: dashboard-user: the passwords differ", file=sys.stderr)
+                return 2
+        new = add_user(path, args.name, password)
+    except (CredentialsError, ValueError) as exc:
+        print(f"streamproc: dashboard-user: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: {'added' if new else 'changed the password of'} {args.name}")
     return 0
 
 
@@ -298,6 +381,11 @@ def build_parser(*, evaluate: bool = True) -> argparse.ArgumentParser:
     rn.add_argument("--broker", help="mqtt://host:port or mqtts://host:port (STREAMPROC_BROKER)")
     rn.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     rn.add_argument(
+        "--metrics-host",
+        help="address /metrics and /healthz listen on (default 127.0.0.1, the loopback only; "
+        "STREAMPROC_METRICS_HOST)",
+    )
+    rn.add_argument(
         "--units",
         help="comma-separated care units this instance serves (default all); the broker "
         "then delivers only these units (STREAMPROC_UNITS)",
@@ -366,7 +454,7 @@ def build_parser(*, evaluate: bool = True) -> argparse.ArgumentParser:
     db.add_argument(
         "--station",
         default="station-1",
-        help="default name acknowledgements are sent by (each browser can change it)",
+        help="the name a token sign-in acknowledges as (default station-1)",
     )
     db.add_argument(
         "--mqtt-version",
@@ -376,8 +464,77 @@ def build_parser(*, evaluate: bool = True) -> argparse.ArgumentParser:
         help="5 (MQTT 5, default) or 4 (MQTT 3.1.1, e.g. amqtt)",
     )
     db.add_argument("--username", help="broker user name (password: STREAMPROC_DASHBOARD_PASSWORD)")
+    db.add_argument("--tls-ca", metavar="FILE", help="CA certificate of the broker (mqtts://)")
+    sign_in = db.add_argument_group(
+        "who may watch and acknowledge (docs/dashboard.md); with none of --users, "
+        "--proxy-header or STREAMPROC_DASHBOARD_TOKEN, a random token is printed in the address"
+    )
+    sign_in.add_argument(
+        "--users",
+        metavar="FILE",
+        help="credentials file (NAME:argon2 hash lines; `streamproc dashboard-user` adds "
+        "users): password sign-in (STREAMPROC_DASHBOARD_USERS)",
+    )
+    sign_in.add_argument(
+        "--no-token",
+        action="store_true",
+        help="no token sign-in, even without another method (STREAMPROC_DASHBOARD_TOKEN "
+        "sets a fixed token)",
+    )
+    sign_in.add_argument(
+        "--proxy-header",
+        metavar="NAME",
+        help="header naming the user, set by a single-sign-on proxy (e.g. X-Forwarded-User); "
+        "needs --trusted-proxy",
+    )
+    sign_in.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address or network the proxy header is believed from (repeatable)",
+    )
+    sign_in.add_argument(
+        "--public-read",
+        action="store_true",
+        help="anyone who reaches the page may watch (never acknowledge); off by default",
+    )
+    sign_in.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="host name browsers use for this server (repeatable; default 127.0.0.1, "
+        "localhost, ::1 and --host): any other Host header is refused (DNS rebinding)",
+    )
+    sign_in.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (served over https by a proxy in front)",
+    )
+    sign_in.add_argument(
+        "--session-hours",
+        type=float,
+        default=12.0,
+        help="how long a sign-in lasts (default 12 h); STREAMPROC_DASHBOARD_SECRET keeps "
+        "sessions across restarts",
+    )
     db.add_argument("--log-level", default="info", help="debug, info, warning or error")
     db.set_defaults(func=_cmd_dashboard)
+
+    du = sub.add_parser(
+        "dashboard-user",
+        help="add a dashboard user (or change its password) in a credentials file",
+        description="Hashes the password (argon2id) into FILE (created 0600 if missing), one "
+        "NAME:HASH line per user. The password is asked twice on the terminal, or read from "
+        "one line of standard input with --password-stdin. The dashboard rereads the file "
+        "when it changes.",
+    )
+    du.add_argument("file", help="credentials file (streamproc dashboard --users FILE)")
+    du.add_argument("name", help="the user name acknowledgements will carry")
+    du.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    du.add_argument("--delete", action="store_true", help="remove the user instead")
+    du.set_defaults(func=_cmd_dashboard_user)
 
     cf = sub.add_parser("config", help="print the default settings, or check a file")
     cf.add_argument("--check", metavar="FILE", help="validate a TOML settings file")

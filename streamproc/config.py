@@ -48,6 +48,9 @@ class ServiceSettings:
     tls_cert: str = ""
     tls_key: str = ""
     metrics_port: int = 0  # 0: no metrics endpoint
+    #: Where /metrics and /healthz listen: the loopback only unless a site opens it
+    #: (e.g. "0.0.0.0" in a container scraped by Prometheus over the compose network).
+    metrics_host: str = "127.0.0.1"
     max_payload_bytes: int = 262_144
     max_samples: int = 30_000
     max_beds: int = 10_000
@@ -74,6 +77,9 @@ class ServiceSettings:
             raise ConfigError("service.mqtt_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("service.metrics_port", "must be a TCP port (0 for none)")
+        if not self.metrics_host.strip() or any(c.isspace() for c in self.metrics_host):
+            reason = f"must be an address to listen on, got {self.metrics_host!r}"
+            raise ConfigError("service.metrics_host", reason)
         try:
             parse_units(self.units)
         except ShardError as exc:

@@ -66,7 +66,15 @@ from streamproc.transport import (
     Will,
 )
 
-__all__ = ["Backoff", "BrokerAddress", "Outgoing", "Service", "parse_broker_url", "run_service"]
+__all__ = [
+    "BROKER_URL_FORMS",
+    "Backoff",
+    "BrokerAddress",
+    "Outgoing",
+    "Service",
+    "parse_broker_url",
+    "run_service",
+]
 
 #: Move what is alive to the GC's permanent generation this often (s): see GcPolicy.
 GC_FREEZE_S: Final = 30.0
@@ -126,11 +134,21 @@ class BrokerAddress:
     tls: bool
 
 
+#: What a broker URL may look like (said by every error about one).
+BROKER_URL_FORMS: Final = "mqtt://host[:port] (plain, 1883) or mqtts://host[:port] (TLS, 8883)"
+
+
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883)."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    """``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883).
+
+    A URL without a scheme (``localhost``, ``broker:1883``) is refused: guessing
+    plain MQTT would send the credentials in clear to whatever listens there.
+    """
+    if "://" not in url:
+        raise ConfigError("service.broker", f"{url!r} has no scheme: use {BROKER_URL_FORMS}")
+    parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ConfigError("service.broker", f"scheme must be mqtt:// or mqtts://, got {url!r}")
+        raise ConfigError("service.broker", f"{url!r}: use {BROKER_URL_FORMS}")
     tls = parts.scheme in ("mqtts", "ssl")
     try:
         port = parts.port or (8883 if tls else 1883)
@@ -1465,7 +1483,8 @@ async def run_service(config: StreamprocConfig) -> int:
     server = None
     port = config.service.metrics_port
     if port:
-        server = await serve_metrics(service.metrics, "0.0.0.0", port, service.healthy)  # noqa: S104 - scraped by Prometheus from other hosts
+        host = config.service.metrics_host
+        server = await serve_metrics(service.metrics, host, port, service.healthy)
     try:
         await service.run()
     finally:

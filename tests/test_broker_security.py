@@ -1,9 +1,12 @@
 """The shipped broker security (config/mosquitto: passwords and ACL), proved with real clients.
 
-A real Mosquitto runs the shipped ``mosquitto.conf``, ``passwd`` and ``acl``
-(paths rewritten to a temporary copy, :func:`tests.test_stack.shipped_mosquitto_config`).
+A real Mosquitto runs the shipped ``mosquitto.conf`` (the TLS-only profile),
+the demo password files and ``acl`` (paths rewritten to a temporary copy,
+throwaway certificates: :func:`tests.test_stack.shipped_mosquitto_config`).
 Clients are paho MQTT 5 clients (:class:`tests.broker.Subscriber`) logging in
-with the demo credentials. A denied publish is proved twice: the broker's
+with the demo credentials: the processor over TLS on its own listener, the
+others on the loopback listener (the same password file, ACL and client-id
+rule as their TLS listener, which ``TestClientIdTakeover`` uses too). A denied publish is proved twice: the broker's
 PUBACK carries reason code 135 ("Not authorized"), and a subscriber allowed to
 read the topic never receives it. "Never" is made exact with a sentinel: after
 the PUBACK, a message the observer may read is published and awaited; the
@@ -31,16 +34,23 @@ from paho.mqtt.reasoncodes import ReasonCode
 from simulators.scenario import load_scenario, render, scenario_dir
 from tests.broker import MosquittoBroker, Received, Subscriber
 from tests.service_helpers import ServiceProcess, alarm, is_alarm
-from tests.test_stack import DEMO_PASSWORDS, shipped_mosquitto_config
+from tests.test_stack import (
+    DEMO_PASSWORDS,
+    PLAIN,
+    PROCESSOR_TLS,
+    TLS,
+    processor_ca,
+    shipped_mosquitto_config,
+)
 
 NOT_AUTHORIZED = 135
 INBOUND = ("abp", "vitals", "infusion", "patient", "labs", "ack")
 #: What a processor-role observer reads: every inbound kind and the alarms.
 OBSERVED = [f"icu/+/+/{kind}" for kind in INBOUND] + ["icu/+/+/alarms/#"]
-#: Who sends which inbound kind in the stack.
+#: Who sends which inbound kind in the stack (ward7's gateway: the scenario's unit).
 SENDER = {
-    "abp": "gateway",
-    "vitals": "gateway",
+    "abp": "ward7",
+    "vitals": "ward7",
     "infusion": "pump",
     "patient": "ehr",
     "labs": "ehr",
@@ -77,15 +87,27 @@ def login(
     topic_filter: str | list[str] | None = None,
     *,
     protocol: int = 5,
+    listener: int | None = None,
+    client_id: str = "",
 ) -> Subscriber:
-    """A client of ``user`` with its demo password (start it: ``with login(...) as c``)."""
-    return Subscriber(
-        broker,
+    """A client of ``user`` with its demo password (start it: ``with login(...) as c``).
+
+    The processor connects over TLS to its own listener, the others to the
+    loopback one; ``listener`` (PLAIN, TLS, PROCESSOR_TLS) chooses another.
+    """
+    if listener is None:
+        listener = PROCESSOR_TLS if user == "processor" else PLAIN
+    client = Subscriber(
+        (broker.host, broker.ports[listener]),
         topic_filter,
         username=user,
         password=DEMO_PASSWORDS[user],
         protocol=5 if protocol == 5 else 4,
+        client_id=client_id,
     )
+    if listener != PLAIN:
+        client.client.tls_set(ca_certs=str(processor_ca(broker)))
+    return client
 
 
 @pytest.fixture
@@ -127,6 +149,24 @@ class Acks:
             return [self.codes[m] for m in mids]
 
 
+def processor_service(
+    broker: MosquittoBroker, workdir: Path, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """`streamproc run` as the compose file runs it: the processor account, over TLS to
+    its own listener, checked against the stack's CA (start it)."""
+    return ServiceProcess(
+        broker,
+        workdir,
+        env={
+            "STREAMPROC_USERNAME": "processor",
+            "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
+            "STREAMPROC_TLS_CA": str(processor_ca(broker)),
+            **(env or {}),
+        },
+        args=["--broker", f"mqtts://127.0.0.1:{broker.ports[PROCESSOR_TLS]}"],
+    )
+
+
 def publish_as(
     broker: MosquittoBroker, user: str, topic: str, payload: str = "{}", *, retain: bool = False
 ) -> ReasonCode:
@@ -140,7 +180,7 @@ def publish_as(
 def sentinel(broker: MosquittoBroker, observer: Subscriber) -> None:
     """Publish a message the observer may read and wait until it has arrived."""
     marker = uuid.uuid4().hex
-    rc = publish_as(broker, "gateway", f"icu/sentinel/{marker[:8]}/abp", marker)
+    rc = publish_as(broker, "ward7", f"icu/ward7/s{marker[:8]}/abp", marker)
     assert not rc.is_failure, rc
     observer.wait_for(lambda m: m.payload == marker.encode(), timeout=5)
 
@@ -170,6 +210,10 @@ class TestAuthentication:
         """A client without credentials gets a refused CONNACK."""
         with pytest.raises(ConnectionRefusedError, match="Not authorized"):
             Subscriber(secure_broker, None).start()
+        anonymous = Subscriber((secure_broker.host, secure_broker.ports[PROCESSOR_TLS]), None)
+        anonymous.client.tls_set(ca_certs=str(processor_ca(secure_broker)))
+        with pytest.raises(ConnectionRefusedError, match="Not authorized"):
+            anonymous.start()
 
     def test_wrong_password_refused(self, secure_broker: MosquittoBroker) -> None:
         """A known user with a wrong password is refused."""
@@ -185,7 +229,7 @@ class TestAuthentication:
         """A user not in the password file is refused, whatever the password."""
         with pytest.raises(ConnectionRefusedError):
             Subscriber(
-                secure_broker, None, username="intruder", password=DEMO_PASSWORDS["gateway"]
+                secure_broker, None, username="intruder", password=DEMO_PASSWORDS["ward7"]
             ).start()
 
     @pytest.mark.parametrize("user", sorted(DEMO_PASSWORDS))
@@ -196,38 +240,57 @@ class TestAuthentication:
 
 
 class TestGatewayRole:
-    """gateway: writes abp and vitals, nothing else, reads nothing."""
+    """A care unit's gateway (account named as the unit): writes its own unit's abp and
+    vitals, nothing else, reads nothing."""
 
     @pytest.mark.parametrize("kind", ["abp", "vitals"])
     def test_publishes_monitor_data(
         self, secure_broker: MosquittoBroker, observer: Subscriber, kind: str
     ) -> None:
-        """A gateway's abp and vitals reach a processor-role subscriber."""
-        assert_allowed(secure_broker, observer, "gateway", f"icu/w1/b1/{kind}")
+        """ward7's gateway: its unit's abp and vitals reach a processor-role subscriber."""
+        assert_allowed(secure_broker, observer, "ward7", f"icu/ward7/b1/{kind}")
+
+    @pytest.mark.parametrize(
+        ("user", "topic"),
+        [
+            ("ward7", "icu/ward8/bed01/abp"),
+            ("ward7", "icu/ward8/bed01/vitals"),
+            ("ward8", "icu/ward7/bed03/abp"),
+            ("ward7", "icu/w1/b1/abp"),
+            ("ward7", "icu/ward7x/b1/abp"),
+        ],
+    )
+    def test_cannot_publish_to_another_unit(
+        self, secure_broker: MosquittoBroker, observer: Subscriber, user: str, topic: str
+    ) -> None:
+        """A gateway cannot send another unit's patients' data: PUBACK 135, and the
+        message never reaches a subscriber (issue 18: gateways shared one account that
+        could publish to every unit)."""
+        assert_denied(secure_broker, observer, user, topic)
 
     @pytest.mark.parametrize(
         "topic",
         [
-            "icu/w1/b1/alarms/hypotension",
-            "icu/w1/b1/infusion",
-            "icu/w1/b1/patient",
-            "icu/w1/b1/ack",
+            "icu/ward7/b1/alarms/hypotension",
+            "icu/ward7/b1/infusion",
+            "icu/ward7/b1/patient",
+            "icu/ward7/b1/ack",
         ],
     )
     def test_cannot_publish_other_kinds(
         self, secure_broker: MosquittoBroker, observer: Subscriber, topic: str
     ) -> None:
-        """A gateway cannot forge an alarm (or drugs, profiles, acks): PUBACK 135,
-        and nobody receives it."""
-        assert_denied(secure_broker, observer, "gateway", topic)
+        """A gateway cannot forge an alarm (or drugs, profiles, acks), even of its own
+        unit: PUBACK 135, and nobody receives it."""
+        assert_denied(secure_broker, observer, "ward7", topic)
 
     def test_mqtt311_forgery_is_dropped_silently(
         self, secure_broker: MosquittoBroker, observer: Subscriber
     ) -> None:
         """With MQTT 3.1.1 the PUBACK cannot say "not authorized": the publish looks
         acknowledged, but the alarm never reaches a subscriber."""
-        topic = "icu/w1/b1/alarms/hypotension"
-        with login(secure_broker, "gateway", protocol=4) as client:
+        topic = "icu/ward7/b1/alarms/hypotension"
+        with login(secure_broker, "ward7", protocol=4) as client:
             client.publish(topic, ALARM, qos=1, timeout=5.0)  # acknowledged, no error
         sentinel(secure_broker, observer)
         assert not [m for m in observer.messages if m.topic == topic]
@@ -242,7 +305,7 @@ class TestGatewayRole:
             secure_broker, "processor", "icu/w1/b1/alarms/hypotension", ALARM, retain=True
         )
         assert not rc.is_failure
-        gateway = login(secure_broker, "gateway", ["icu/+/+/alarms/#", "#"])
+        gateway = login(secure_broker, "ward7", ["icu/+/+/alarms/#", "#"])
         try:
             gateway.start()
         except PermissionError:
@@ -314,9 +377,9 @@ class TestDashboardRole:
     def test_reads_vitals(self, secure_broker: MosquittoBroker) -> None:
         """A dashboard reads the gateways' numerics (the latest MAP)."""
         with login(secure_broker, "dashboard", "icu/+/+/vitals") as dashboard:
-            rc = publish_as(secure_broker, "gateway", "icu/w1/b1/vitals", '{"map": 47}')
+            rc = publish_as(secure_broker, "ward7", "icu/ward7/b1/vitals", '{"map": 47}')
             assert not rc.is_failure
-            dashboard.wait_for(lambda m: m.topic == "icu/w1/b1/vitals", timeout=5)
+            dashboard.wait_for(lambda m: m.topic == "icu/ward7/b1/vitals", timeout=5)
 
     def test_acknowledges(self, secure_broker: MosquittoBroker, observer: Subscriber) -> None:
         """A dashboard's ack reaches the processor."""
@@ -359,13 +422,16 @@ class TestSimulatorRole:
     def test_streamproc_sim_logs_in_from_the_environment(
         self, secure_broker: MosquittoBroker, observer: Subscriber
     ) -> None:
-        """`streamproc-sim publish` as the compose file runs it: credentials from
-        STREAMPROC_SIM_USERNAME/PASSWORD; the ward's messages reach the processor role."""
+        """`streamproc-sim publish` as the compose file runs it: over TLS (CA from
+        STREAMPROC_SIM_TLS_CA), credentials from STREAMPROC_SIM_USERNAME/PASSWORD; the
+        ward's messages reach the processor role."""
         env = dict(
             os.environ,
             STREAMPROC_SIM_USERNAME="simulator",
             STREAMPROC_SIM_PASSWORD=DEMO_PASSWORDS["simulator"],
+            STREAMPROC_SIM_TLS_CA=str(processor_ca(secure_broker)),
         )
+        tls_url = f"mqtts://127.0.0.1:{secure_broker.ports[TLS]}"
         done = subprocess.run(  # noqa: S603 - our own entry point
             [
                 sys.executable,
@@ -378,7 +444,7 @@ class TestSimulatorRole:
                 "--duration",
                 "5s",
                 "--broker",
-                secure_broker.url,
+                tls_url,
                 "--as-fast-as-possible",
             ],
             capture_output=True,
@@ -403,7 +469,7 @@ class TestSimulatorRole:
                 "--duration",
                 "5s",
                 "--broker",
-                secure_broker.url,
+                tls_url,
                 "--as-fast-as-possible",
             ],
             capture_output=True,
@@ -440,14 +506,7 @@ class TestProcessorRole:
         status and a retained high-priority hypotension alarm that a dashboard reads."""
         workdir = tmp_path / "svc"
         workdir.mkdir()
-        service = ServiceProcess(
-            secure_broker,
-            workdir,
-            env={
-                "STREAMPROC_USERNAME": "processor",
-                "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
-            },
-        )
+        service = processor_service(secure_broker, workdir)
         senders = {user: login(secure_broker, user) for user in sorted(set(SENDER.values()))}
         try:
             for client in senders.values():
@@ -505,26 +564,77 @@ class TestProcessorRole:
         gateway message shows up there with its reason."""
         workdir = tmp_path / "svc"
         workdir.mkdir()
-        service = ServiceProcess(
-            secure_broker,
-            workdir,
-            env={
-                "STREAMPROC_USERNAME": "processor",
-                "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
-                "STREAMPROC_DEAD_LETTER_TOPIC": "icu/_dead",
-            },
+        service = processor_service(
+            secure_broker, workdir, env={"STREAMPROC_DEAD_LETTER_TOPIC": "icu/_dead"}
         )
         try:
             service.start()
             with login(secure_broker, "processor", "icu/_dead") as dead:
-                rc = publish_as(secure_broker, "gateway", "icu/w1/b1/abp", "not json")
+                rc = publish_as(secure_broker, "ward7", "icu/ward7/b1/abp", "not json")
                 assert not rc.is_failure
                 try:
                     msg = dead.wait_for(timeout=10)
                 except TimeoutError:
                     pytest.fail(f"no dead letter; service log:\n{service.log_tail()}")
             letter = json.loads(msg.payload)
-            assert letter["topic"] == "icu/w1/b1/abp"
+            assert letter["topic"] == "icu/ward7/b1/abp"
             assert letter["reason"]
         finally:
             service.close()
+
+
+class TestClientIdTakeover:
+    """Nobody can knock the processor off the broker by presenting its client id.
+
+    On the listeners other accounts use, the client id is replaced by the user
+    name (use_username_as_clientid); the processor's own listener takes the
+    processor account only. Before: a `gateway` login with the id
+    `streamproc-streamproc-1` made Mosquitto drop the processor (issue 18).
+    """
+
+    @pytest.mark.parametrize("listener", [PLAIN, TLS])
+    def test_other_account_with_the_processors_id(
+        self, secure_broker: MosquittoBroker, tmp_path: Path, listener: int
+    ) -> None:
+        """ward7's gateway connects (4 times) with the processor's client id: it is
+        let in as itself, and the processor stays connected, never reconnecting."""
+        service = processor_service(secure_broker, tmp_path)
+        try:
+            service.start()
+            assert service.metric("streamproc_broker_reconnects_total") == 0
+            client_id = f"streamproc-{service.instance}"
+            for _ in range(4):
+                with login(
+                    secure_broker, "ward7", None, listener=listener, client_id=client_id
+                ) as intruder:
+                    time.sleep(0.3)
+                    assert intruder.connected  # let in, as itself
+                time.sleep(0.3)
+            time.sleep(1.0)  # a dropped processor would be reconnecting by now
+            health = service.health()
+            assert health["broker_connected"], service.log_tail()
+            assert service.metric("streamproc_broker_reconnects_total") == 0, service.log_tail()
+            assert "already connected" not in secure_broker.log_tail(400)
+        finally:
+            service.close()
+
+    @pytest.mark.parametrize("user", ["ward7", "dashboard", "simulator", "pump"])
+    def test_processor_listener_refuses_other_accounts(
+        self, secure_broker: MosquittoBroker, user: str
+    ) -> None:
+        """Only processor accounts can log in where client ids are kept as sent."""
+        with pytest.raises(ConnectionRefusedError):
+            login(
+                secure_broker, user, listener=PROCESSOR_TLS, client_id="streamproc-test-1"
+            ).start()
+
+    def test_processor_keeps_its_own_ids(self, secure_broker: MosquittoBroker) -> None:
+        """On its listener the processor's persistent session and its restore
+        connection are two clients (two ids) at once: neither throws the other off."""
+        with (
+            login(secure_broker, "processor", client_id="streamproc-p-1") as main,
+            login(secure_broker, "processor", client_id="streamproc-p-1-restore") as restore,
+        ):
+            time.sleep(0.5)
+            assert main.connected
+            assert restore.connected

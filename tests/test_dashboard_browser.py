@@ -4,10 +4,14 @@ A real Mosquitto, ``streamproc run`` (the service) and ``streamproc dashboard``
 (the web server) run as child processes; a gateway publishes the 60/40 patient
 on norepinephrine (bed03) and a few other beds so the page looks like a ward.
 Headless Chromium (the system's, driven by Playwright) opens the page; the
-test waits for bed03's HIGH hypotension alarm with its vasopressin step, takes
-a screenshot, acknowledges by mouse and by keyboard, and checks on the broker
-that the service moved the alarm to ``acknowledged`` by the page's station.
-Then it stops the service and expects the offline banner.
+test signs in with a user name and password (a credentials file made with
+``streamproc dashboard-user``), waits for bed03's HIGH hypotension alarm with
+its vasopressin step, takes a screenshot, acknowledges by mouse and by
+keyboard, and checks on the broker that the service moved the alarm to
+``acknowledged`` by the signed-in user. A page of another origin that posts an
+acknowledgement with the browser's cookies changes nothing. Then it stops the
+service and expects the offline banner. The tablet test signs in with the
+token address the server prints (the demo's way).
 
 Skipped only when ``/usr/bin/chromium`` is absent (CI installs it: ``.ci/run``).
 The screenshot goes to ``test-artifacts/dashboard.png``; with
@@ -17,6 +21,7 @@ The screenshot goes to ``test-artifacts/dashboard.png``; with
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +34,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from simulators.scenario import load_scenario, merge, scenario_dir
+from streamproc.dashboard.auth import COOKIE, add_user
 from tests.broker import MosquittoBroker, Subscriber
 from tests.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
 
@@ -49,7 +55,8 @@ DOCS_SHOT = REPO / "docs" / "dashboard.png"
 DOCS_MAX_BYTES = 300_000
 #: The ward on screen: the headline patient first, then beds that show the other kinds.
 WARD = ("ne_60_40", "stable", "advisory_dopamine", "profile_trauma", "artifacts")
-STATION = "icu-desk-3"  # typed into the page's settings: acknowledgements carry it
+USER = "nurse.ada"  # signs in on the page: acknowledgements carry it
+PASSWORD = "ada-at-the-central-station"  # noqa: S105 - the test user's
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file(),
@@ -61,7 +68,9 @@ pytestmark = pytest.mark.skipif(
 class DashboardProcess:
     """``python -m streamproc dashboard --port 0`` as a child process."""
 
-    def __init__(self, broker: MosquittoBroker, workdir: Path, station: str) -> None:
+    def __init__(
+        self, broker: MosquittoBroker, workdir: Path, station: str, users: Path | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
         env["PYTHONUNBUFFERED"] = "1"
         self.log_path = workdir / "dashboard.log"
@@ -78,6 +87,7 @@ class DashboardProcess:
                 "0",
                 "--station",
                 station,
+                *(["--users", str(users)] if users is not None else []),
             ],
             cwd=REPO,
             env=env,
@@ -89,6 +99,7 @@ class DashboardProcess:
         if "http://" not in line:
             self.close()
             raise RuntimeError(f"dashboard did not start: {line!r}\n{self.log_path.read_text()}")
+        #: the printed address (with ?token=... when token sign-in is on)
         self.url = line.split()[2]
 
     def close(self) -> None:
@@ -105,13 +116,32 @@ class DashboardProcess:
 
 
 @pytest.fixture
+def token_ward(
+    broker: MosquittoBroker, tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, str, DashboardProcess]]:
+    """As ``ward``, the dashboard signed in to by its printed token address."""
+    service = ServiceProcess(broker, tmp_path, instance="icu-proc-1").start()
+    try:
+        dashboard = DashboardProcess(broker, tmp_path, station="central-1")
+        try:
+            assert "?token=" in dashboard.url
+            yield service, dashboard.url, dashboard
+        finally:
+            dashboard.close()
+    finally:
+        service.close()
+
+
+@pytest.fixture
 def ward(
     broker: MosquittoBroker, tmp_path: Path
 ) -> Iterator[tuple[ServiceProcess, str, DashboardProcess]]:
     """The service and the dashboard on the test broker; yields (service, page URL, dashboard)."""
+    users = tmp_path / "dashboard-users"
+    add_user(users, USER, PASSWORD)
     service = ServiceProcess(broker, tmp_path, instance="icu-proc-1").start()
     try:
-        dashboard = DashboardProcess(broker, tmp_path, station="central-1")
+        dashboard = DashboardProcess(broker, tmp_path, station="central-1", users=users)
         try:
             yield service, dashboard.url, dashboard
         finally:
@@ -154,7 +184,8 @@ class TestDashboardInBrowser:
     def test_alarm_ack_and_offline_end_to_end(
         self, broker: MosquittoBroker, ward: tuple[ServiceProcess, str, DashboardProcess]
     ) -> None:
-        """The 60/40 patient on NE shows HIGH with vasopressin; ack by click and key; offline."""
+        """Sign in; the 60/40 patient on NE shows HIGH with vasopressin; ack by click and
+        key, by the signed-in user; a cross-origin page cannot ack; offline."""
         service, url, _ = ward
         with (
             Subscriber(broker, "icu/+/+/alarms/#", qos=1) as alarms,
@@ -162,23 +193,31 @@ class TestDashboardInBrowser:
         ):
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1920, "height": 1080})
+                page = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
+                assert "?token=" not in url  # password sign-in only
                 page.goto(url)
-                expect(page.locator("#conn")).to_contain_text("Live", timeout=10_000)
                 disclaimer = page.get_by_text(
                     "Decision support only, not an order: confirm at the bedside."
                 )
                 expect(disclaimer).to_be_visible()
 
-                # the station this browser acknowledges as: settings, kept in localStorage
-                page.locator("#settings > summary").click()
-                expect(page.locator("#station")).to_have_value("central-1")
-                page.locator("#station").fill(STATION)
-                page.get_by_role("button", name="Save").click()
-                expect(page.locator("#settings-note")).to_contain_text(STATION)
-                page.locator("#settings > summary").click()  # closed again
+                # not signed in: no data, the sign-in form; a wrong password is said so
+                expect(page.locator("#signin")).to_be_visible()
+                expect(page.locator("#conn")).not_to_contain_text("Live")
+                page.get_by_label("User name").fill(USER)
+                page.get_by_label("Password").fill("not-the-password")
+                page.get_by_role("button", name="Sign in").click()
+                expect(page.locator("#signin-note")).to_contain_text("wrong user name or password")
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                expect(page.locator("#signin")).to_be_hidden()
+                expect(page.locator("#whoami")).to_have_text(f"Signed in as {USER}")
+                expect(page.locator("#conn")).to_contain_text("Live", timeout=10_000)
+                cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)
+                assert cookie["httpOnly"]
+                assert cookie["sameSite"] == "Strict"
 
                 _publish_ward(broker)
 
@@ -213,21 +252,60 @@ class TestDashboardInBrowser:
 
                 acked = alarm(
                     alarms.wait_for(
-                        is_alarm("hypotension", state="acknowledged", acknowledged_by=STATION),
+                        is_alarm("hypotension", state="acknowledged", acknowledged_by=USER),
                         timeout=15,
                     )
                 )
                 assert acked["bed"] == "bed03"
                 assert acked["priority"] == "high"
                 alarms.wait_for(
-                    is_alarm("advisory_dopamine", state="acknowledged", acknowledged_by=STATION),
+                    is_alarm("advisory_dopamine", state="acknowledged", acknowledged_by=USER),
                     timeout=15,
                 )
                 expect(hypo).to_have_attribute("data-state", "acknowledged", timeout=10_000)
-                expect(hypo).to_contain_text(f"ACKNOWLEDGED by {STATION}")
+                expect(hypo).to_contain_text(f"ACKNOWLEDGED by {USER}")
                 expect(hypo.get_by_role("button", name="Acknowledge")).to_have_count(0)
                 expect(hypo).to_be_focused()  # the keyboard stays on the alarm
                 _screenshot(page, "dashboard-acknowledged.png")
+
+                # a page of another origin (the service's health endpoint: another port,
+                # the same site, so the browser does send the session cookie) posts an
+                # acknowledgement of another open alarm: refused twice over (its Origin is
+                # not the page's, and without a CORS preflight, which the server never
+                # grants, it cannot send JSON); tests/test_dashboard_auth.py checks each
+                other = page.context.new_page()
+                other.goto(f"http://127.0.0.1:{service.metrics_port}/healthz")
+                open_alarm = next(
+                    alarm(m)
+                    for m in reversed(alarms.messages)
+                    if alarm(m)["state"] == "active" and alarm(m)["bed"] != "bed03"
+                )
+                status = other.evaluate(
+                    """async ([base, body]) => {
+                        const r = await fetch(base + "api/ack", {
+                            method: "POST", mode: "no-cors", credentials: "include",
+                            headers: {"content-type": "text/plain"}, body });
+                        return r.type; }""",
+                    [
+                        url,
+                        json.dumps(
+                            {
+                                "alarm_id": open_alarm["alarm_id"],
+                                "unit": open_alarm["unit"],
+                                "bed": open_alarm["bed"],
+                            }
+                        ),
+                    ],
+                )
+                assert status == "opaque"  # sent; the answer (403) is not the page's to read
+                other.close()
+                time.sleep(1.0)
+                assert not [
+                    m
+                    for m in alarms.messages
+                    if alarm(m)["alarm_id"] == open_alarm["alarm_id"]
+                    and alarm(m)["state"] == "acknowledged"
+                ]
 
                 # the processor stops: retained status offline -> banner
                 expect(page.locator(".banner-offline")).to_have_count(0)
@@ -241,16 +319,19 @@ class TestDashboardInBrowser:
                 browser.close()
 
     def test_tablet_layout_and_feed_banners(
-        self, broker: MosquittoBroker, ward: tuple[ServiceProcess, str, DashboardProcess]
+        self, broker: MosquittoBroker, token_ward: tuple[ServiceProcess, str, DashboardProcess]
     ) -> None:
-        """On a tablet (820x1180): no sideways scroll; a stalled feed and a lost broker are flagged."""
-        _, url, dashboard = ward
+        """On a tablet (820x1180), signed in by the printed token address: no sideways
+        scroll; a stalled feed and a lost broker are flagged."""
+        _, url, dashboard = token_ward
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 820, "height": 1180})
                 page.goto(url)
+                assert "token" not in page.url  # the token left the address bar at once
                 expect(page.locator("#conn")).to_contain_text("Live", timeout=10_000)
+                expect(page.locator("#whoami")).to_have_text("Signed in as central-1")
                 expect(
                     page.get_by_text("Decision support only, not an order: confirm at the bedside.")
                 ).to_be_visible()

@@ -52,7 +52,7 @@ class TestBrokerUrl:
             ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, False),
             ("mqtt://broker", "broker", 1883, False),
             ("mqtts://broker", "broker", 8883, True),
-            ("broker:1884", "broker", 1884, False),
+            ("mqtts://broker:8884", "broker", 8884, True),
         ],
     )
     def test_parse(self, url: str, host: str, port: int, tls: bool) -> None:
@@ -60,7 +60,9 @@ class TestBrokerUrl:
         addr = parse_broker_url(url)
         assert (addr.host, addr.port, addr.tls) == (host, port, tls)
 
-    @pytest.mark.parametrize("url", ["http://x:1", "mqtt://:1883", "mqtt://x:notaport"])
+    @pytest.mark.parametrize(
+        "url", ["http://x:1", "mqtt://:1883", "mqtt://x:notaport", "localhost", "broker:1884"]
+    )
     def test_bad(self, url: str) -> None:
         """Anything else is a configuration error naming service.broker."""
         with pytest.raises(ConfigError, match=r"service\.broker"):

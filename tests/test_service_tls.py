@@ -27,10 +27,10 @@ from simulators.scenario import load_scenario, render, scenario_dir
 from streamproc.service import tls_hint
 from tests.broker import MosquittoBroker, Subscriber
 from tests.service_helpers import ServiceProcess, alarm, is_alarm
-from tests.test_stack import DEMO_PASSWORDS, shipped_mosquitto_config
+from tests.test_stack import DEMO_PASSWORDS, PROCESSOR_TLS, TLS, shipped_mosquitto_config
 from tests.tls_helpers import Pki, make_pki
 
-SENDER = {"abp": "gateway", "vitals": "gateway", "infusion": "pump", "patient": "ehr"}
+SENDER = {"abp": "ward7", "vitals": "ward7", "infusion": "pump", "patient": "ehr"}
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def tls_broker(
     mosquitto_bin: Path, tmp_path: Path, pki: Pki, *, require_certificate: bool
 ) -> MosquittoBroker:
-    """The shipped config with its TLS block enabled; ``ports[1]`` is the TLS listener."""
+    """The shipped (TLS-only) config with the test certificates; ``ports[TLS]`` is the
+    listener of every client but the processor, ``ports[PROCESSOR_TLS]`` the processor's."""
     conf = shipped_mosquitto_config(tmp_path / "config", certs=pki.dir)
     if require_certificate:
         text = conf.read_text()
-        assert text.count("require_certificate false") == 1
+        assert text.count("require_certificate false") == 2
         conf.write_text(text.replace("require_certificate false", "require_certificate true"))
     broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "broker", config_file=conf)
     broker.start()
-    assert len(broker.ports) == 2
+    assert len(broker.ports) == 3
     return broker
 
 
@@ -67,9 +68,8 @@ def tls_client(
 ) -> Subscriber:
     """A paho client of ``user`` on the TLS listener, presenting the test client certificate
     (which a ``require_certificate`` listener asks of every client)."""
-    client = Subscriber(
-        (broker.host, broker.ports[1]), topics, username=user, password=DEMO_PASSWORDS[user]
-    )
+    port = broker.ports[PROCESSOR_TLS if user == "processor" else TLS]
+    client = Subscriber((broker.host, port), topics, username=user, password=DEMO_PASSWORDS[user])
     client.client.tls_set(
         ca_certs=str(pki.ca), certfile=str(pki.client_cert), keyfile=str(pki.client_key)
     )
@@ -89,7 +89,10 @@ def tls_service(
         env["STREAMPROC_TLS_KEY"] = str(cert.client_key)
     workdir.mkdir(parents=True, exist_ok=True)
     return ServiceProcess(
-        broker, workdir, env=env, args=["--broker", f"mqtts://127.0.0.1:{broker.ports[1]}"]
+        broker,
+        workdir,
+        env=env,
+        args=["--broker", f"mqtts://127.0.0.1:{broker.ports[PROCESSOR_TLS]}"],
     )
 
 

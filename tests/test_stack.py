@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.broker import MosquittoBroker, Subscriber
+from tests.tls_helpers import make_pki
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -32,9 +33,11 @@ MOSQUITTO_DIR = REPO / "config" / "mosquitto"
 MOSQUITTO_README = MOSQUITTO_DIR / "README.md"
 PROMETHEUS = REPO / "config" / "prometheus" / "prometheus.yml"
 
-#: The demo credentials of config/mosquitto/passwd (documented there as DEMO ONLY).
+#: The demo credentials of config/mosquitto/passwd.demo and passwd-processor.demo
+#: (documented there as DEMO ONLY). ward7 and ward8 are the gateways of those units.
 DEMO_PASSWORDS = {
-    "gateway": "gateway-demo-only",
+    "ward7": "ward7-demo-only",
+    "ward8": "ward8-demo-only",
     "pump": "pump-demo-only",
     "ehr": "ehr-demo-only",
     "processor": "processor-demo-only",
@@ -46,8 +49,11 @@ DEMO_PASSWORDS = {
 #: Where the compose file mounts config/mosquitto and the broker's data volume.
 CONTAINER_CONFIG_DIR = "/mosquitto/config"
 CONTAINER_CERTS_DIR = "/mosquitto/certs"
-TLS_BEGIN = "# --- TLS listener"
-TLS_END = "# --- end TLS listener"
+#: The shipped listeners, in the order of mosquitto.conf (so of MosquittoBroker.ports):
+#: plain loopback, TLS for every client but the processor, TLS for the processor only.
+PLAIN, TLS, PROCESSOR_TLS = 0, 1, 2
+#: The password files the config names, and the committed demo copies of them.
+PASSWORD_FILES = {"passwd": "passwd.demo", "passwd-processor": "passwd-processor.demo"}
 
 
 # -- helpers (also used by tests/test_broker_security.py) -----------------------
@@ -56,24 +62,23 @@ TLS_END = "# --- end TLS listener"
 def shipped_mosquitto_config(dest: Path, *, certs: Path | None = None) -> Path:
     """Copy ``config/mosquitto`` to ``dest`` and return the copy's ``mosquitto.conf``.
 
-    ``password_file`` and ``acl_file`` point at the container's paths; the
-    copy points them at the copied files (the test harness rewrites the
-    listeners, persistence and log itself). With ``certs``, the commented TLS
-    listener block is enabled and its certificate paths point into ``certs``.
+    The copy gets the demo password files under the names the config reads
+    (``passwd``, ``passwd-processor``: a site's own, never committed), its
+    ``password_file``, ``acl_file`` and certificate paths pointed at the copy,
+    and certificates: ``certs`` (``ca.crt``, ``server.crt``, ``server.key``), or
+    throwaway ones made in ``dest/certs`` (:func:`tests.tls_helpers.make_pki`).
+    The test harness rewrites the listeners, persistence and log itself.
     """
-    shutil.copytree(MOSQUITTO_DIR, dest)
+    shutil.copytree(MOSQUITTO_DIR, dest, ignore=shutil.ignore_patterns(*PASSWORD_FILES, "certs"))
+    for real, demo in PASSWORD_FILES.items():
+        shutil.copyfile(dest / demo, dest / real)
+    if certs is None:
+        certs = make_pki(dest / "certs").dir
     conf = dest / "mosquitto.conf"
     out: list[str] = []
     rewritten: dict[str, int] = {"password_file": 0, "acl_file": 0}
-    in_tls = False
     for raw in conf.read_text().splitlines():
-        line = raw
-        if raw.startswith(TLS_BEGIN):
-            in_tls = True
-        elif raw.startswith(TLS_END):
-            in_tls = False
-        elif in_tls and certs is not None and re.match(r"#[a-z_]+ ", raw):
-            line = raw[1:].replace(CONTAINER_CERTS_DIR, str(certs))
+        line = raw.replace(CONTAINER_CERTS_DIR, str(certs))
         words = line.split()
         if words and words[0] in rewritten:
             name = Path(words[1]).name
@@ -81,9 +86,15 @@ def shipped_mosquitto_config(dest: Path, *, certs: Path | None = None) -> Path:
             line = f"{words[0]} {dest / name}"
             rewritten[words[0]] += 1
         out.append(line)
-    assert rewritten == {"password_file": 1, "acl_file": 1}, rewritten
+    assert rewritten == {"password_file": 3, "acl_file": 3}, rewritten
     conf.write_text("\n".join(out) + "\n")
     return conf
+
+
+def processor_ca(broker: MosquittoBroker) -> Path:
+    """The CA file of a broker started from :func:`shipped_mosquitto_config` (made certs)."""
+    assert broker.config_file is not None
+    return broker.config_file.parent / "certs" / "ca.crt"
 
 
 def _compose() -> dict[str, Any]:
@@ -103,10 +114,10 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def _interpolation_default(value: str) -> tuple[str, str]:
-    """``${VAR:-default}`` → ``(VAR, default)``; anything else fails the test."""
-    m = re.fullmatch(r"\$\{([A-Z0-9_]+):-([^}]*)\}", value)
-    assert m, f"expected ${{VAR:-default}}, got {value!r}"
+def _required_variable(value: str) -> tuple[str, str]:
+    """``${VAR:?message}`` → ``(VAR, message)``; anything else (a default) fails the test."""
+    m = re.fullmatch(r"\$\{([A-Z0-9_]+):\?([^}]+)\}", value)
+    assert m, f"expected ${{VAR:?message}} (no fallback), got {value!r}"
     return m.group(1), m.group(2)
 
 
@@ -182,6 +193,23 @@ def _conf_directives(path: Path) -> dict[str, list[str]]:
     return directives
 
 
+def _listener_blocks(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Each listener's directives (``per_listener_settings true``), keyed by its arguments."""
+    blocks: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in path.read_text().splitlines():
+        words = raw.split(maxsplit=1)
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "listener":
+            current = blocks.setdefault(words[1], {})
+        elif words[0] in ("persistence", "log_dest"):
+            current = None  # the global section follows the listeners
+        elif current is not None:
+            current.setdefault(words[0], []).append(words[1] if len(words) > 1 else "")
+    return blocks
+
+
 def _acl_users(path: Path) -> list[str]:
     return [line.split()[1] for line in path.read_text().splitlines() if line.startswith("user ")]
 
@@ -224,10 +252,15 @@ class TestCompose:
         svc = _service("streamproc")
         assert _compose_command(svc) == ["run", "--metrics-port", "9108"]
         env = _env(svc)
-        assert env["STREAMPROC_BROKER"] == "mqtt://mosquitto:1883"
+        # the processor's own TLS listener, checked against the stack's CA
+        assert env["STREAMPROC_BROKER"] == "mqtts://mosquitto:8884"
+        assert ("./config/mosquitto/certs/ca.crt", env["STREAMPROC_TLS_CA"]) in _volume_mounts(svc)
         assert env["STREAMPROC_USERNAME"] == "processor"
-        _, default = _interpolation_default(env["STREAMPROC_PASSWORD"])
-        assert default == DEMO_PASSWORDS["processor"]
+        name, message = _required_variable(env["STREAMPROC_PASSWORD"])
+        assert (name, ".env" in message) == ("PROCESSOR_MQTT_PASSWORD", True)
+        # Prometheus scrapes it across the compose network; the host's port is loopback
+        assert env["STREAMPROC_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - in the container
+        assert svc["ports"] == ["127.0.0.1:9108:9108"]
         audit_dir = str(Path(env["STREAMPROC_AUDIT_DB"]).parent)
         assert ("audit-data", audit_dir) in _volume_mounts(svc)
 
@@ -238,7 +271,7 @@ class TestCompose:
         assert _compose_command(svc) == [
             "publish",
             "--broker",
-            "mqtt://mosquitto:1883",
+            "mqtts://mosquitto:8883",
             "--beds",
             "12",
             "--speed",
@@ -246,8 +279,10 @@ class TestCompose:
         ]
         env = _env(svc)
         assert env["STREAMPROC_SIM_USERNAME"] == "simulator"
-        _, default = _interpolation_default(env["STREAMPROC_SIM_PASSWORD"])
-        assert default == DEMO_PASSWORDS["simulator"]
+        assert _required_variable(env["STREAMPROC_SIM_PASSWORD"])[0] == "SIMULATOR_MQTT_PASSWORD"
+        assert ("./config/mosquitto/certs/ca.crt", env["STREAMPROC_SIM_TLS_CA"]) in _volume_mounts(
+            svc
+        )
 
     def test_depends_on_healthy(self) -> None:
         """The processor waits for a healthy broker; the simulator for both, so the
@@ -303,31 +338,59 @@ class TestCompose:
         for section in ("configs", "secrets"):
             paths += [v["file"] for v in (_compose().get(section) or {}).values() if "file" in v]
         assert paths
-        missing = [p for p in paths if not (REPO / p).exists()]
+        # the certificates are each site's own: made before the first start, never committed
+        site_made = [p for p in paths if p.startswith("./config/mosquitto/certs")]
+        assert site_made
+        ignored = subprocess.run(  # noqa: S603 - our own paths
+            ["git", "check-ignore", *site_made],  # noqa: S607 - git on the PATH
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert set(ignored.stdout.split()) == set(site_made), ignored
+        missing = [p for p in paths if p not in site_made and not (REPO / p).exists()]
         assert not missing, f"paths in docker-compose.yml missing from the repo: {missing}"
 
     def test_mounts_match_the_configs(self) -> None:
         """The broker's config directory lands where mosquitto.conf's paths expect it,
         and Prometheus's file where its command reads it."""
-        assert ("./config/mosquitto", CONTAINER_CONFIG_DIR) in _volume_mounts(_service("mosquitto"))
+        mounts = _volume_mounts(_service("mosquitto"))
+        assert ("./config/mosquitto", CONTAINER_CONFIG_DIR) in mounts
+        assert ("./config/mosquitto/certs", CONTAINER_CERTS_DIR) in mounts
         prom = _service("prometheus")
         target = dict(_volume_mounts(prom))["./config/prometheus/prometheus.yml"]
         assert f"--config.file={target}" in _compose_command(prom)
 
-    def test_demo_passwords_documented_and_defaulted(self) -> None:
-        """The password defaults in the compose file are the demo ones, each is
-        documented in config/mosquitto/README.md, and every user has a hash."""
+    def test_no_password_fallbacks(self) -> None:
+        """Every variable the compose file reads is required (``${VAR:?message}``): a
+        missing password stops `docker compose up` with that message, never a demo one."""
+        text = COMPOSE.read_text()
+        variables = re.findall(r"\$\{[^}]*\}", text)
+        assert {_required_variable(v)[0] for v in variables} == {
+            "HEALTHCHECK_MQTT_PASSWORD",
+            "PROCESSOR_MQTT_PASSWORD",
+            "SIMULATOR_MQTT_PASSWORD",
+        }
+        assert "demo-only" not in text
+
+    def test_demo_passwords_documented(self) -> None:
+        """Each demo password is documented in config/mosquitto/README.md and has a hash
+        in the committed demo files; the processor's only in passwd-processor.demo."""
         readme = MOSQUITTO_README.read_text()
         assert "DEMO ONLY" in readme
         for user, password in DEMO_PASSWORDS.items():
             assert f"| `{user}` | `{password}` |" in readme, user
-        hashed = {
-            line.split(":", 1)[0] for line in (MOSQUITTO_DIR / "passwd").read_text().splitlines()
-        }
-        assert hashed == set(DEMO_PASSWORDS)
-        env = _env(_service("mosquitto"))
-        _, default = _interpolation_default(env["HEALTHCHECK_MQTT_PASSWORD"])
-        assert default == DEMO_PASSWORDS["healthcheck"]
+        assert _hashed("passwd-processor.demo") == {"processor"}
+        assert _hashed("passwd.demo") == set(DEMO_PASSWORDS) - {"processor"}
+
+
+def _hashed(name: str) -> set[str]:
+    return {
+        line.split(":", 1)[0]
+        for line in (MOSQUITTO_DIR / name).read_text().splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 class TestDockerfile:
@@ -407,13 +470,9 @@ class TestMosquittoConfig:
     """config/mosquitto: the shipped configuration, run by a real mosquitto."""
 
     def test_directives(self) -> None:
-        """No anonymous clients, password file and ACL at the mounted paths,
-        persistence on the data volume, limits and logging to stdout."""
+        """Persistence on the data volume, limits and logging to stdout."""
         d = _conf_directives(MOSQUITTO_DIR / "mosquitto.conf")
-        assert d["listener"] == ["1883"]
-        assert d["allow_anonymous"] == ["false"]
-        assert d["password_file"] == [f"{CONTAINER_CONFIG_DIR}/passwd"]
-        assert d["acl_file"] == [f"{CONTAINER_CONFIG_DIR}/acl"]
+        assert d["per_listener_settings"] == ["true"]
         assert d["persistence"] == ["true"]
         assert d["persistence_location"] == ["/mosquitto/data/"]
         assert d["autosave_interval"] == ["10"]
@@ -422,29 +481,41 @@ class TestMosquittoConfig:
         assert 262_144 <= int(d["max_packet_size"][0]) <= 300_000
         assert d["log_dest"] == ["stdout"]
 
-    def test_tls_block_ready_but_commented(self) -> None:
-        """A TLS listener on 8883 with CA, certificate and key under /mosquitto/certs,
-        no client certificate required, TLS 1.2 minimum: all commented out."""
-        text = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
-        block = text[text.index(TLS_BEGIN) : text.index(TLS_END)]
-        for line in (
-            "#listener 8883",
-            f"#cafile {CONTAINER_CERTS_DIR}/ca.crt",
-            f"#certfile {CONTAINER_CERTS_DIR}/server.crt",
-            f"#keyfile {CONTAINER_CERTS_DIR}/server.key",
-            "#require_certificate false",
-            "#tls_version tlsv1.2",
-        ):
-            assert f"\n{line}\n" in block, line
+    def test_tls_only_profile(self) -> None:
+        """Plain MQTT on the loopback only; 8883 (everyone but the processor) and 8884
+        (the processor only) speak TLS 1.2+ with the certificates under /mosquitto/certs;
+        no listener takes anonymous clients; the client id is the user name everywhere
+        but on the processor's listener, whose password file holds the processor alone."""
+        blocks = _listener_blocks(MOSQUITTO_DIR / "mosquitto.conf")
+        assert list(blocks) == ["1883 127.0.0.1", "8883", "8884"]
+        tls = {
+            "cafile": [f"{CONTAINER_CERTS_DIR}/ca.crt"],
+            "certfile": [f"{CONTAINER_CERTS_DIR}/server.crt"],
+            "keyfile": [f"{CONTAINER_CERTS_DIR}/server.key"],
+            "tls_version": ["tlsv1.2"],
+            "require_certificate": ["false"],
+        }
+        for name, block in blocks.items():
+            assert block["allow_anonymous"] == ["false"], name
+            assert block["acl_file"] == [f"{CONTAINER_CONFIG_DIR}/acl"], name
+            has_tls = {k: v for k, v in block.items() if k in tls}
+            assert has_tls == ({} if name == "1883 127.0.0.1" else tls), name
+        for name in ("1883 127.0.0.1", "8883"):
+            assert blocks[name]["use_username_as_clientid"] == ["true"]
+            assert blocks[name]["password_file"] == [f"{CONTAINER_CONFIG_DIR}/passwd"]
+        assert "use_username_as_clientid" not in blocks["8884"]
+        assert blocks["8884"]["password_file"] == [f"{CONTAINER_CONFIG_DIR}/passwd-processor"]
 
     def test_acl_users_have_passwords(self) -> None:
-        """Every ACL user has a password hash and every hashed user has ACL rules."""
-        hashed = {
-            line.split(":", 1)[0] for line in (MOSQUITTO_DIR / "passwd").read_text().splitlines()
-        }
+        """Every ACL user has a demo password hash, and every hashed user has rules: its
+        own, or (a care unit's gateway) the pattern rules on its user name."""
+        hashed = _hashed("passwd.demo") | _hashed("passwd-processor.demo")
         users = _acl_users(MOSQUITTO_DIR / "acl")
         assert len(users) == len(set(users))
-        assert set(users) == hashed
+        patterns = (MOSQUITTO_DIR / "acl").read_text().splitlines()
+        assert "pattern write icu/%u/+/abp" in patterns
+        assert "pattern write icu/%u/+/vitals" in patterns
+        assert set(users) == hashed - {"ward7", "ward8"}
 
     def test_shipped_config_starts(self, mosquitto_bin: Path, tmp_path: Path) -> None:
         """`mosquitto -c` on the shipped files (paths rewritten to a temp copy) starts,
@@ -502,8 +573,8 @@ class TestMosquittoConfig:
     def test_tls_listener_with_readme_certificates(
         self, mosquitto_bin: Path, tmp_path: Path
     ) -> None:
-        """The README's openssl recipe makes certificates with which the TLS block,
-        uncommented, starts; a client that trusts the CA logs in over TLS (hostname
+        """The README's openssl recipe makes certificates with which the shipped TLS
+        listeners start; a client that trusts the CA logs in over TLS (hostname
         checked), an anonymous one is still refused."""
         if shutil.which("openssl") is None:
             pytest.skip("openssl not installed")
@@ -528,8 +599,8 @@ class TestMosquittoConfig:
         broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "b", config_file=conf)
         _start(broker)
         try:
-            assert len(broker.ports) == 2
-            tls_port = broker.ports[1]
+            assert len(broker.ports) == 3
+            tls_port = broker.ports[TLS]
             client = Subscriber(
                 (broker.host, tls_port),
                 "icu/+/+/alarms/#",

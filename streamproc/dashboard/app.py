@@ -14,8 +14,11 @@ One asyncio event loop runs everything:
   reconnects and starts again from a fresh snapshot; memory never grows with
   a slow client.
 - ``POST /api/ack`` publishes an acknowledgement on ``{root}/{unit}/{bed}/ack``
-  (QoS 1); the processor decides what it means and publishes the new alarm
-  state, which comes back through the bridge.
+  (QoS 1) by the signed-in user; the processor decides what it means and
+  publishes the new alarm state, which comes back through the bridge.
+- :mod:`streamproc.dashboard.auth` decides who is there: every request's
+  ``Host`` is checked, reading needs a signed-in user (unless the site opens
+  it), writing needs one and the page's own ``Origin``.
 
 The contract (event names and payloads) is described in ``docs/dashboard.md``.
 Everything shown is decision support for clinicians, never orders.
@@ -32,6 +35,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
@@ -39,13 +43,14 @@ import msgspec
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamproc import __version__
 from streamproc.core.escalation import DISCLAIMER
 from streamproc.core.messages import IDENT_RE, BedId, InvalidMessageError
+from streamproc.dashboard.auth import AuthConfig, Authenticator, AuthError, Identity
 from streamproc.logs import get_logger
 from streamproc.service import Backoff, parse_broker_url
 from streamproc.topics import (
@@ -61,6 +66,7 @@ from streamproc.topics import (
 __all__ = [
     "CLIENT_QUEUE_MAX",
     "HEARTBEAT_S",
+    "MAX_LOGIN_BYTES",
     "DashboardState",
     "EventHub",
     "MqttBridge",
@@ -82,6 +88,8 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 MAX_ENTRIES: Final = 10_000
 #: Largest ``POST /api/ack`` body read.
 MAX_ACK_BYTES: Final = 4096
+#: Largest ``POST /api/login`` body read.
+MAX_LOGIN_BYTES: Final = 4096
 #: How long ``POST /api/ack`` waits for the broker's PUBACK.
 ACK_TIMEOUT_S: Final = 5.0
 #: The page's files, served from the package (no build step, nothing external).
@@ -274,6 +282,7 @@ class MqttBridge:
         password: str | None = None,
         client_id: str | None = None,
         keepalive: int = 10,
+        tls_ca: str | None = None,
     ) -> None:
         if mqtt_version not in (4, 5):
             raise ValueError(
@@ -288,6 +297,7 @@ class MqttBridge:
         self.username = username
         self.password = password
         self.client_id = client_id or f"spdash-{secrets.token_hex(6)}"
+        self.tls_ca = tls_ca
         self.keepalive = keepalive
         self.filters = (alarms_filter(root), summary_filter(root), f"{root}/{STATUS_LEVEL}/#")
         self.connections = 0
@@ -307,7 +317,11 @@ class MqttBridge:
             password=self.password or None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else True,
-            tls_context=ssl.create_default_context() if self.address.tls else None,
+            tls_context=(
+                ssl.create_default_context(cafile=self.tls_ca)
+                if self.address.tls or self.tls_ca
+                else None
+            ),
             keepalive=self.keepalive,
             timeout=10,
         )
@@ -463,8 +477,13 @@ class MqttBridge:
 
     # -- writing -------------------------------------------------------------
 
-    async def publish_ack(self, bed: BedId, alarm_id: str, by: str) -> tuple[str, dict[str, Any]]:
-        """Publish ``{"ts", "alarm_id", "by"}`` on the bed's ack topic, QoS 1; topic, payload."""
+    async def publish_ack(
+        self, bed: BedId, alarm_id: str, by: str, *, method: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Publish ``{"ts", "alarm_id", "by"}`` on the bed's ack topic, QoS 1; topic, payload.
+
+        ``by`` is the signed-in identity; ``method`` (how it signed in) goes to the log.
+        """
         client = self._client
         if client is None:
             raise NotConnectedError("the dashboard is not connected to the broker")
@@ -474,7 +493,9 @@ class MqttBridge:
             await client.publish(topic, _encoder.encode(payload), qos=1, timeout=ACK_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             raise NotConnectedError(f"the broker did not take the acknowledgement: {exc}") from exc
-        log.info("ack_published", unit=bed.unit, bed=bed.bed, alarm_id=alarm_id, by=by)
+        log.info(
+            "ack_published", unit=bed.unit, bed=bed.bed, alarm_id=alarm_id, by=by, method=method
+        )
         return topic, payload
 
 
@@ -500,8 +521,64 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _HostCheck:
+    """Refuses (403) every request whose ``Host`` is not an allowed name (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = None
+            for name, value in scope.get("headers", ()):
+                if name == b"host":
+                    host = value.decode("latin-1")
+                    break
+            try:
+                self.auth.check_host(host)
+            except AuthError as exc:
+                log.warning("dashboard_refused", status=exc.status, reason=exc.reason)
+                await _error(exc.status, exc.reason, exc.field)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _error(status: int, message: str, field: str | None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def _refused(exc: AuthError, request: Request) -> JSONResponse:
+    client = request.client.host if request.client else None
+    log.warning(
+        "dashboard_refused",
+        status=exc.status,
+        reason=exc.reason,
+        path=request.url.path,
+        client=client,
+    )
+    headers = {"www-authenticate": 'Cookie realm="streamproc"'} if exc.status == 401 else None
+    return JSONResponse(
+        {"error": exc.reason, "field": exc.field}, status_code=exc.status, headers=headers
+    )
+
+
+async def _read_json(request: Request, limit: int) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object body, or the error response saying what is wrong."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return _error(415, "send the body as application/json", "content-type")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            return _error(413, f"the body must be at most {limit} bytes", "body")
+    try:
+        body = msgspec.json.decode(bytes(raw))
+    except msgspec.DecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object", "body")
+    return body
 
 
 def _printable(value: str) -> bool:
@@ -523,11 +600,16 @@ def create_app(
     password: str | None = None,
     heartbeat_s: float = HEARTBEAT_S,
     client_queue_max: int = CLIENT_QUEUE_MAX,
+    auth: AuthConfig | None = None,
+    tls_ca: str | None = None,
 ) -> Starlette:
     """The dashboard application; its MQTT bridge runs while the app's lifespan does.
 
-    ``app.state.dashboard``, ``app.state.hub`` and ``app.state.bridge`` are the
-    :class:`DashboardState`, :class:`EventHub` and :class:`MqttBridge`.
+    ``app.state.dashboard``, ``app.state.hub``, ``app.state.bridge`` and
+    ``app.state.auth`` are the :class:`DashboardState`, :class:`EventHub`,
+    :class:`MqttBridge` and :class:`~streamproc.dashboard.auth.Authenticator`.
+    Without ``auth``, a random token is the only way in (``app.state.auth.config.token``):
+    closed by default.
 
     Raises:
         ConfigError: the broker URL cannot be used.
@@ -538,6 +620,8 @@ def create_app(
     if not (0 < len(station) <= _MAX_BY and _printable(station)):
         raise ValueError(f"station must be 1 to {_MAX_BY} printable characters, got {station!r}")
     address = parse_broker_url(broker_url)
+    if tls_ca is not None and not Path(tls_ca).is_file():
+        raise ValueError(f"tls_ca: no such file {tls_ca!r} (the broker's CA certificate)")
     state = DashboardState(root, station, f"{address.host}:{address.port}")
     hub = EventHub(client_queue_max)
     bridge = MqttBridge(
@@ -548,8 +632,26 @@ def create_app(
         mqtt_version=mqtt_version,
         username=username,
         password=password,
+        tls_ca=tls_ca,
     )
+    if auth is None:
+        auth = AuthConfig(token=secrets.token_urlsafe(24), token_identity=station)
+    authn = Authenticator(auth)
     static = _load_static()
+
+    def who(request: Request) -> Identity | None:
+        client = request.client.host if request.client else None
+        return authn.identify(request.headers, request.cookies, client)
+
+    def reader(request: Request) -> Identity | None:
+        """The identity of a request that may read (``None`` if open reading); raises 401."""
+        identity = who(request)
+        if identity is None and not auth.public_read:
+            raise AuthError(401, "sign in to see the ward", None)
+        return identity
+
+    def https(request: Request) -> bool:
+        return request.url.scheme == "https"
 
     def asset(name: str) -> Response:
         return Response(
@@ -558,8 +660,23 @@ def create_app(
             headers={"cache-control": "no-cache"},
         )
 
-    async def index(_request: Request) -> Response:
-        return asset("index.html")
+    async def index(request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is None:
+            return asset("index.html")
+        identity = authn.check_token(token)
+        if identity is None:
+            log.warning("dashboard_refused", status=401, reason="wrong token", path="/")
+            return PlainTextResponse(
+                "Wrong or expired token: open the address the dashboard server printed.",
+                status_code=401,
+            )
+        # the token leaves the address bar (and the history) at once, as Jupyter does
+        response = Response(status_code=303, headers={"location": "/"})
+        cookie = authn.cookie_header(authn.session_cookie(identity), https=https(request))
+        response.headers.append("set-cookie", cookie)
+        log.info("dashboard_signed_in", user=identity.name, method=identity.method)
+        return response
 
     async def static_file(request: Request) -> Response:
         name = request.path_params["name"]
@@ -567,8 +684,59 @@ def create_app(
             return _error(404, "no such file", "name")
         return asset(name)
 
-    async def api_state(_request: Request) -> Response:
+    async def api_state(request: Request) -> Response:
+        try:
+            reader(request)
+        except AuthError as exc:
+            return _refused(exc, request)
         return JSONResponse(state.snapshot(), headers={"cache-control": "no-store"})
+
+    async def api_me(request: Request) -> Response:
+        try:
+            identity = who(request)
+        except AuthError as exc:
+            return _refused(exc, request)
+        body = {
+            "user": None if identity is None else identity.name,
+            "method": None if identity is None else identity.method,
+            "can_read": identity is not None or auth.public_read,
+            "can_write": identity is not None,
+            "methods": list(auth.methods),
+            "public_read": auth.public_read,
+        }
+        return JSONResponse(body, headers={"cache-control": "no-store"})
+
+    async def api_login(request: Request) -> Response:
+        try:
+            authn.check_origin(request.headers.get("origin"), request.headers.get("host"))
+        except AuthError as exc:
+            return _refused(exc, request)
+        body = await _read_json(request, MAX_LOGIN_BYTES)
+        if isinstance(body, JSONResponse):
+            return body
+        name, password = body.get("username"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            return _error(400, "username and password are required strings", "username")
+        try:
+            identity = await asyncio.to_thread(authn.login, name, password)
+        except AuthError as exc:
+            return _refused(exc, request)
+        response = JSONResponse({"ok": True, "user": identity.name, "method": identity.method})
+        cookie = authn.cookie_header(authn.session_cookie(identity), https=https(request))
+        response.headers.append("set-cookie", cookie)
+        log.info("dashboard_signed_in", user=identity.name, method=identity.method)
+        return response
+
+    async def api_logout(request: Request) -> Response:
+        try:
+            authn.check_origin(request.headers.get("origin"), request.headers.get("host"))
+        except AuthError as exc:
+            return _refused(exc, request)
+        response = JSONResponse({"ok": True})
+        response.headers.append(
+            "set-cookie", authn.cookie_header("", https=https(request), clear=True)
+        )
+        return response
 
     async def healthz(_request: Request) -> Response:
         body = {
@@ -585,7 +753,11 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if state.connected else 503)
 
-    async def events(_request: Request) -> Response:
+    async def events(request: Request) -> Response:
+        try:
+            reader(request)
+        except AuthError as exc:
+            return _refused(exc, request)
         client = hub.subscribe()
         # subscribed before the snapshot is taken: no event can fall in between
         first = b"retry: 2000\n\n" + sse_message("snapshot", state.snapshot())
@@ -614,30 +786,29 @@ def create_app(
         )
 
     async def ack(request: Request) -> Response:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return _error(415, "send the acknowledgement as application/json", "content-type")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_ACK_BYTES:
-                return _error(413, f"the body must be at most {MAX_ACK_BYTES} bytes", "body")
+        # who, from where: before the body is even read
         try:
-            body = msgspec.json.decode(bytes(raw))
-        except msgspec.DecodeError:
-            body = None
-        if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object", "body")
-        for name in ("alarm_id", "unit", "bed", "by"):
+            authn.check_origin(request.headers.get("origin"), request.headers.get("host"))
+            identity = who(request)
+            if identity is None:
+                raise AuthError(401, "sign in to acknowledge", None)  # noqa: TRY301
+        except AuthError as exc:
+            return _refused(exc, request)
+        body = await _read_json(request, MAX_ACK_BYTES)
+        if isinstance(body, JSONResponse):
+            return body
+        if "by" in body:
+            forged = AuthError(403, "the acknowledgement is by the signed-in user: no 'by'", "by")
+            return _refused(forged, request)
+        for name in ("alarm_id", "unit", "bed"):
             if not isinstance(body.get(name), str):
                 return _error(400, f"{name} is required and must be a string", name)
         alarm_id: str = body["alarm_id"]
-        by: str = body["by"]
+        by = identity.name
         if not (0 < len(alarm_id) <= _MAX_ALARM_ID and _printable(alarm_id)):
             return _error(
                 400, f"alarm_id must be 1 to {_MAX_ALARM_ID} printable characters", "alarm_id"
             )
-        if not (0 < len(by) <= _MAX_BY and _printable(by)):
-            return _error(400, f"by must be 1 to {_MAX_BY} printable characters", "by")
         try:
             bed = BedId(body["unit"], body["bed"])
             inbound_topic(root, bed, "ack")
@@ -649,7 +820,7 @@ def create_app(
         if state.open_alarm(alarm_id, bed) is None:
             return _error(409, "no open alarm with this alarm_id on this bed", "alarm_id")
         try:
-            topic, payload = await bridge.publish_ack(bed, alarm_id, by)
+            topic, payload = await bridge.publish_ack(bed, alarm_id, by, method=identity.method)
         except NotConnectedError as exc:
             return _error(503, str(exc), None)
         return JSONResponse({"ok": True, "topic": topic, "payload": payload}, status_code=202)
@@ -672,14 +843,19 @@ def create_app(
             Route("/events", events),
             Route("/api/state", api_state),
             Route("/api/ack", ack, methods=["POST"]),
+            Route("/api/me", api_me),
+            Route("/api/login", api_login, methods=["POST"]),
+            Route("/api/logout", api_logout, methods=["POST"]),
             Route("/healthz", healthz),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(_HostCheck, auth=authn)
     app.add_middleware(_SecurityHeaders)
     app.state.dashboard = state
     app.state.hub = hub
     app.state.bridge = bridge
+    app.state.auth = authn
     return app
 
 
@@ -717,10 +893,14 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, token: str | None = None) -> str:
+    """The page's address; with the sign-in token in it when there is one (as Jupyter does)."""
     host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is shown as the loopback
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"  # noqa: S104
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
+    query = f"?token={token}" if token else ""
+    return f"http://{shown}:{port}/{query}"
 
 
 async def serve_dashboard(
@@ -738,13 +918,17 @@ async def serve_dashboard(
     on_ready: Callable[[str], object] | None = None,
     handle_signals: bool = False,
     heartbeat_s: float = HEARTBEAT_S,
+    auth: AuthConfig | None = None,
+    tls_ca: str | None = None,
 ) -> None:
     """Serve the dashboard until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``).
 
     Pass ``port=0`` (or a socket from :func:`bind_socket`) for a free port;
-    ``on_ready`` is called with the page's URL (the bound port in it) once the
-    server accepts connections. Returns when the server has stopped; open
-    event streams are ended first, so browsers see the server go away at once.
+    ``on_ready`` is called with the page's URL (the bound port in it, and the
+    sign-in token when token sign-in is on) once the server accepts
+    connections. Without ``auth`` a random token is the only way in. Returns
+    when the server has stopped; open event streams are ended first, so
+    browsers see the server go away at once.
     """
     app = create_app(
         broker_url,
@@ -754,6 +938,8 @@ async def serve_dashboard(
         username=username,
         password=password,
         heartbeat_s=heartbeat_s,
+        auth=auth,
+        tls_ca=tls_ca,
     )
     own_socket = sock is None
     listener = bind_socket(host, port) if sock is None else sock
@@ -777,10 +963,9 @@ async def serve_dashboard(
     async def watch() -> None:
         while not server.started:
             await asyncio.sleep(0.02)
-        url = _url(listener)
-        log.info("dashboard_listening", url=url)
+        log.info("dashboard_listening", url=_url(listener))  # never the token in a log
         if on_ready is not None:
-            on_ready(url)
+            on_ready(_url(listener, app.state.auth.config.token))
         await stopping.wait()
         server.should_exit = True
 

@@ -36,12 +36,16 @@ class TestParser:
             ["publish", "--qos", "2", "--out", "-"],
             ["publish", "--t0", "yesterday", "--out", "-"],
             ["soak", "--beds", "2"],
+            ["publish", "--broker", "localhost"],
+            ["soak", "--broker", "127.0.0.1:1883"],
+            ["clear", "--broker", "localhost", "--unit-prefix", "x"],
         ],
     )
     def test_bad_values_are_usage_errors(
         self, argv: list[str], capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Out-of-range or malformed option values (and a soak without --broker) exit 2."""
+        """Out-of-range or malformed option values (a soak without --broker, a broker
+        without mqtt:// or mqtts://) exit 2."""
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2

@@ -62,12 +62,12 @@ class TestParsing:
                 parse_mix(bad)
 
     def test_broker_url(self) -> None:
-        """mqtt:// and mqtts:// with default ports; other schemes are refused."""
+        """mqtt:// and mqtts:// with default ports; other schemes, or none, are refused."""
         assert parse_broker_url("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884, False)
         assert parse_broker_url("mqtts://broker") == ("broker", 8883, True)
-        assert parse_broker_url("localhost") == ("localhost", 1883, False)
-        with pytest.raises(SimError):
-            parse_broker_url("http://x")
+        for bad in ("http://x", "localhost", "broker:1883"):
+            with pytest.raises(SimError, match=r"mqtt://.*mqtts://"):
+                parse_broker_url(bad)
 
 
 class TestBuildWard:

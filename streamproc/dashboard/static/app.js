@@ -1,5 +1,6 @@
-// streamproc central station: reads /events (Server-Sent Events), renders beds and alarms,
-// posts acknowledgements to /api/ack. No framework, no build step, nothing external.
+// streamproc central station: signs in (/api/me, /api/login), reads /events (Server-Sent
+// Events), renders beds and alarms, posts acknowledgements to /api/ack as the signed-in user.
+// No framework, no build step, nothing external.
 // Decision support only, not an order: confirm at the bedside.
 "use strict";
 
@@ -7,7 +8,6 @@
   const STALL_MS = 15000; // no event or heartbeat for this long: the feed has stalled
   const DATA_STALE_S = 60; // a bed's summary older than this is shown as stale
   const CLEARED_SHOWN_S = 900; // cleared alarms stay visible (muted) this long
-  const STATION_KEY = "streamproc.dashboard.station";
   const TECHNICAL = new Set(["data_stale", "abp_signal_invalid"]);
   const RANK = { high: 3, medium: 2, low: 1 };
   const MARK = { high: "!!!", medium: "!!", low: "!" };
@@ -33,6 +33,7 @@
     statuses: new Map(), // instance -> {topic, instance, status}
     bridge: { connected: false, error: null, since: null, broker: "" },
     serverStation: "station-1",
+    me: null, // /api/me: {user, method, can_read, can_write, methods, public_read}
     offset: 0, // server clock minus browser clock, seconds
     lastEvent: 0,
     feedOpen: false,
@@ -111,15 +112,7 @@
     return text.trim();
   }
 
-  function station() {
-    let saved = null;
-    try {
-      saved = window.localStorage.getItem(STATION_KEY);
-    } catch (_e) {
-      saved = null;
-    }
-    return saved || S.serverStation;
-  }
+  const canWrite = () => Boolean(S.me && S.me.can_write);
 
   // open alarms by priority (high first), active before acknowledged, oldest first; cleared last
   function sortAlarms(list) {
@@ -408,7 +401,9 @@
       // e.g. clear_reason "bed_evicted": closed because the processor stopped monitoring the bed
       li.append(h("p", { class: "reason" }, String(a.clear_note)));
     }
-    if (a.state === "active") {
+    if (a.state === "active" && !canWrite()) {
+      li.append(h("p", { class: "ack-signin" }, "Sign in to acknowledge."));
+    } else if (a.state === "active") {
       const btn = h(
         "button",
         {
@@ -523,7 +518,9 @@
   function renderBanners() {
     const out = [];
     const quiet = Date.now() - S.lastEvent;
-    if (!S.haveSnapshot && !S.feedOpen) {
+    if (!S.haveSnapshot && S.me && !S.me.can_read) {
+      // not signed in yet: the sign-in panel says what to do, no feed is expected
+    } else if (!S.haveSnapshot && !S.feedOpen) {
       out.push(banner("banner-feed", "feed", "Not connected to the dashboard server yet: no live data."));
     } else if (quiet > STALL_MS) {
       out.push(
@@ -623,16 +620,21 @@
       const resp = await fetch("/api/ack", {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ alarm_id: a.alarm_id, unit: entry.unit, bed: entry.bed, by: station() }),
+        // who acknowledges is the signed-in user: the server takes it from the session
+        body: JSON.stringify({ alarm_id: a.alarm_id, unit: entry.unit, bed: entry.bed }),
       });
       const body = await resp.json().catch(() => ({}));
+      if (resp.status === 401) {
+        await whoami();
+        showSignin("Your sign-in has ended: sign in again to acknowledge.");
+      }
       if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
       btn.textContent = "Sent";
       const current = S.alarms.get(entry.topic);
       const stillActive =
         current && current.alarm && current.alarm.alarm_id === a.alarm_id && current.alarm.state === "active";
       // the processor's answer may already be here (it clears the note when it arrives)
-      if (stillActive) t.note.textContent = `Acknowledgement sent by ${station()}; waiting for the processor.`;
+      if (stillActive) t.note.textContent = `Acknowledgement sent by ${S.me.user}; waiting for the processor.`;
       // no answer in 10 s (processor offline?): say so and allow another try
       window.setTimeout(() => {
         if (!btn.isConnected) return;
@@ -708,7 +710,6 @@
     renderConn();
     $("empty").hidden = S.tiles.size > 0;
     $("empty").textContent = "No beds yet: waiting for the processor's summaries and alarms.";
-    syncSettings();
   }
 
   function handle(name, fn) {
@@ -738,7 +739,14 @@
       S.feedOpen = false;
       renderConn();
       renderBanners();
-      if (es.readyState === EventSource.CLOSED) window.setTimeout(connect, 3000);
+      if (es.readyState === EventSource.CLOSED) {
+        // refused (signed out, session over) or the server went away: ask who we are first
+        window.setTimeout(async () => {
+          await whoami();
+          if (S.me && S.me.can_read) connect();
+          else showSignin("Your sign-in has ended: sign in again.");
+        }, 3000);
+      }
     };
     handle("snapshot", applySnapshot);
     handle("alarm", (d) => applyAlarm(d, false));
@@ -778,41 +786,79 @@
     renderBanners();
   }
 
-  // ------------------------------------------------------------------ settings
-  function syncSettings() {
-    const input = $("station");
-    if (document.activeElement !== input) input.value = station();
-    input.placeholder = S.serverStation;
+  // ------------------------------------------------------------------ signing in
+  async function whoami() {
+    try {
+      const resp = await fetch("/api/me", { cache: "no-store" });
+      S.me = resp.ok ? await resp.json() : null;
+    } catch (_e) {
+      S.me = null; // the server is away: the feed banners say so
+    }
+    renderAccount();
+    return S.me;
   }
 
-  function setupSettings() {
-    $("settings-form").addEventListener("submit", (ev) => {
+  function renderAccount() {
+    const me = S.me;
+    const methods = (me && me.methods) || [];
+    $("whoami").textContent = me && me.user ? `Signed in as ${me.user}` : me && me.public_read ? "Viewing only" : "";
+    $("signout").hidden = !(me && me.user && me.method !== "proxy");
+    $("signin-open").hidden = !(me && !me.user && me.public_read && methods.includes("password"));
+  }
+
+  function showSignin(why) {
+    const methods = (S.me && S.me.methods) || [];
+    $("signin").hidden = false;
+    $("signin-form").hidden = !methods.includes("password");
+    $("signin-token").hidden = !methods.includes("token") || methods.includes("password");
+    if (why) $("signin-why").textContent = why;
+    if (!$("signin-form").hidden) $("signin-user").focus();
+  }
+
+  function rerenderAlarms() {
+    for (const t of S.tiles.values()) renderAlarms(t);
+  }
+
+  function setupSignin() {
+    $("signin-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const value = $("station").value.trim();
-      if (!value) return;
+      const note = $("signin-note");
+      note.textContent = "";
+      let resp;
       try {
-        window.localStorage.setItem(STATION_KEY, value);
-        $("settings-note").textContent = `Saved: acknowledgements from this browser are sent by "${value}".`;
+        resp = await fetch("/api/login", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ username: $("signin-user").value.trim(), password: $("signin-password").value }),
+        });
       } catch (_e) {
-        $("settings-note").textContent = "Could not save (storage unavailable).";
+        note.textContent = "The dashboard server cannot be reached.";
+        return;
       }
+      const body = await resp.json().catch(() => ({}));
+      $("signin-password").value = "";
+      if (!resp.ok) {
+        note.textContent = body.error || `Sign-in failed (HTTP ${resp.status}).`;
+        return;
+      }
+      $("signin").hidden = true;
+      await whoami();
+      rerenderAlarms();
+      if (!es || es.readyState === EventSource.CLOSED) connect();
     });
-    $("station-reset").addEventListener("click", () => {
-      try {
-        window.localStorage.removeItem(STATION_KEY);
-      } catch (_e) {
-        /* nothing stored */
-      }
-      $("station").value = S.serverStation;
-      $("settings-note").textContent = `Using the server default "${S.serverStation}".`;
+    $("signin-open").addEventListener("click", () => showSignin("Sign in to acknowledge alarms."));
+    $("signout").addEventListener("click", async () => {
+      await fetch("/api/logout", { method: "POST" }).catch(() => null);
+      window.location.reload();
     });
   }
 
-  document.addEventListener("DOMContentLoaded", () => {
-    setupSettings();
-    syncSettings();
-    connect();
+  document.addEventListener("DOMContentLoaded", async () => {
+    setupSignin();
     tick();
     window.setInterval(tick, 1000);
+    await whoami();
+    if (S.me && S.me.can_read) connect();
+    else showSignin(null);
   });
 })();
