@@ -49,6 +49,7 @@ ARTIFACT_KINDS: tuple[str, ...] = (
     "calibration",
     "clot",
     "gap",
+    "pulseless",
 )
 
 # Beat shape, as fractions of the pulse pressure above the foot.
@@ -298,7 +299,11 @@ def apply_artifact(
     - ``calibration``: monitor calibration square wave between negative and
       positive levels (as at the start of MIMIC-II record s00001);
     - ``clot``: a clot forming: progressively heavier damping to a nearly flat line;
-    - ``gap``: missing samples (NaN), as a recorder stores them.
+    - ``gap``: missing samples (NaN), as a recorder stores them;
+    - ``pulseless``: no arterial pulse: a noisy level of 15-25 mmHg with small
+      regular bumps (3-7 mmHg, 50-100/min: ventilation, a pump, a line that
+      still moves), as a trace without cardiac output or a disconnected,
+      clotted line shows it.
 
     Raises:
         ValueError: for an unknown ``kind`` (the message lists the kinds), or
@@ -355,6 +360,20 @@ def apply_artifact(
         out[i0:i1] = (1 - w) * seg + w * damped
     elif kind == "calibration":
         out[i0:i1] = _calibration_signal(t)
+    elif kind == "pulseless":
+        level = rng.uniform(15.0, 25.0)
+        amp = rng.uniform(3.0, 7.0)
+        period = 60.0 / rng.uniform(50.0, 100.0)
+        phase = (t + rng.uniform(0.0, period)) % period
+        up_s = 0.15  # a quick rise, then a slow fall: what a detector takes for a beat
+        bump = np.where(
+            phase < up_s,
+            0.5 - 0.5 * np.cos(np.pi * phase / up_s),
+            np.exp(-(phase - up_s) / (0.25 * period)),
+        )
+        flat = level + amp * bump + 0.3 * rng.standard_normal(n)
+        w = _ramp(n, max(round(0.3 * fs), 1))
+        out[i0:i1] = (1 - w) * seg + w * flat
     else:  # clot
         # Damping that grows over the artifact: the pulse shrinks towards a
         # nearly flat line at the mean, then the flushed line comes back.

@@ -357,30 +357,60 @@ def _scan_learning(  # noqa: PLR0917 - ``detect``'s state, flat for the compiler
 
 
 @jit
-def measure_beat(
-    y: np.ndarray, s: int, e: int, band_mmhg: float, band_pp: float
-) -> tuple[float, float, float, float, float, float]:
-    """One beat ``y[s:e]``: foot, mean, max, min, plateau share, the next beat's foot.
+def measure_beat(  # noqa: PLR0917 - a beat and its bands, flat for the compiler
+    y: np.ndarray, s: int, e: int, band_mmhg: float, band_pp: float, turn_pp: float
+) -> tuple[float, float, float, float, float, float, float, float, int]:
+    """One beat ``y[s:e]``: foot, mean, max, min, plateau share, the next beat's foot,
+    steepest rise, turns and where the maximum is (samples from ``s``).
 
     The plateau share is the fraction of the beat's samples within
-    ``min(band_mmhg, band_pp x pulse pressure)`` of its maximum.
+    ``min(band_mmhg, band_pp x pulse pressure)`` of its maximum. The steepest
+    rise is the largest sample-to-sample increase (mmHg per sample). The turns
+    count the changes of direction by more than ``turn_pp`` x pulse pressure
+    (hysteresis: noise does not turn): the systolic peak is one, a dicrotic
+    notch with its wave two more, a ringing line many.
     """
     total = 0.0
     top = y[s]
     low = y[s]
+    rise = 0.0
+    prev = y[s]
+    at_top = s
     for j in range(s, e):
         v = y[j]
         total += v
-        top = max(top, v)
+        if v > top:
+            top = v
+            at_top = j
         low = min(low, v)
+        rise = max(rise, v - prev)
+        prev = v
     foot = y[s]
     band = min(band_mmhg, band_pp * (top - foot))
+    hyst = turn_pp * (top - foot)
     near = 0
+    turns = 0
+    up = True  # from the foot the pressure rises
+    extreme = foot
     for j in range(s, e):
-        if y[j] >= top - band:
+        v = y[j]
+        if v >= top - band:
             near += 1
+        if up:
+            if v > extreme:
+                extreme = v
+            elif extreme - v > hyst:
+                turns += 1
+                up = False
+                extreme = v
+        elif v < extreme:
+            extreme = v
+        elif v - extreme > hyst:
+            turns += 1
+            up = True
+            extreme = v
     length = e - s
-    return foot, total / length, top, low, near / length, y[e]
+    return foot, total / length, top, low, near / length, y[e], rise, float(turns), at_top - s
 
 
 # Beat quality codes of ``classify`` (the order of ``beats.BeatQuality``'s checks).
@@ -391,6 +421,7 @@ Q_SQUARE_WAVE = 3
 Q_OUT_OF_RANGE = 4
 Q_JUMP = 5
 Q_PREMATURE = 6
+Q_NO_PULSE = 7
 
 # Slots of ``classify``'s ``limits`` (from ``BeatSettings``).
 L_MAX_SBP = 0
@@ -407,7 +438,10 @@ L_MAX_HR = 10
 L_MAX_JUMP = 11
 L_BAND_MMHG = 12
 L_BAND_PP = 13
-L_SIZE = 14
+L_TURN_PP = 14
+L_PULSE_PP = 15
+L_NO_PULSE_MAP = 16
+L_SIZE = 17
 
 #: Values a level check keeps as its reference (the median of these).
 LEVEL_HISTORY = 8
@@ -494,7 +528,10 @@ B_DBP = 3
 B_MAP = 4
 B_HR = 5
 B_QUALITY = 6
-B_COLUMNS = 7
+B_RISE = 7  # steepest rise of the upstroke, mmHg/s
+B_TURNS = 8  # changes of direction (``measure_beat``)
+B_TO_PEAK = 9  # time from the onset to the systolic maximum, s
+B_COLUMNS = 10
 
 
 @jit
@@ -521,9 +558,11 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     followed by the newly ``found`` ones.
 
     Writes rows of ``B_COLUMNS`` to ``out`` (room for one per onset) and
-    returns how many: onset and end (data times), SBP, DBP, MAP, HR and the
+    returns how many: onset and end (data times), SBP, DBP, MAP, HR, the
     quality code (``Q_*``, first that applies, as documented in
-    ``streamproc.core.beats``). Beats longer than ``max_n`` samples are left
+    ``streamproc.core.beats``), and the morphology the line-quality judgement
+    reads (``judge_line``): the upstroke's steepest rise, the turns and the
+    time to the systolic peak. Beats longer than ``max_n`` samples are left
     out. ``rhythm`` and ``jump`` are the two level checks' states (``LV_*``),
     updated in place.
     """
@@ -543,8 +582,8 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
         t_end = t0 + (start - delay) / fs
         if n > max_n:
             continue  # a pause or a lost signal, not a beat
-        dbp, mean_p, sbp, low, plateau, next_foot = measure_beat(
-            y, begin - b0, start - b0, limits[L_BAND_MMHG], limits[L_BAND_PP]
+        dbp, mean_p, sbp, low, plateau, next_foot, rise, turns, at_top = measure_beat(
+            y, begin - b0, start - b0, limits[L_BAND_MMHG], limits[L_BAND_PP], limits[L_TURN_PP]
         )
         pp = sbp - dbp
         hr = 60.0 * fs / n
@@ -554,6 +593,12 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
             q = Q_SATURATED
         elif plateau > limits[L_MAX_PLATEAU]:
             q = Q_SQUARE_WAVE
+        elif (
+            pp < limits[L_PULSE_PP]
+            and limits[L_MIN_MAP] <= mean_p < limits[L_NO_PULSE_MAP]
+            and limits[L_MIN_HR] <= hr <= limits[L_MAX_HR]
+        ):
+            q = Q_NO_PULSE  # a bump at a level no beating heart leaves: no pulse
         elif not (
             limits[L_MIN_SBP] <= sbp <= limits[L_MAX_SBP]
             and limits[L_MIN_DBP] <= dbp <= limits[L_MAX_DBP]
@@ -579,6 +624,9 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
         out[k_out, B_MAP] = mean_p
         out[k_out, B_HR] = hr
         out[k_out, B_QUALITY] = q
+        out[k_out, B_RISE] = rise * fs
+        out[k_out, B_TURNS] = turns
+        out[k_out, B_TO_PEAK] = at_top / fs
         k_out += 1
     return k_out
 
@@ -621,7 +669,8 @@ M_HR = 5
 M_VALUE = 6  # the target metric's value, and its data time
 M_OBS_TS = 7
 M_DECIDE = 8  # why ``advance_beats`` stopped: 0 all taken; DECIDE_BEAT; DECIDE_OBSERVED
-M_SIZE = 9
+M_LINE = 9  # the line's state as ``judge_line`` judges it (``LINE_*``)
+M_SIZE = 10
 DECIDE_BEAT = 1  # the last beat taken needs decisions (window not yet full)
 DECIDE_OBSERVED = 2  # the last beat taken needs decisions on its observation
 
@@ -637,7 +686,8 @@ C_FLAG_SBP = 7  # the advisories' flags as last evaluated
 C_FLAG_AT = 8
 C_WAKE = 9  # data time from which a re-announcement may be due (inf: none)
 C_TREND_TS = 10  # data time of the last trend point (NaN: none)
-C_SIZE = 11
+C_LINE = 11  # the line state the monitor's alarms show (``LINE_*``)
+C_SIZE = 12
 ALARM_NONE = 0
 ALARM_ACTIVE = 1
 ALARM_ACKED = 2
@@ -659,7 +709,37 @@ P_WORSEN = 11
 P_RANK_MEDIUM = 12
 P_RANK_HIGH = 13
 P_SIGNAL_INVALID_S = 14
-P_SIZE = 15
+P_LINE_BEATS = 15  # the line-quality judgement's settings (``judge_line``)
+P_LINE_ENTER = 16
+P_LINE_LEAVE = 17
+P_DAMPED_SHARPNESS = 18
+P_RINGING_TURNS = 19
+P_PULSE_PP = 20
+P_LINE_REF_S = 21
+P_NARROW_PP = 22
+P_SLOW_PEAK = 23
+P_SIZE = 24
+
+# The line's state (``M_LINE``, ``C_LINE``): what its recent beats say of it.
+LINE_OK = 0
+LINE_DAMPED = 1  # over-damped or clotting: slow upstroke, narrow pulse; the mean holds
+LINE_RINGING = 2  # under-damped: the pulse rings (systolic over-read)
+LINE_NO_PULSE = 3  # no arterial pulse on the trace
+# What one beat says of the line (``beat_line_class``); -1: nothing (an artifact beat).
+LINE_CLASSES = 4
+#: Most beats the judgement keeps (``BeatSettings.line_beats``).
+LINE_MAX_BEATS = 32
+# Layout of the judgement's state (``MF_LINE``): the beats' classes in a ring, and the
+# count of each class among them.
+LQ_N = 0  # beats in the ring
+LQ_HEAD = 1  # slot of the oldest
+LQ_LAST_END = 2  # end of the last beat judged (NaN: none)
+LQ_REF_PP = 3  # the reference the line's fine beats leave: pulse pressure, MAP,
+LQ_REF_MAP = 4  # time to the systolic peak (NaN: none yet)
+LQ_REF_PEAK = 5
+LQ_COUNT = 6  # LINE_CLASSES counts
+LQ_RING = LQ_COUNT + LINE_CLASSES
+LQ_SIZE = LQ_RING + LINE_MAX_BEATS
 
 # A monitor's float arrays packed in one (``mf``), as ``advance_beats`` and
 # ``step_chunk`` take them: numba's call costs grow with the number of arguments.
@@ -667,18 +747,129 @@ MF_TIMERS = 0  # the hold timers, T_ROWS x T_COLUMNS
 MF_MST = MF_TIMERS + T_ROWS * T_COLUMNS
 MF_PAR = MF_MST + M_SIZE
 MF_CTX = MF_PAR + P_SIZE
-MF_SIZE = MF_CTX + C_SIZE
+MF_LINE = MF_CTX + C_SIZE  # the line-quality judgement's state (``LQ_*``)
+MF_SIZE = MF_LINE + LQ_SIZE
 
 
 @jit
-def _monitor_views(mf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``mf``'s parts: timers, state, parameters, context."""
+def _monitor_views(
+    mf: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``mf``'s parts: timers, state, parameters, context, line-quality state."""
     return (
         mf[MF_TIMERS:MF_MST],
         mf[MF_MST:MF_PAR],
         mf[MF_PAR:MF_CTX],
-        mf[MF_CTX:MF_SIZE],
+        mf[MF_CTX:MF_LINE],
+        mf[MF_LINE:MF_SIZE],
     )
+
+
+#: Beats further apart than this (s) start the line-quality judgement afresh.
+_LINE_GAP_S = 5.0
+
+
+@jit
+def beat_line_class(row: np.ndarray, par: np.ndarray, lq: np.ndarray) -> int:
+    """What one beat (a ``classify`` row) says of the line: a ``LINE_*`` code, or -1.
+
+    A ``no_pulse`` beat: no pulse. A valid beat with at least ``P_RINGING_TURNS``
+    turns rings. One is damped whose pulse pressure is below ``P_PULSE_PP`` (at a
+    mean a beating heart leaves), or whose upstroke is slow: its steepest rise,
+    over that of a sine of the beat's rate and pulse pressure (``pi x PP x HR /
+    60`` mmHg/s), below ``P_DAMPED_SHARPNESS`` (a sharp arterial upstroke is
+    2.2-9 times a sine's on the real records; a line that has lost the pulse's
+    higher harmonics leaves nearly a sine, 1.2-1.7); or, against the reference
+    the line's fine beats left (``lq``), whose pulse pressure has narrowed below
+    ``P_NARROW_PP`` of it at a mean within 10 % of it while its systolic peak
+    comes ``P_SLOW_PEAK`` times later (a damping line; a bleeding patient's pulse
+    narrows too, but its upstroke stays as quick). Any other beat (an
+    artifact's) says nothing: -1.
+    """
+    q = row[B_QUALITY]
+    if q == Q_NO_PULSE:
+        return LINE_NO_PULSE
+    if q != Q_VALID:
+        return -1
+    if row[B_TURNS] >= par[P_RINGING_TURNS]:
+        return LINE_RINGING
+    pp = row[B_SBP] - row[B_DBP]
+    if pp < par[P_PULSE_PP]:
+        return LINE_DAMPED
+    if row[B_RISE] < par[P_DAMPED_SHARPNESS] * np.pi * pp * row[B_HR] / 60.0:
+        return LINE_DAMPED
+    ref_pp = lq[LQ_REF_PP]
+    if (
+        pp < par[P_NARROW_PP] * ref_pp  # (False while NaN: no reference yet)
+        and abs(row[B_MAP] - lq[LQ_REF_MAP]) <= 0.1 * lq[LQ_REF_MAP]
+        and row[B_TO_PEAK] >= par[P_SLOW_PEAK] * lq[LQ_REF_PEAK]
+    ):
+        return LINE_DAMPED
+    return LINE_OK
+
+
+@jit
+def _follow(lq: np.ndarray, row: np.ndarray, alpha: float) -> None:
+    """Move the line's reference (``LQ_REF_*``) towards the beat ``row`` by ``alpha``
+    (the first beat sets it)."""
+    pp = row[B_SBP] - row[B_DBP]
+    if np.isnan(lq[LQ_REF_PP]):
+        lq[LQ_REF_PP] = pp
+        lq[LQ_REF_MAP] = row[B_MAP]
+        lq[LQ_REF_PEAK] = row[B_TO_PEAK]
+        return
+    lq[LQ_REF_PP] += alpha * (pp - lq[LQ_REF_PP])
+    lq[LQ_REF_MAP] += alpha * (row[B_MAP] - lq[LQ_REF_MAP])
+    lq[LQ_REF_PEAK] += alpha * (row[B_TO_PEAK] - lq[LQ_REF_PEAK])
+
+
+@jit
+def judge_line(lq: np.ndarray, row: np.ndarray, par: np.ndarray, state: int) -> int:
+    """The line's state (``LINE_*``, was ``state``) after one more beat (``classify`` row).
+
+    The judgement in one place: the classes (``beat_line_class``) of the last
+    ``P_LINE_BEATS`` beats that say something are kept (``lq``, updated in place;
+    a pause of more than ``_LINE_GAP_S`` empties it). Once it is full, the line
+    is without pulse, damped or ringing when at least ``P_LINE_ENTER`` of them say
+    so (in that order), and fine again when at most ``P_LINE_LEAVE`` of them
+    say what it was judged.
+    """
+    cls = beat_line_class(row, par, lq)
+    if cls < 0:
+        return state
+    # the reference follows the fine beats over ``P_LINE_REF_S`` of data time, a damped
+    # one ten times slower (a lasting change of the patient's pulse is learnt, in time)
+    alpha = min((row[B_END] - row[B_ONSET]) / par[P_LINE_REF_S], 1.0)
+    if cls == LINE_OK:
+        _follow(lq, row, alpha)
+    elif cls == LINE_DAMPED and not np.isnan(lq[LQ_REF_PP]):
+        _follow(lq, row, 0.1 * alpha)
+    last = lq[LQ_LAST_END]
+    if not np.isnan(last) and (row[B_ONSET] - last > _LINE_GAP_S or row[B_END] < last):
+        lq[LQ_N] = 0.0  # a pause, or data time went back: judge afresh
+        lq[LQ_HEAD] = 0.0
+        lq[LQ_COUNT : LQ_COUNT + LINE_CLASSES] = 0.0
+    lq[LQ_LAST_END] = row[B_END]
+    size = int(par[P_LINE_BEATS])
+    n = int(lq[LQ_N])
+    head = int(lq[LQ_HEAD])
+    if n == size:  # full: the oldest leaves
+        lq[LQ_COUNT + int(lq[LQ_RING + head])] -= 1.0
+        head = (head + 1) % size
+        n -= 1
+    lq[LQ_RING + (head + n) % size] = cls
+    lq[LQ_COUNT + cls] += 1.0
+    lq[LQ_N] = n + 1
+    lq[LQ_HEAD] = head
+    if n + 1 < size:
+        return state
+    enter = par[P_LINE_ENTER]
+    for bad in (LINE_NO_PULSE, LINE_DAMPED, LINE_RINGING):
+        if lq[LQ_COUNT + bad] >= enter:
+            return bad
+    if state != LINE_OK and lq[LQ_COUNT + state] <= par[P_LINE_LEAVE]:
+        return LINE_OK
+    return state
 
 
 @jit
@@ -769,13 +960,16 @@ def advance_beats(
 ) -> int:
     """Take beats (``classify`` rows) from ``rows[i]`` on, until one needs decisions.
 
-    For each beat: the valid-run timer; for a valid one the rolling window
+    For each beat: the valid-run timer and the line's state (``judge_line``,
+    ``mst[M_LINE]``: while it is not fine, an SBP target's readings are not
+    judged); for a valid one the rolling window
     (beats ending within ``P_WINDOW_S`` of it; restarted when data time goes
     back), its medians once it holds ``P_MIN_BEATS``, the metric's value and
     the below / critical / recovered / SBP-at-target timers. Then whether
     anything the protocol decides could change with this beat (an alarm to
     raise, clear, escalate or worsen, an advisory flag that flips, a trend
-    point or a re-announcement due, the signal-invalid alarm to clear), judged
+    point or a re-announcement due, the signal-invalid alarm to clear, the
+    line's state differing from the one its alarms show), judged
     from ``ctx``: if so the call stops after it (``mst[M_DECIDE]``) and the
     caller decides, in Python, exactly as for any other observation. A beat
     that changes nothing is only counted (``counts``: beats, valid beats).
@@ -784,7 +978,7 @@ def advance_beats(
     grows it and calls again). Returns the index of the next beat to take;
     ``win``, ``mf`` (timers, state), ``counts`` are updated in place.
     """
-    timers, mst, par, ctx = _monitor_views(mf)
+    timers, mst, par, ctx, lq = _monitor_views(mf)
     n = rows.shape[0]
     wn = int(mst[M_WIN_N])
     mst[M_DECIDE] = 0.0
@@ -804,12 +998,24 @@ def advance_beats(
         dur = end - onset
         counts[0] += 1.0
         observe_timer(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
+        was = int(mst[M_LINE])
+        line = judge_line(lq, rows[i - 1], par, was)
+        mst[M_LINE] = line
+        # SBP readings of a line that is not fine are not judged: the runs they had
+        # begun are dropped, and they neither start, extend nor end one (the mean is)
+        suspended = metric_sbp and line != LINE_OK
+        if suspended and was == LINE_OK:
+            for t in (T_BELOW, T_RECOVERED, T_SBP_AT_TARGET):
+                observe_timer(timers, t, holds=False, ts=end, dt=dur, max_gap=gap)
         if not valid:
+            if line != ctx[C_LINE]:
+                mst[M_DECIDE] = DECIDE_BEAT
+                break
             continue
         counts[1] += 1.0
         mst[M_VALID_REF] = end
-        decide = ctx[C_SIGNAL_INVALID] != 0.0 and timer_held(
-            timers, T_VALID_RUN, par[P_VALID_CLEAR_S]
+        decide = line != ctx[C_LINE] or (
+            ctx[C_SIGNAL_INVALID] != 0.0 and timer_held(timers, T_VALID_RUN, par[P_VALID_CLEAR_S])
         )
         # the rolling window
         if wn > 0 and end < win[wn - 1, W_END]:
@@ -837,13 +1043,14 @@ def advance_beats(
         value = sbp_v if metric_sbp else map_v
         mst[M_VALUE] = value
         mst[M_OBS_TS] = end
-        observe_timer(timers, T_BELOW, value < target, end, dur, gap)
         observe_timer(timers, T_CRITICAL, map_v < par[P_CRITICAL_MAP], end, dur, gap)
-        observe_timer(timers, T_RECOVERED, value >= target + par[P_CLEAR_MARGIN], end, dur, gap)
-        if metric_sbp:
-            observe_timer(timers, T_SBP_AT_TARGET, value >= target, end, dur, gap)
-        else:
+        if not suspended:
+            observe_timer(timers, T_BELOW, value < target, end, dur, gap)
+            observe_timer(timers, T_RECOVERED, value >= target + par[P_CLEAR_MARGIN], end, dur, gap)
+        if not metric_sbp:
             observe_timer(timers, T_SBP_AT_TARGET, holds=False, ts=end, dt=dur, max_gap=gap)
+        elif not suspended:
+            observe_timer(timers, T_SBP_AT_TARGET, value >= target, end, dur, gap)
         trend_ts = ctx[C_TREND_TS]
         if np.isnan(trend_ts) or end < trend_ts or end - trend_ts >= par[P_TREND_STEP_S]:
             decide = True
@@ -859,12 +1066,15 @@ def advance_beats(
             want = par[P_RANK_HIGH] if critical or ctx[C_REFRACTORY] != 0.0 else par[P_RANK_MEDIUM]
             if want > rank or (
                 alarm == ALARM_ACKED
+                and not suspended
                 and not np.isnan(ack_value)
                 and value <= ack_value - par[P_WORSEN]
             ):
                 decide = True
         flag_sbp = timer_held(timers, T_SBP_AT_TARGET, par[P_HOLD_S])
-        if flag_sbp != (ctx[C_FLAG_SBP] != 0.0) or (value >= target) != (ctx[C_FLAG_AT] != 0.0):
+        if flag_sbp != (ctx[C_FLAG_SBP] != 0.0) or (
+            not suspended and (value >= target) != (ctx[C_FLAG_AT] != 0.0)
+        ):
             decide = True
         if decide:
             mst[M_DECIDE] = DECIDE_OBSERVED

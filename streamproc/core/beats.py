@@ -95,6 +95,7 @@ class BeatQuality(StrEnum):
     SATURATED = "saturated"  # at the top or bottom of the transducer's range
     NEGATIVE = "negative"  # below zero: calibration signal or zeroing offset
     PREMATURE = "premature"  # much shorter than the recent beats: split by an artifact, or ectopic
+    NO_PULSE = "no_pulse"  # a bump too small at a level too low to be an arterial pulse
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ _QUALITY: Final = {
     _kernels.Q_OUT_OF_RANGE: BeatQuality.OUT_OF_RANGE,
     _kernels.Q_JUMP: BeatQuality.JUMP,
     _kernels.Q_PREMATURE: BeatQuality.PREMATURE,
+    _kernels.Q_NO_PULSE: BeatQuality.NO_PULSE,
 }
 
 _NO_ROWS: Final[FloatArray] = np.empty((0, _kernels.B_COLUMNS), np.float64)
@@ -139,7 +141,7 @@ def beats_from_rows(rows: FloatArray) -> list[Beat]:
     """``_kernels.classify`` rows as :class:`Beat` objects."""
     return [
         Beat(onset, end, sbp, dbp, mean_p, hr, _QUALITY[int(q)])
-        for onset, end, sbp, dbp, mean_p, hr, q in rows.tolist()
+        for onset, end, sbp, dbp, mean_p, hr, q, *_ in rows.tolist()
     ]
 
 
@@ -161,6 +163,9 @@ def _limits(st: BeatSettings) -> FloatArray:
     lim[_kernels.L_MAX_JUMP] = st.max_jump_fraction
     lim[_kernels.L_BAND_MMHG] = st.plateau_band_mmhg
     lim[_kernels.L_BAND_PP] = st.plateau_band_pp_fraction
+    lim[_kernels.L_TURN_PP] = st.turn_fraction
+    lim[_kernels.L_PULSE_PP] = st.pulse_min_pp_mmhg
+    lim[_kernels.L_NO_PULSE_MAP] = st.no_pulse_below_map
     lim.flags.writeable = False
     return lim
 

@@ -53,6 +53,9 @@ from streamproc.core.settings import Settings
 
 __all__ = [
     "HYPOTENSION",
+    "LINE_DAMPED",
+    "LINE_RINGING",
+    "NO_PULSE",
     "SIGNAL_INVALID",
     "STALE",
     "BedMonitor",
@@ -67,6 +70,44 @@ __all__ = [
 HYPOTENSION: Final = "hypotension"
 SIGNAL_INVALID: Final = "abp_signal_invalid"
 STALE: Final = "data_stale"
+LINE_DAMPED: Final = "abp_line_damped"
+LINE_RINGING: Final = "abp_line_ringing"
+NO_PULSE: Final = "abp_no_pulse"
+
+#: ``_kernels.LINE_*`` -> the technical alarm that says so, its priority and its words.
+_LINE_ALARMS: Final = {
+    _kernels.LINE_DAMPED: (
+        LINE_DAMPED,
+        Priority.MEDIUM,
+        "line damped",
+        (
+            "Arterial line over-damped or clotting (slow upstroke, no dicrotic notch, narrow "
+            "pulse pressure at a steady mean): flush and check the line (clot, kink, air, loose "
+            "connection, closed stopcock), re-zero the transducer. The mean pressure is still "
+            "usable; the systolic reads low and the diastolic high."
+        ),
+    ),
+    _kernels.LINE_RINGING: (
+        LINE_RINGING,
+        Priority.LOW,
+        "line ringing",
+        (
+            "Arterial line under-damped (the pulse rings): the systolic reads high and the "
+            "diastolic low. Check the line for air bubbles and excess tubing, check it with a "
+            "fast-flush test, re-zero. The mean pressure is still usable."
+        ),
+    ),
+    _kernels.LINE_NO_PULSE: (
+        NO_PULSE,
+        Priority.HIGH,
+        "no pulse on the trace",
+        (
+            "No arterial pulse on the trace: check the patient's pulse now. If the patient "
+            "has a pulse, the line is disconnected, clotted or kinked, or the stopcock is "
+            "turned: flush and check the line, re-zero. No MAP is taken from this trace."
+        ),
+    ),
+}
 
 FloatArray = npt.NDArray[np.float64]
 #: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
@@ -91,6 +132,17 @@ _STEP_DONE: Final = _kernels.STEP_DONE
 
 #: Recent vitals readings (``ts``, ``source``) remembered to tell a repeat from a late one.
 _VITALS_SEEN: Final = 8
+_LINE_NAMES: Final = {
+    _kernels.LINE_OK: "ok",
+    _kernels.LINE_DAMPED: "damped",
+    _kernels.LINE_RINGING: "ringing",
+    _kernels.LINE_NO_PULSE: "no_pulse",
+}
+#: On a line alarm of an SBP-target bed: what its state suspends.
+_SUSPENDED_TEXT: Final = (
+    "SBP-based decisions suspended (the SBP target, the premature-norepinephrine advisory): "
+    "the systolic of this line is not reliable; MAP-based ones go on."
+)
 
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
@@ -180,6 +232,16 @@ def _params(settings: Settings) -> FloatArray:
     par[_kernels.P_RANK_MEDIUM] = Priority.MEDIUM.rank
     par[_kernels.P_RANK_HIGH] = Priority.HIGH.rank
     par[_kernels.P_SIGNAL_INVALID_S] = ms.signal_invalid_s
+    bs = settings.beats
+    par[_kernels.P_LINE_BEATS] = bs.line_beats
+    par[_kernels.P_LINE_ENTER] = bs.line_enter_beats
+    par[_kernels.P_LINE_LEAVE] = bs.line_leave_beats
+    par[_kernels.P_DAMPED_SHARPNESS] = bs.damped_max_sharpness
+    par[_kernels.P_RINGING_TURNS] = bs.ringing_min_turns
+    par[_kernels.P_PULSE_PP] = bs.pulse_min_pp_mmhg
+    par[_kernels.P_LINE_REF_S] = bs.line_reference_s
+    par[_kernels.P_NARROW_PP] = bs.damped_narrow_pp_fraction
+    par[_kernels.P_SLOW_PEAK] = bs.damped_slow_peak_factor
     par.flags.writeable = False
     return par
 
@@ -307,8 +369,15 @@ class BedMonitor:
         self._mst = self._mf[_kernels.MF_MST : _kernels.MF_PAR]
         self._mst[:] = math.nan
         self._mst[_kernels.M_WIN_N] = 0.0
+        self._mst[_kernels.M_LINE] = _kernels.LINE_OK
         self._mf[_kernels.MF_PAR : _kernels.MF_CTX] = _params(settings)
-        self._ctx = self._mf[_kernels.MF_CTX :]
+        self._ctx = self._mf[_kernels.MF_CTX : _kernels.MF_LINE]
+        lq = self._mf[_kernels.MF_LINE :]
+        lq[:] = 0.0
+        lq[_kernels.LQ_LAST_END : _kernels.LQ_COUNT] = math.nan  # (and no reference yet)
+        #: The line's state the open alarms show (``_kernels.LINE_*``; the compiled
+        #: judgement's is ``_mst[M_LINE]``).
+        self._line = _kernels.LINE_OK
         #: Whether ``_ctx`` holds ``_context()``: False once something it reads has changed.
         self._ctx_ok = False
         #: Bumped by every call that may change what :meth:`chunk_state` gives
@@ -608,6 +677,49 @@ class BedMonitor:
                 "zeroing, damping, disconnection) and the transducer.",
             )
 
+    def sbp_suspended(self) -> str | None:
+        """Why an SBP target's readings are not judged now (the line's state), or None."""
+        if self._line == _kernels.LINE_OK or self.target()[0] != "sbp":
+            return None
+        return _LINE_ALARMS[self._line][2]
+
+    @property
+    def line_state(self) -> str:
+        """The line's state the alarms show: ``ok``, ``damped``, ``ringing``, ``no_pulse``."""
+        return _LINE_NAMES[self._line]
+
+    def _line_changed(self, ts: float, out: list[AlarmEvent]) -> None:
+        """The compiled judgement (``_kernels.judge_line``) changed the line's state at ``ts``:
+        its technical alarms follow, and on an SBP target the decisions it suspends say so."""
+        old, new = self._line, int(self._mst[_kernels.M_LINE])
+        self._line = new
+        self._ctx_ok = False
+        if old != _kernels.LINE_OK:
+            self._clear(_LINE_ALARMS[old][0], ts, out)
+        suspended = self.sbp_suspended()
+        if new != _kernels.LINE_OK:
+            kind, priority, _, reason = _LINE_ALARMS[new]
+            extra = {}
+            if suspended is not None:
+                reason = f"{reason} {_SUSPENDED_TEXT}"
+                extra["sbp_suspended"] = suspended
+            self._raise_simple(kind, ts, ts, priority, out, reason=reason, extra=extra)
+        if self.target()[0] != "sbp":
+            return
+        alarm = self.alarms.get(HYPOTENSION)
+        if (
+            alarm is not None
+            and self.value is not None
+            and (alarm.details.get("sbp_suspended") != suspended)
+        ):
+            metric, target = self.target()
+            details = self._hypo_details(metric, self.value, target)
+            out.append(self._apply(alarm, Trigger.UPDATE, ts, details=details))
+        flags = (self.sbp_at_target.held(self.settings.hypotension.hold_s), self._flags[1])
+        if flags != self._flags:
+            self._flags = flags
+            self._advise(ts, out)
+
     @property
     def window(self) -> FloatArray:
         """The rolling window's valid beats: rows of end, MAP, SBP, DBP, HR."""
@@ -664,6 +776,7 @@ class BedMonitor:
                 self._flags[1],
                 wake,
                 math.nan if self._trend_ts is None else self._trend_ts,
+                self._line,
             ),
             np.float64,
         )
@@ -683,6 +796,8 @@ class BedMonitor:
             decide = mst[_kernels.M_DECIDE]
             if decide:
                 end = float(rows[i - 1, _kernels.B_END])
+                if int(mst[_kernels.M_LINE]) != self._line:
+                    self._line_changed(end, out)
                 if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
                     self._clear(SIGNAL_INVALID, end, out)
                 if decide == _kernels.DECIDE_OBSERVED:
@@ -782,6 +897,7 @@ class BedMonitor:
         """The protocol's decisions on an observation whose hold timers are counted."""
         self._ctx_ok = False  # the trend's clock, the flags, the alarms may change here
         hs = self.settings.hypotension
+        suspended = self.sbp_suspended() is not None
         if self._trend_ts is not None and ts < self._trend_ts:
             self._trend_ts = None  # data time went back: restart the trend's clock
         if map_value is not None and (
@@ -827,7 +943,8 @@ class BedMonitor:
         elif alarm.state is AlarmState.ACKNOWLEDGED and (
             want.rank > alarm.priority.rank
             or (
-                alarm.ack_value is not None
+                not suspended
+                and alarm.ack_value is not None
                 and value <= alarm.ack_value - self.settings.alarms.worsen_mmhg
             )
         ):
@@ -841,7 +958,8 @@ class BedMonitor:
                     details=self._hypo_details(metric, value, target),
                 )
             )
-        flags = (self.sbp_at_target.held(hs.hold_s), value >= target)
+        at_target = self._flags[1] if suspended else value >= target
+        flags = (self.sbp_at_target.held(hs.hold_s), at_target)
         if flags != self._flags:
             self._flags = flags
             self._advise(ts, out)
@@ -859,7 +977,7 @@ class BedMonitor:
             high_dose_nee=ms.high_dose_nee,
         )
         nee = ne_equivalent(self.infusions, self.patient.get("weight_kg"))
-        return {
+        details: dict[str, Any] = {
             "metric": metric,
             "value": round(value, 1),
             "target": round(target, 1),
@@ -877,6 +995,14 @@ class BedMonitor:
             "sources": list(rec.sources),
             "disclaimer": DISCLAIMER,
         }
+        suspended = self.sbp_suspended()
+        if suspended is not None or "sbp_suspended" in self._hypo_keys():
+            details["sbp_suspended"] = suspended
+        return details
+
+    def _hypo_keys(self) -> Any:
+        alarm = self.alarms.get(HYPOTENSION)
+        return () if alarm is None else alarm.details
 
     # ------------------------------------------------------------------ context
     def _on_infusion(self, inf: Infusion, out: list[AlarmEvent]) -> None:
@@ -998,9 +1124,13 @@ class BedMonitor:
 
     def _advise(self, ts: float, out: list[AlarmEvent]) -> None:
         holds = self._advisories(ts)
+        suspended = self.sbp_suspended()
         for kind in AdvisoryKind:
             if kind in holds:
                 self._raise_simple(kind.value, ts, ts, Priority.LOW, out, reason=holds[kind])
+            elif kind is AdvisoryKind.PREMATURE_NE_TRAUMA and suspended is not None:
+                # not resolved: its SBP readings are not judged while the line is not fine
+                self._clear(kind.value, ts, out, details={"sbp_suspended": suspended})
             else:
                 self._clear(kind.value, ts, out)
 
@@ -1019,6 +1149,7 @@ class BedMonitor:
         out: list[AlarmEvent],
         *,
         reason: str,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         alarm = self.alarms.get(kind)
         if alarm is not None:
@@ -1033,7 +1164,7 @@ class BedMonitor:
                 Trigger.RAISE,
                 ts,
                 priority=priority,
-                details={"reason": reason, "disclaimer": DISCLAIMER},
+                details={"reason": reason, **(extra or {}), "disclaimer": DISCLAIMER},
             )
         )
 

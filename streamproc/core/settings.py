@@ -35,6 +35,10 @@ class InvalidSettingError(ValueError):
         super().__init__(f"setting {key}: {reason}")
 
 
+#: Most beats the line-quality judgement keeps (``_kernels.LINE_MAX_BEATS``).
+_LINE_MAX_BEATS = 32
+
+
 def _validate_positive(section: str, obj: object, *, allow_zero: tuple[str, ...] = ()) -> None:
     for f in fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
@@ -96,9 +100,47 @@ class BeatSettings:
     #: A beat shorter than this fraction of the recent beats' median is premature
     #: (split by an artifact, or ectopic): not valid.
     min_rr_fraction: float = 0.6
+    # --- line quality (issue 17; ``_kernels.judge_line``) ---
+    #: A beat whose pulse pressure is below this (mmHg) at a mean below
+    #: ``no_pulse_below_map`` is no arterial pulse (quality ``no_pulse``, never valid).
+    pulse_min_pp_mmhg: float = 10.0
+    #: ... a beating heart with output leaves a larger pulse, or a higher mean.
+    no_pulse_below_map: float = 50.0
+    #: A change of direction within a beat counts as a turn (peak, notch, ringing)
+    #: past this fraction of its pulse pressure.
+    turn_fraction: float = 0.06
+    #: The line is judged on this many of its recent beats (artifact beats not counted) ...
+    line_beats: int = 8
+    #: ... damped, ringing or pulseless when at least this many of them are ...
+    line_enter_beats: int = 6
+    #: ... and fine again when at most this many of them are.
+    line_leave_beats: int = 2
+    #: A damped beat: no notch (at most one turn) and an upstroke this slow, its
+    #: steepest rise over that of a sine of the beat's rate and pulse pressure.
+    damped_max_sharpness: float = 2.0
+    #: A ringing beat: at least this many turns (peak, notch and wave are three).
+    ringing_min_turns: int = 5
+    #: The line's reference (pulse pressure, MAP, time to peak) follows its fine
+    #: beats over this long (s) ...
+    line_reference_s: float = 120.0
+    #: ... and a beat is damped whose pulse pressure narrowed below this fraction
+    #: of it, at a steady mean, while its peak came this many times later.
+    damped_narrow_pp_fraction: float = 0.7
+    damped_slow_peak_factor: float = 1.25
 
     def __post_init__(self) -> None:
         _validate_positive("beats", self)
+        if self.line_beats > _LINE_MAX_BEATS:
+            raise InvalidSettingError(
+                "beats.line_beats", f"must be at most {_LINE_MAX_BEATS}, got {self.line_beats!r}"
+            )
+        if not self.line_leave_beats < self.line_enter_beats <= self.line_beats:
+            raise InvalidSettingError(
+                "beats.line_enter_beats",
+                "must be above beats.line_leave_beats and at most beats.line_beats, got "
+                f"{self.line_enter_beats!r} (leave {self.line_leave_beats!r}, "
+                f"of {self.line_beats!r})",
+            )
 
 
 @dataclass(frozen=True, slots=True)

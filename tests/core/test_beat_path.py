@@ -36,6 +36,9 @@ MONITOR_KERNELS = (
     "_sorted_median",
     "_window_push",
     "_window_drop",
+    "judge_line",
+    "beat_line_class",
+    "_follow",
     "step_chunks",
     "_stopped",
 )
