@@ -139,10 +139,13 @@ def use_compiled() -> None:
     """From now on the compiled modules' functions are numba's dispatchers again."""
     if not _state[0]:
         return
+    # The generation first: a caller (another thread) that finds a dispatcher then
+    # also finds the typed lists remade (``Lanes.table``); one that still finds an
+    # interpreted function with a typed list works too, as plain Python.
+    _state[1] += 1
     for module in _modules():
         module.__dict__.update(_registry.get(module.__name__, {}))
     _state[0] = False
-    _state[1] += 1
 
 
 def signatures() -> dict[str, list[tuple[Any, ...]]]:
