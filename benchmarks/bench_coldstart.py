@@ -1,12 +1,14 @@
 """Cold start: process start to data taken, with numba's cache empty and complete.
 
-    python benchmarks/bench_coldstart.py [--runs 3] [--only help,replay,service]
+    python benchmarks/bench_coldstart.py [--runs 3] [--only help,first,replay,service]
         [--python PATH]
 
 Each figure is the median of ``--runs`` runs (wall time; the CPU time of the
 process beside it where it is one process):
 
 - ``help``: ``python -m streamproc --help`` (and ``python -c pass``, the floor);
+- ``first``: a process that starts as ``replay`` does, to its first ``abp``
+  chunk taken: its CPU time then (the interpreter's start included);
 - ``replay``: ``python -m streamproc replay`` of the 60/40 scenario (4 min of
   data), cold (a new, empty ``NUMBA_CACHE_DIR`` per run: a fresh install) and
   warm (a complete cache; also with ``NUMBA_CPU_NAME=generic``, as the Docker
@@ -152,6 +154,54 @@ def bench_replay(python: str, runs: int, tmp: Path, warm: Path, generic: Path) -
         )
 
 
+#: In the timed process: seconds (CPU of the process, wall) from its start to the
+#: first ``abp`` chunk taken, through ``streamproc replay``'s own path.
+_FIRST_CHUNK = """
+import json, sys, time
+from streamproc import warm
+from streamproc.config import load_config
+from streamproc.replay import Replayer
+kernels = warm.start()
+lines = open(sys.argv[1], "rb").read().splitlines()
+Replayer(load_config(environ={}), lambda line: None).feed_lines(lines[:3])
+print(json.dumps({"cpu": time.process_time(), "mode": kernels.mode}))
+if kernels.proc is not None:
+    kernels.proc.kill()
+    kernels.proc.wait()
+"""
+
+
+def bench_first_chunk(python: str, runs: int, tmp: Path, warm: Path, generic: Path) -> None:
+    rec = tmp / "ne_60_40.jsonl"
+    rec.write_bytes(to_jsonl(render(load_scenario(scenario_dir() / "ne_60_40.toml"))))
+    cases: list[tuple[str, Path | None, dict[str, str]]] = [
+        ("first chunk, cold (empty cache)", None, {}),
+        ("first chunk, warm (complete cache)", warm, {}),
+        ("first chunk, warm, generic", generic, {"NUMBA_CPU_NAME": "generic"}),
+    ]
+    for label, cache, extra in cases:
+        walls, cpus, modes = [], [], set()
+        for i in range(runs):
+            run_cache = cache if cache is not None else tmp / f"cold-first-{i}"
+            t0 = time.perf_counter()
+            proc = subprocess.run(  # noqa: S603
+                [python, "-c", _FIRST_CHUNK, str(rec)],
+                env=_env(run_cache, **extra),
+                capture_output=True,
+                check=True,
+            )
+            wall = time.perf_counter() - t0
+            _end_orphans()
+            got = json.loads(proc.stdout)
+            walls.append(wall)
+            cpus.append(got["cpu"])
+            modes.add(got["mode"])
+        print(
+            f"{label:<34} wall {_median(walls)} (incl. exit); CPU to the chunk "
+            f"{statistics.median(cpus):.2f} s; loops: {'/'.join(sorted(modes))}"
+        )
+
+
 def _abp(t0: float) -> bytes:
     samples = [80.0 + 40.0 * max(0.0, ((i % 100) / 100.0) - 0.7) for i in range(125)]
     return json.dumps({"t0": t0, "fs": 125.0, "samples": samples}).encode()
@@ -159,8 +209,9 @@ def _abp(t0: float) -> bytes:
 
 def _service_once(
     python: str, broker: MosquittoBroker, workdir: Path, env: dict[str, str]
-) -> tuple[float, float]:
-    """Seconds from spawning ``streamproc run`` to /healthz 200, and to a chunk processed."""
+) -> tuple[float, float, float, float]:
+    """Seconds from spawning ``streamproc run`` to /healthz 200 and to a chunk processed
+    (wall), and the CPU seconds the service had used at each."""
     import paho.mqtt.client as mqtt  # noqa: PLC0415
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
@@ -190,14 +241,17 @@ def _service_once(
     sender.start()
     healthy: float | None = None
     first: float | None = None
+    cpu_healthy = cpu_first = math.nan
     try:
         deadline = t_start + 120.0
         while time.perf_counter() < deadline and (healthy is None or first is None):
             now = time.perf_counter() - t_start
             if healthy is None and _get(port, "/healthz") is not None:
                 healthy = now
+                cpu_healthy = _cpu(proc.pid)
             if first is None and _processed(_get(port, "/metrics") or ""):
                 first = now
+                cpu_first = _cpu(proc.pid)
             time.sleep(0.02)
     finally:
         stop.set()
@@ -211,7 +265,21 @@ def _service_once(
             proc.kill()
             proc.wait()
         _end_orphans()
-    return (math.nan if healthy is None else healthy), (math.nan if first is None else first)
+    return (
+        math.nan if healthy is None else healthy,
+        math.nan if first is None else first,
+        cpu_healthy,
+        cpu_first,
+    )
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _get(port: int, path: str) -> str | None:
@@ -241,21 +309,29 @@ def bench_service(python: str, runs: int, tmp: Path, warm: Path, generic: Path) 
         if broker.pid is not None:
             _KEEP.add(broker.pid)
         for label, cache, extra in cases:
-            healthy, first = [], []
+            healthy, first, cpu_h, cpu_f = [], [], [], []
             for i in range(runs):
                 run_cache = cache if cache is not None else tmp / f"cold-service-{i}"
                 workdir = Path(tempfile.mkdtemp(dir=tmp))
-                h, f = _service_once(python, broker, workdir, _env(run_cache, **extra))
+                h, f, ch, cf = _service_once(python, broker, workdir, _env(run_cache, **extra))
                 healthy.append(h)
                 first.append(f)
-            print(f"{label:<34} /healthz 200 {_median(healthy)}")
-            print(f"{'':<34} first chunk   {_median(first)}")
+                cpu_h.append(ch)
+                cpu_f.append(cf)
+            print(
+                f"{label:<34} /healthz 200 {_median(healthy)}; "
+                f"service CPU then {statistics.median(cpu_h):.2f} s"
+            )
+            print(
+                f"{'':<34} first chunk   {_median(first)}; "
+                f"service CPU then {statistics.median(cpu_f):.2f} s"
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="help,replay,service")
+    parser.add_argument("--only", default="help,first,replay,service")
     parser.add_argument("--python", default=sys.executable, help="the interpreter to time")
     parser.add_argument(
         "--caches", help="keep the complete caches here (reused by the next run) [temporary]"
@@ -267,11 +343,13 @@ def main() -> int:
         tmp = Path(name)
         caches = Path(args.caches) if args.caches else tmp
         warm, generic = caches / "warm-cache", caches / "generic-cache"
-        if only & {"replay", "service"}:  # (compiles once, loads if complete)
+        if only & {"first", "replay", "service"}:  # (compiles once, loads if complete)
             _warm_cache(args.python, warm)
             _warm_cache(args.python, generic, NUMBA_CPU_NAME="generic")
         if "help" in only:
             bench_help(args.python, args.runs)
+        if "first" in only:
+            bench_first_chunk(args.python, args.runs, tmp, warm, generic)
         if "replay" in only:
             bench_replay(args.python, args.runs, tmp, warm, generic)
         if "service" in only:
