@@ -66,13 +66,15 @@ def jit(fn: _F) -> _F:
     """
     if _loading_copy:
         return fn
-    name = f"{fn.__module__}.{fn.__name__}"
+    ours = fn.__module__ in KERNEL_MODULES  # (the switch and the cache check: only those)
     try:
         disp = numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         disp = numba.njit(cache=False, nogil=True)(fn)
-        _uncached.append(name)
-    _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
+        if ours:
+            _uncached.append(f"{fn.__module__}.{fn.__name__}")
+    if ours:
+        _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
     return cast("_F", disp)
 
 
