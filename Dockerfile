@@ -31,11 +31,23 @@ RUN pip install --editable . \
 # audit-data); a new named volume takes this directory's owner
 RUN mkdir -p /data && chown streamproc:streamproc /data
 
-# numba keeps the compiled beat-detector loops here (the package directory is
-# root's and read-only for the service user); compiled once per container start
+# numba's compiled loops (the beat detector, the codec's number parser), built
+# here once so that no container compiles them (~20 s): a container takes data
+# ~1 s after it starts. NUMBA_CPU_NAME=generic makes code for any CPU of this
+# architecture (no host-specific instructions: the image runs on other hosts than
+# the one that built it; no measurable cost on the replay benchmark, see
+# benchmarks/README.md "Cold start"); it must be the same at run time, the cache
+# is keyed on it. `--check` fails the build unless everything now loads from the
+# cache. The service user owns the cache: numba needs it writable to use it.
+ENV NUMBA_CACHE_DIR=/opt/numba-cache \
+    NUMBA_CPU_NAME=generic
+RUN mkdir -p "$NUMBA_CACHE_DIR" \
+    && python -m streamproc.warm > /dev/null \
+    && python -m streamproc.warm --check \
+    && chown -R streamproc:streamproc "$NUMBA_CACHE_DIR"
+
 ENV STREAMPROC_AUDIT_DB=/data/streamproc-audit.sqlite3 \
-    STREAMPROC_METRICS_PORT=9108 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache
+    STREAMPROC_METRICS_PORT=9108
 
 USER streamproc:streamproc
 
@@ -44,7 +56,7 @@ EXPOSE 9108
 
 # /healthz answers 200 while the broker is connected and the audit log works,
 # 503 (an exception here: unhealthy) otherwise. No curl in the slim image.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('STREAMPROC_METRICS_PORT', '9108') + '/healthz', timeout=4)"]
 
 ENTRYPOINT ["streamproc"]

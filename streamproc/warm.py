@@ -186,6 +186,10 @@ class Kernels:
             self.error += f"; then {type(exc).__name__}: {exc}"
 
 
+#: The background compile this process started (the last one).
+_started: list[Kernels] = []
+
+
 def start(mode: str | None = None, *, on_ready: Callable[[Kernels], None] | None = None) -> Kernels:
     """Get the loops ready as ``mode`` says (default: ``STREAMPROC_JIT``, else ``auto``).
 
@@ -200,6 +204,8 @@ def start(mode: str | None = None, *, on_ready: Callable[[Kernels], None] | None
         mode = os.environ.get("STREAMPROC_JIT", "auto") or "auto"
     if mode not in JIT_MODES:
         raise JitModeError(mode)
+    if _started and not _started[-1].ready.is_set():
+        return _started[-1]  # (a compile under way already: one child is enough)
     if mode == "interpreted":
         _compile.use_interpreted()
         return Kernels("interpreted-only")
@@ -218,6 +224,7 @@ def start(mode: str | None = None, *, on_ready: Callable[[Kernels], None] | None
         start_new_session=True,  # (a Ctrl-C of the parent leaves the cache to complete)
     )
     kernels = Kernels("interpreted", proc)
+    _started.append(kernels)
     threading.Thread(
         target=kernels._background,
         args=(on_ready,),

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulators.scenario import load_scenario, render, scenario_dir, to_jsonl
+from streamproc import warm
 from streamproc.config import load_config
 from streamproc.core import _compile, _kernels, beats
 from streamproc.replay import replay_lines
@@ -145,16 +146,17 @@ class TestInterpretedMode:
         assert not _compile.interpreted()
         assert hasattr(_kernels.step_chunk, "py_func")
 
-    def test_replay_identical(self, recording: bytes) -> None:
+    @pytest.mark.parametrize("name", ["ne_60_40", "artifacts", "ne_vasopressin_60_40"])
+    def test_replay_identical(self, name: str) -> None:
         """A whole replay (batch lanes included) gives the same lines interpreted."""
-        lines = recording.splitlines()
+        lines = to_jsonl(render(load_scenario(scenario_dir() / f"{name}.toml"))).splitlines()
         compiled = _replay(lines)
         _compile.use_interpreted()
         try:
             plain = _replay(lines)
         finally:
             _compile.use_compiled()
-        assert any(b"hypotension" in line for line in compiled)
+        assert any(b"alarms" in line for line in compiled)
         assert plain == compiled
 
     @pytest.mark.parametrize("every", [7, 60, 181])
@@ -216,6 +218,66 @@ class TestInterpretedMode:
         )
         assert proc.returncode == 2
         assert "STREAMPROC_JIT must be one of auto, eager, interpreted" in proc.stderr
+
+
+class TestBackground:
+    """``Kernels``: the switch once the compiling child is done, and its failure."""
+
+    def _child(self, *argv: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - this interpreter, our code
+            [sys.executable, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+
+    def test_switches_after_the_child(self, recording: bytes) -> None:
+        """Interpreted until ``python -m streamproc.warm`` is done, then compiled: same lines."""
+        lines = recording.splitlines()
+        expected = _replay(lines)
+        _compile.use_interpreted()
+        try:
+            kernels = warm.Kernels("interpreted", self._child("-m", "streamproc.warm"))
+            assert not kernels.compiled
+            assert not kernels.wait(0)
+            assert "is compiling them" in kernels.describe()
+            seen: list[bool] = []
+            kernels._background(lambda k: seen.append(k.compiled))
+        finally:
+            _compile.use_compiled()
+        assert seen == [True]
+        assert kernels.wait(0)
+        assert kernels.error is None
+        assert "switched to the ones a background process compiled" in kernels.describe()
+        assert _replay(lines) == expected
+
+    def test_child_failure_compiles_here(self) -> None:
+        """A child that fails: compiled in this process instead, and the reason kept."""
+        _compile.use_interpreted()
+        try:
+            kernels = warm.Kernels(
+                "interpreted", self._child("-c", "import sys; sys.exit('no room for the cache')")
+            )
+            kernels._background(None)
+        finally:
+            _compile.use_compiled()
+        assert kernels.compiled
+        assert kernels.error is not None
+        assert "exit 1: no room for the cache" in kernels.error
+        assert "no room for the cache" in kernels.describe()
+
+    def test_child_output_unreadable(self) -> None:
+        """A child that exits 0 without the signatures: compiled here too."""
+        _compile.use_interpreted()
+        try:
+            kernels = warm.Kernels("interpreted", self._child("-c", "print('not a pickle')"))
+            kernels._background(None)
+        finally:
+            _compile.use_compiled()
+        assert kernels.compiled
+        assert kernels.error is not None
+        assert kernels.error.startswith("UnpicklingError")
 
 
 FRESH_START = """

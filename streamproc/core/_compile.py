@@ -66,13 +66,15 @@ def jit(fn: _F) -> _F:
     """
     if _loading_copy:
         return fn
-    name = f"{fn.__module__}.{fn.__name__}"
+    ours = fn.__module__ in KERNEL_MODULES  # (the switch and the cache check: only those)
     try:
         disp = numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         disp = numba.njit(cache=False, nogil=True)(fn)
-        _uncached.append(name)
-    _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
+        if ours:
+            _uncached.append(f"{fn.__module__}.{fn.__name__}")
+    if ours:
+        _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
     return cast("_F", disp)
 
 
@@ -139,10 +141,13 @@ def use_compiled() -> None:
     """From now on the compiled modules' functions are numba's dispatchers again."""
     if not _state[0]:
         return
+    # The generation first: a caller (another thread) that finds a dispatcher then
+    # also finds the typed lists remade (``Lanes.table``); one that still finds an
+    # interpreted function with a typed list works too, as plain Python.
+    _state[1] += 1
     for module in _modules():
         module.__dict__.update(_registry.get(module.__name__, {}))
     _state[0] = False
-    _state[1] += 1
 
 
 def signatures() -> dict[str, list[tuple[Any, ...]]]:

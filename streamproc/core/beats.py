@@ -173,7 +173,7 @@ def _limits(st: BeatSettings) -> FloatArray:
 #: ``scipy.signal.besselap(2, norm="mag")``: the analog prototype's pole (with its
 #: conjugate) and gain, to the bit (the design below is scipy's ``bessel(2, ...,
 #: norm="mag", fs=fs)`` step by step in numpy: importing ``scipy.signal`` costs
-#: ~0.8 s of every start; ``tests/core/test_beats.py`` checks it equals scipy's).
+#: ~0.8 s of every start; ``tests/test_coldstart.py`` checks it equals scipy's).
 _BESSEL2_POLE: Final = complex(
     float.fromhex("-0x1.1a028b781f982p+0"), float.fromhex("0x1.45a3146a88452p-1")
 )
