@@ -1067,13 +1067,32 @@ class BedMonitor:
                     and alarm.announce_count + 1 >= als.escalate_after_reannounces
                 ):
                     prio = Priority.HIGH
-                out.append(self._apply(alarm, Trigger.REANNOUNCE, now, priority=prio))
+                out.append(
+                    self._apply(
+                        alarm,
+                        Trigger.REANNOUNCE,
+                        now,
+                        priority=prio,
+                        details=self._now_details(alarm),
+                    )
+                )
             elif (
                 alarm.state is AlarmState.ACKNOWLEDGED
                 and alarm.ack_ts is not None
                 and now - alarm.ack_ts >= als.ack_silence_s
             ):
-                out.append(self._apply(alarm, Trigger.ACK_EXPIRED, now))
+                out.append(
+                    self._apply(alarm, Trigger.ACK_EXPIRED, now, details=self._now_details(alarm))
+                )
+
+    def _now_details(self, alarm: Alarm) -> dict[str, Any] | None:
+        """What a re-announcement of ``alarm`` says now: for ``hypotension`` the current
+        value, target, step and sources (not those of when it was raised)."""
+        value = self.value
+        if alarm.kind != HYPOTENSION or value is None:
+            return None
+        metric, target = self.target()
+        return self._hypo_details(metric, value, target)
 
     # ------------------------------------------------------------------ views
     def restore(self, alarm: Alarm) -> None:
