@@ -430,6 +430,11 @@ class BedMonitor:
             self._on_ack(msg, out)
         return out
 
+    @property
+    def holding(self) -> bool:
+        """Whether chunks after a gap wait for it to fill (``monitor.reorder_window_s``)."""
+        return self._holding
+
     def _take_chunk(self, msg: AbpChunk, now: float, out: list[AlarmEvent]) -> None:
         """A chunk in data-time order: the detector's compiled step, then what is left."""
         # one Python call here, then the compiled path
