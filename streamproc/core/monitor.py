@@ -527,6 +527,10 @@ class BedMonitor:
             if order is not None and now - order.since >= self._reorder_s:
                 self.version += 1
                 self._arrange(None, now, out, flush=True)  # the gap is a real one
+            elif self.data_clock:
+                # the bed's data waits for a chunk within the reorder window: its own
+                # data decides first what the time up to ``now`` brings (as in order)
+                return out
         standing = self.standing
         if not out and not self.alarms and (standing is None or not standing.nibp):
             # nothing stands on the clock alone and nothing is open: only the
