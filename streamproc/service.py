@@ -45,6 +45,7 @@ from streamproc.config import ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
 from streamproc.core.engine import BED_EVICTED, Engine
 from streamproc.core.messages import Ack, BedId, Message
+from streamproc.droplog import DropLog
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
 from streamproc.mqtt_fast import FastReader, Sent
@@ -343,6 +344,7 @@ class Service:
         self.dropped = 0
         self.outbox_dropped = 0
         self.internal_errors = 0
+        self._drop_log = DropLog(log)  # the core's data-time drops, rate-limited
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -1005,6 +1007,9 @@ class Service:
         metrics.sync_engine(
             st.beats, st.beats_valid, len(self.engine), st.beds_evicted, st.alarms_evicted
         )
+        if st.dropped:
+            metrics.sync_dropped(st.dropped)
+            self._drop_log.report(self.engine.take_drop_notices(), st.dropped, done)
         self._publish_events(events)
 
     def _note_lag(self, now: float, lag: float) -> None:
