@@ -397,15 +397,31 @@ class BedMonitor:
         if isinstance(msg, AbpChunk):
             seg = self.detector.current()
             if (
-                seg is not None
-                and msg.seq is None
-                and not self._holding
-                and msg.fs == seg.fs
-                and math.fabs(msg.t0 - seg.expected_t0) <= seg.tolerance
-            ):  # the usual chunk: it continues what was taken
-                self._take_chunk(msg, now, out)
-            else:
+                seg is None
+                or self._holding
+                or msg.seq is not None
+                or msg.fs != seg.fs
+                or math.fabs(msg.t0 - seg.expected_t0) > seg.tolerance
+            ):  # not simply the next chunk: the data-time rules decide
                 self._arrange(msg, now, out)
+                return out
+            # the usual chunk, in order (``_take_chunk``, inlined: one Python call
+            # here, then the compiled path)
+            self.last_data_now = now
+            if self.alarms:
+                self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
+            self.nibp_only = False
+            t0 = msg.t0
+            prev = self.last_wave_ts
+            if prev is None or t0 - prev > self._stale_s:
+                self.valid_ref = t0  # (re)start of a waveform stream
+            ts = msg.ts
+            self.last_wave_ts = ts
+            if not self._ctx_ok:
+                self._refresh_context()
+            code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
+            if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
+                self._after_chunk(t0, ts, code, out)
             return out
         if isinstance(msg, Vitals):
             reason = self._vitals_order(msg)
@@ -436,8 +452,8 @@ class BedMonitor:
         return self._holding
 
     def _take_chunk(self, msg: AbpChunk, now: float, out: list[AlarmEvent]) -> None:
-        """A chunk in data-time order: the detector's compiled step, then what is left."""
-        # one Python call here, then the compiled path
+        """A chunk in data-time order: the detector's compiled step, then what is left
+        (what :meth:`receive` does inline for the usual chunk)."""
         self.last_data_now = now
         if self.alarms:
             self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
