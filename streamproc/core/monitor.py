@@ -345,6 +345,7 @@ class BedMonitor:
         self._holding = False
         self._noted: set[DropReason] = set()
         self._vitals_last: float | None = None
+        self._vitals_floor: float | None = None
         self._vitals_seen: deque[tuple[float, VitalsSource]] = deque(maxlen=_VITALS_SEEN)
         #: The last context message taken per stream (a drug's infusion, patient, labs).
         self._context_seen: dict[str, Infusion | Patient | Labs] = {}
@@ -492,6 +493,9 @@ class BedMonitor:
 
     def _vitals_order(self, v: Vitals) -> DropReason | None:
         """Why ``v`` is not taken (a repeat, or older than the newest reading), or None."""
+        floor = self._vitals_floor
+        if floor is not None and v.ts <= floor:
+            return DropReason.DUPLICATE  # the last run's (``restore_data_time``)
         last = self._vitals_last
         if last is not None and v.ts <= last:
             key = (v.ts, v.source)
@@ -1128,6 +1132,23 @@ class BedMonitor:
         number = alarm_id_number(alarm.alarm_id)
         if number is not None:
             self.adopt_id_numbers({alarm.kind: number})
+
+    def restore_data_time(self, ts: float) -> None:
+        """After a restart: the last run took this bed's data up to data time ``ts``.
+
+        Data re-delivered from before it (a broker's persistent session, a gateway
+        re-sending) is then dropped as the last run's (``duplicate``) instead of
+        being taken again: waveform samples up to ``ts`` and ``vitals`` dated at or
+        before it. Context messages (``infusion``, ``patient``, ``labs``) are taken
+        again: a new run needs them. Only before the bed's first new data.
+        """
+        if self.last_wave_ts is not None or self._vitals_last is not None:
+            return
+        order = self._order
+        if order is None:
+            order = self._order = ChunkOrder(self._reorder_s)
+        order.floor = ts
+        self._vitals_floor = ts
 
     def id_numbers(self) -> dict[str, int]:
         """The last alarm-id number issued per kind (to carry over an eviction)."""

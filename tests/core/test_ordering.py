@@ -504,3 +504,44 @@ class TestAnyInterleavingSameAlarms:
         assert out == one
         assert eng.stats == eng1.stats
         assert eng.monitor(BED).status() == eng1.monitor(BED).status()
+
+
+class TestRestoreDataTime:
+    """``Engine.restore_data_time``: after a restart, the last run's data is not taken again."""
+
+    def test_redelivered_chunks_dropped_new_ones_taken(self) -> None:
+        """Chunks up to the restored time are duplicates; one straddling it is trimmed."""
+        chunks = clean_chunks()
+        eng = engine()
+        eng.restore_data_time(BED, chunks[9].t_end)
+        for c in chunks[:10]:
+            assert eng.receive(BED, c, c.ts) == []
+        assert eng.stats.dropped == {"duplicate": 10}
+        mon = eng.monitor(BED)
+        assert mon.last_wave_ts is None
+        _, fs, x = headline()
+        straddling = AbpChunk(chunks[9].t0, fs, np.ascontiguousarray(x[1125:1375]))
+        eng.receive(BED, straddling, straddling.ts)
+        assert mon.last_wave_ts == straddling.ts
+        assert mon.detector.current() is not None
+        assert mon.detector.current().t0 == chunks[10].t0
+
+    def test_vitals_up_to_it_dropped_context_taken(self) -> None:
+        """Numerics dated up to the restored time are dropped; an infusion is taken again."""
+        eng = engine()
+        t = 1_732_400_000.0
+        eng.restore_data_time(BED, t + 10)
+        eng.receive(BED, Vitals(t + 10, VitalsSource.ART, map=50.0), t + 11)
+        eng.receive(BED, ne(t), t + 11)
+        assert eng.stats.dropped == {"duplicate": 1}
+        assert Drug.NOREPINEPHRINE in eng.monitor(BED).infusions
+        eng.receive(BED, Vitals(t + 11, VitalsSource.ART, map=50.0), t + 11)
+        assert eng.monitor(BED).value == 50.0
+
+    def test_no_effect_once_data_came(self) -> None:
+        """A bed that already took new data keeps its own data clock."""
+        chunks = clean_chunks()
+        _, eng = run(chunks[:5])
+        eng.restore_data_time(BED, chunks[20].t_end)
+        eng.receive(BED, chunks[5], chunks[5].ts)
+        assert eng.stats.dropped == {}
