@@ -39,6 +39,7 @@ from streamproc import __version__
 from streamproc.codec import ERROR_CODES, INBOUND_KINDS
 from streamproc.core.alarms import AlarmEvent, Priority
 from streamproc.core.engine import Engine
+from streamproc.core.ordering import DropReason
 from streamproc.logs import get_logger
 
 __all__ = [
@@ -163,6 +164,15 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+        self.messages_dropped_total = Counter(
+            name("messages_dropped"),
+            "Inbound messages the core did not take by its data-time rules, by reason: "
+            "duplicate (data the bed took already: a QoS 1 re-delivery, a gateway re-sending "
+            "its last minutes), late (older than what the bed took, past the reorder window). "
+            "Never errors of the processor; a steady rate of late points at a gateway.",
+            ["reason"],
+            registry=reg,
+        )
         self.messages_foreign_total = Counter(
             name("messages_foreign"),
             "Inbound messages for care units another instance owns (service.shard without "
@@ -281,6 +291,8 @@ class Metrics:
             self.messages_rejected_total.labels(reason=code)
         for prio in Priority:
             self.alarms_open.labels(priority=prio.value)
+        for reason in DropReason:
+            self.messages_dropped_total.labels(reason=reason.value)
 
         # last totals seen by sync_engine (the core keeps cumulative counts)
         self._beats_seen = 0
@@ -288,6 +300,7 @@ class Metrics:
         self._evicted_seen = 0
         self._alarms_evicted_seen = 0
         self._beds_tracked_seen = -1
+        self._dropped_seen: dict[str, int] = {}
 
     # --------------------------------------------------------------------- methods
     def message_in(self, kind: str, n: int = 1) -> None:
@@ -349,6 +362,16 @@ class Metrics:
         if beds_tracked != self._beds_tracked_seen:
             self.beds_tracked.set(beds_tracked)
             self._beds_tracked_seen = beds_tracked
+
+    def sync_dropped(self, dropped: Mapping[str, int]) -> None:
+        """Bring the core's cumulative drops per reason (``EngineStats.dropped``) into
+        ``messages_dropped_total`` (as :meth:`sync_engine`: by the increase)."""
+        seen = self._dropped_seen
+        for reason, total in dropped.items():
+            before = seen.get(reason, 0)
+            if total != before:
+                self.messages_dropped_total.labels(reason=reason).inc(_delta(total, before))
+                seen[reason] = total
 
     def set_alarms_open(
         self, counts: Mapping[Priority | str, int] | Mapping[Priority, int]

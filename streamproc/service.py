@@ -41,6 +41,7 @@ from streamproc.core.alarms import AlarmEvent, AlarmState
 from streamproc.core.engine import BED_EVICTED, BedActivity, Engine
 from streamproc.core.messages import Ack, BedId, Message
 from streamproc.core.monitor import BedMonitor
+from streamproc.droplog import DropLog
 from streamproc.logs import get_logger
 from streamproc.metrics import Metrics, serve_metrics
 from streamproc.outbound import decode_alarm, encode_alarm, encode_summary
@@ -425,6 +426,7 @@ class Service:
         self.broker_error: str | None = None
         #: How ``run`` ended: 0, or 1 when something could not be made durable.
         self.exit_status = 0
+        self._drop_log = DropLog(log)  # the core's data-time drops, rate-limited
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -1327,6 +1329,9 @@ class Service:
         metrics.sync_engine(
             st.beats, st.beats_valid, len(self.engine), st.beds_evicted, st.alarms_evicted
         )
+        if st.dropped:
+            metrics.sync_dropped(st.dropped)
+            self._drop_log.report(self.engine.take_drop_notices(), st.dropped, done)
         self._publish_events(events)
         self._forget_evicted()
 

@@ -526,6 +526,11 @@ class Engine:
             self.monitor(bed).restore_last_data(act.last_data, nibp_only=act.nibp_only, now=now)
         return n
 
+    def restore_data_time(self, bed: BedId, ts: float) -> None:
+        """After a restart: the last run took ``bed``'s data up to data time ``ts``
+        (:meth:`BedMonitor.restore_data_time`: re-delivered older data is dropped)."""
+        self.monitor(bed).restore_data_time(ts)
+
     def _retire_id(self, ev: AlarmEvent) -> None:
         """Never issue ``ev``'s alarm id (a cleared episode's) for the bed again."""
         number = alarm_id_number(ev.alarm_id)

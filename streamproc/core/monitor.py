@@ -423,6 +423,7 @@ class BedMonitor:
         self._holding = False
         self._noted: set[DropReason] = set()
         self._vitals_last: float | None = None
+        self._vitals_floor: float | None = None
         self._vitals_seen: deque[tuple[float, VitalsSource]] = deque(maxlen=_VITALS_SEEN)
         #: The last context message taken per stream (a drug's infusion, patient, labs).
         self._context_seen: dict[str, Infusion | Patient | Labs] = {}
@@ -475,15 +476,31 @@ class BedMonitor:
         if isinstance(msg, AbpChunk):
             seg = self.detector.current()
             if (
-                seg is not None
-                and msg.seq is None
-                and not self._holding
-                and msg.fs == seg.fs
-                and math.fabs(msg.t0 - seg.expected_t0) <= seg.tolerance
-            ):  # the usual chunk: it continues what was taken
-                self._take_chunk(msg, now, out)
-            else:
+                seg is None
+                or self._holding
+                or msg.seq is not None
+                or msg.fs != seg.fs
+                or math.fabs(msg.t0 - seg.expected_t0) > seg.tolerance
+            ):  # not simply the next chunk: the data-time rules decide
                 self._arrange(msg, now, out)
+                return out
+            # the usual chunk, in order (``_take_chunk``, inlined: one Python call
+            # here, then the compiled path)
+            self.last_data_now = now
+            if self.alarms:
+                self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
+            self.nibp_only = False
+            t0 = msg.t0
+            prev = self.last_wave_ts
+            if prev is None or t0 - prev > self._stale_s:
+                self.valid_ref = t0  # (re)start of a waveform stream
+            ts = msg.ts
+            self.last_wave_ts = ts
+            if not self._ctx_ok:
+                self._refresh_context()
+            code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
+            if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
+                self._after_chunk(t0, ts, code, out)
             return out
         if isinstance(msg, Vitals):
             reason = self._vitals_order(msg)
@@ -508,9 +525,14 @@ class BedMonitor:
             self._on_ack(msg, out)
         return out
 
+    @property
+    def holding(self) -> bool:
+        """Whether chunks after a gap wait for it to fill (``monitor.reorder_window_s``)."""
+        return self._holding
+
     def _take_chunk(self, msg: AbpChunk, now: float, out: list[AlarmEvent]) -> None:
-        """A chunk in data-time order: the detector's compiled step, then what is left."""
-        # one Python call here, then the compiled path
+        """A chunk in data-time order: the detector's compiled step, then what is left
+        (what :meth:`receive` does inline for the usual chunk)."""
         self.last_data_now = now
         if self.alarms:
             self._clear(STALE, msg.ts, out)  # (what ``_data_arrived`` does)
@@ -549,6 +571,9 @@ class BedMonitor:
 
     def _vitals_order(self, v: Vitals) -> DropReason | None:
         """Why ``v`` is not taken (a repeat, or older than the newest reading), or None."""
+        floor = self._vitals_floor
+        if floor is not None and v.ts <= floor:
+            return DropReason.DUPLICATE  # the last run's (``restore_data_time``)
         last = self._vitals_last
         if last is not None and v.ts <= last:
             key = (v.ts, v.source)
@@ -600,6 +625,10 @@ class BedMonitor:
             if order is not None and now - order.since >= self._reorder_s:
                 self.version += 1
                 self._arrange(None, now, out, flush=True)  # the gap is a real one
+            elif self.data_clock:
+                # the bed's data waits for a chunk within the reorder window: its own
+                # data decides first what the time up to ``now`` brings (as in order)
+                return out
         standing = self.standing
         if not out and not self.alarms and (standing is None or not standing.nibp):
             # nothing stands on the clock alone and nothing is open: only the
@@ -1216,13 +1245,32 @@ class BedMonitor:
                     and alarm.announce_count + 1 >= als.escalate_after_reannounces
                 ):
                     prio = Priority.HIGH
-                out.append(self._apply(alarm, Trigger.REANNOUNCE, now, priority=prio))
+                out.append(
+                    self._apply(
+                        alarm,
+                        Trigger.REANNOUNCE,
+                        now,
+                        priority=prio,
+                        details=self._now_details(alarm),
+                    )
+                )
             elif (
                 alarm.state is AlarmState.ACKNOWLEDGED
                 and alarm.ack_ts is not None
                 and now - alarm.ack_ts >= als.ack_silence_s
             ):
-                out.append(self._apply(alarm, Trigger.ACK_EXPIRED, now))
+                out.append(
+                    self._apply(alarm, Trigger.ACK_EXPIRED, now, details=self._now_details(alarm))
+                )
+
+    def _now_details(self, alarm: Alarm) -> dict[str, Any] | None:
+        """What a re-announcement of ``alarm`` says now: for ``hypotension`` the current
+        value, target, step and sources (not those of when it was raised)."""
+        value = self.value
+        if alarm.kind != HYPOTENSION or value is None:
+            return None
+        metric, target = self.target()
+        return self._hypo_details(metric, value, target)
 
     # ------------------------------------------------------------------ views
     def restore(self, alarm: Alarm) -> None:
@@ -1248,6 +1296,23 @@ class BedMonitor:
         self.version += 1
         self.last_data_now = min(last_data, now)
         self.nibp_only = nibp_only
+
+    def restore_data_time(self, ts: float) -> None:
+        """After a restart: the last run took this bed's data up to data time ``ts``.
+
+        Data re-delivered from before it (a broker's persistent session, a gateway
+        re-sending) is then dropped as the last run's (``duplicate``) instead of
+        being taken again: waveform samples up to ``ts`` and ``vitals`` dated at or
+        before it. Context messages (``infusion``, ``patient``, ``labs``) are taken
+        again: a new run needs them. Only before the bed's first new data.
+        """
+        if self.last_wave_ts is not None or self._vitals_last is not None:
+            return
+        order = self._order
+        if order is None:
+            order = self._order = ChunkOrder(self._reorder_s)
+        order.floor = ts
+        self._vitals_floor = ts
 
     def id_numbers(self) -> dict[str, int]:
         """The last alarm-id number issued per kind (to carry over an eviction)."""

@@ -119,7 +119,7 @@ class ChunkOrder:
     read from the detector's current segment each time) or to drop.
     """
 
-    __slots__ = ("_seqs", "_spans", "held", "since", "window")
+    __slots__ = ("_seqs", "_spans", "floor", "held", "since", "window")
 
     def __init__(self, window: float) -> None:
         self.window = window
@@ -131,6 +131,9 @@ class ChunkOrder:
         self._spans: deque[tuple[float, float]] = deque(maxlen=SPANS_MAX)
         #: ``seq`` -> ``t0`` of the chunks taken or held (insertion order: oldest first).
         self._seqs: dict[int, float] = {}
+        #: Data time up to which a run before a restart took this bed's waveform
+        #: (``BedMonitor.restore_data_time``): what a new run must not take again.
+        self.floor: float | None = None
 
     @property
     def holding(self) -> bool:
@@ -154,6 +157,13 @@ class ChunkOrder:
             self._remember(seq, chunk.t0)
         seg = current()
         if seg is None:  # the bed's first chunk starts its data clock
+            floor = self.floor
+            if floor is not None and chunk.t0 < floor:
+                k = math.ceil((floor - chunk.t0) * chunk.fs - 1e-6)
+                if k >= chunk.samples.size:  # taken before the restart
+                    yield chunk, DropReason.DUPLICATE
+                    return
+                chunk = AbpChunk(chunk.t0 + k / chunk.fs, chunk.fs, chunk.samples[k:], seq)
             yield chunk, None
             return
         end = seg.expected_t0

@@ -73,15 +73,26 @@ def schedule(
     live: bool = False,
     ticks: bool = True,
     refs: frozenset[int] = frozenset(),
+    again: frozenset[int] = frozenset(),
+    swap: frozenset[int] = frozenset(),
 ) -> list[Op]:
     """The ward's messages (those at ``drop`` left out) with a tick at each whole second.
 
     ``live``: each message arrives 50 ms after its data time, ticks on that clock.
     ``refs``: the chunks there claim another sampling rate (a new segment each).
+    ``again``: those messages are sent a second time, ten messages later (QoS 1).
+    ``swap``: those messages change places with the next (two gateway threads).
     """
+    msgs = list(enumerate(ward()))
+    for i in sorted(swap):
+        if i + 1 < len(msgs):
+            msgs[i], msgs[i + 1] = msgs[i + 1], msgs[i]
+    for i in sorted(again, reverse=True):
+        if i < len(msgs):
+            msgs.insert(min(i + 11, len(msgs)), msgs[i])
     ops: list[Op] = []
     next_tick: float | None = None
-    for i, (bed, msg) in enumerate(ward()):
+    for i, (bed, msg) in msgs:
         if i in drop:
             continue
         if i in refs and isinstance(msg, AbpChunk):
@@ -154,7 +165,13 @@ def in_batches(eng: Engine, ops: list[Op], cuts: frozenset[int]) -> list[AlarmEv
 def _inner(mon: BedMonitor) -> tuple[object, ...]:
     """What a monitor keeps between chunks besides its status."""
     seg = mon.detector.current()
-    parts: tuple[object, ...] = (mon.now, mon.last_data_now, mon.last_wave_ts, mon.nibp_only)
+    parts: tuple[object, ...] = (
+        mon.now,
+        mon.last_data_now,
+        mon.last_wave_ts,
+        mon.nibp_only,
+        mon.holding,
+    )
     if seg is not None:
         parts += (seg.learning, seg.n_end, seg.expected_t0, seg.ssf.size, seg.dq.shape)
     return parts
@@ -250,6 +267,38 @@ class TestSameAsOneAtATime:
         segments), evictions, either clock: the same."""
         ops = schedule(drop, live=live, refs=refs)
         compare(ops, cuts, data_clock=not live, max_beds=max_beds)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        cuts=st.frozensets(st.integers(0, 4000), max_size=300),
+        again=st.frozensets(st.integers(0, 1800), max_size=200),
+        swap=st.frozensets(st.integers(0, 1800), max_size=200),
+        drop=st.frozensets(st.integers(0, 1800), max_size=10),
+        live=st.booleans(),
+    )
+    def test_any_batches_with_repeats_and_reordering(
+        self,
+        cuts: frozenset[int],
+        again: frozenset[int],
+        swap: frozenset[int],
+        drop: frozenset[int],
+        live: bool,
+    ) -> None:
+        """Messages sent twice, neighbours swapped, some lost (held chunks, gaps accepted
+        past the reorder window, duplicates and late data dropped): the same in batches."""
+        ops = schedule(drop, live=live, again=again, swap=swap)
+        got = compare(ops, cuts, data_clock=not live)
+        if again - drop and min(again - drop) < len(ward()):
+            assert got["stats"].dropped  # (a message sent twice is taken once)
+
+    def test_ward_repeated_and_swapped_same_as_clean(self) -> None:
+        """Every tenth message again and every seventh pair swapped: the clean ward's alarms."""
+        clean = compare(schedule(), frozenset(), data_clock=True)
+        n = len(ward())
+        messy = schedule(again=frozenset(range(0, n, 10)), swap=frozenset(range(50, n, 7)))
+        got = compare(messy, frozenset(range(0, 5000, 13)), data_clock=True)
+        assert got["events"] == clean["events"]
+        assert got["stats"].dropped["duplicate"] > 0
 
     def test_sampling_rate_changes(self) -> None:
         """A chunk that claims another rate starts a new segment in both."""
