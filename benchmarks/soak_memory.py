@@ -2,6 +2,19 @@
 
     python benchmarks/soak_memory.py [--beds 1000] [--minutes 30] [--speed 0] [--sample-s 60]
                                      [--warmup-min 5] [--chunk-s 1] [--no-tracemalloc] [--smoke]
+    python benchmarks/soak_memory.py --churn [--rounds 4] [--ids 50000] [--max-beds 2000]
+
+``--churn`` measures id churn instead: the live service's per-message path
+(``Service.process_batch``: decode, core, publish queue, audit-free) and its
+tick and summary passes, in-process and without a broker (what would be
+published is dropped), take ``--rounds`` x ``--ids`` bed ids never seen before
+(one art-line reading each, every other one a dopamine infusion too, whose
+advisory is an open alarm at once; 100 ids per batch, 0.1 s of processor time
+apart, a tick every 1,000 ids: evictions close open alarms and empty their
+retained topics) with ``service.max_beds``
+= ``--max-beds``. After each round it prints the RSS and what the engine and
+the service hold per bed (monitors, retained alarm states, summary keys):
+flat means the evicted beds left nothing behind.
 
 Drives one :class:`~streamproc.core.engine.Engine` in data-clock (replay) mode
 with ``--beds`` beds of synthetic arterial pressure for ``--minutes`` of
@@ -252,6 +265,97 @@ def run(
     return res
 
 
+#: An infusion that raises an advisory at once (dopamine running).
+INFUSION = b'{"ts":%.3f,"drug":"dopamine","rate":5,"unit":"mcg/kg/min","running":true}'
+
+
+@dataclass
+class ChurnResult:
+    rounds: int
+    ids_per_round: int
+    max_beds: int
+    wall_s: float
+    series: list[dict[str, float]] = field(default_factory=list)
+    rss_growth_pct: float = 0.0
+
+
+def churn(
+    *, rounds: int = 4, ids: int = 50_000, max_beds: int = 2_000, quiet: bool = False
+) -> ChurnResult:
+    """``rounds`` x ``ids`` new bed ids through the service's path (see the module doc)."""
+    import asyncio  # noqa: PLC0415 - only this mode needs the service
+    import io  # noqa: PLC0415
+
+    from streamproc.config import load_config  # noqa: PLC0415
+    from streamproc.logs import configure_logging  # noqa: PLC0415
+    from streamproc.service import SLICE_BEDS, Service, _Inbound  # noqa: PLC0415
+
+    configure_logging(json=True, level="error", stream=io.StringIO())
+    clock = [T0]
+    cfg = load_config(
+        environ={},
+        overrides={
+            "service.broker": "mqtt://127.0.0.1:1",  # never connected: nothing is published
+            "service.max_beds": max_beds,
+            "service.audit_db": "",
+        },
+    )
+    svc = Service(cfg, clock=lambda: clock[0])
+    engine = svc.engine
+    forget = getattr(svc, "_forget_evicted", lambda: None)  # (absent before the fix)
+
+    def published() -> None:
+        """What the publisher would have sent, sent."""
+        svc._outbox.clear()
+        svc._summary_box.clear()
+
+    def tick() -> None:
+        for events in engine.tick_slices(clock[0], SLICE_BEDS):
+            svc._publish_events(events)
+            forget()
+        asyncio.run(svc._publish_summaries())
+        published()
+
+    series: list[dict[str, float]] = []
+    wall0 = time.perf_counter()
+    n = 0
+    for r in range(rounds):
+        for start in range(0, ids, 100):
+            batch = []
+            for i in range(start, min(start + 100, ids)):
+                n += 1
+                bed = f"icu/churn/r{r}b{i:06d}"
+                body = b'{"ts":%.3f,"source":"art","sbp":120,"dbp":70}' % clock[0]
+                batch.append(_Inbound(f"{bed}/vitals", body, clock[0]))
+                if i % 2:  # an open alarm at once (an advisory): its eviction closes it
+                    body = INFUSION % clock[0]
+                    batch.append(_Inbound(f"{bed}/infusion", body, clock[0]))
+            svc.process_batch(batch)
+            clock[0] += 0.1
+            if start % 1_000 == 0:
+                tick()
+        tick()
+        gc.collect()
+        row = {
+            "round": r + 1,
+            "ids": n,
+            "wall_s": round(time.perf_counter() - wall0, 1),
+            "rss_mb": round(rss_bytes() / 2**20, 2),
+            "beds": len(engine),
+            "evicted": engine.stats.beds_evicted,
+            "alarms_evicted": engine.stats.alarms_evicted,
+            "retained_beds": len(svc._retained),
+            "summary_beds": len(svc._summaries),
+        }
+        series.append(row)
+        if not quiet:
+            print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    res = ChurnResult(rounds, ids, max_beds, round(time.perf_counter() - wall0, 1), series)
+    if len(series) >= 2:
+        res.rss_growth_pct = round(100.0 * (series[-1]["rss_mb"] / series[0]["rss_mb"] - 1.0), 2)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--beds", type=int, default=1000)
@@ -263,7 +367,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tracemalloc", action="store_true")
     p.add_argument("--smoke", action="store_true", help="~20 s run for CI")
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
+    p.add_argument("--churn", action="store_true", help="bed-id churn through the service path")
+    p.add_argument("--rounds", type=int, default=4, help="--churn: rounds of new ids")
+    p.add_argument("--ids", type=int, default=50_000, help="--churn: new ids per round")
+    p.add_argument("--max-beds", type=int, default=2_000, help="--churn: service.max_beds")
     a = p.parse_args(argv)
+    if a.churn:
+        print(
+            f"soak_memory --churn: {a.rounds} x {a.ids:,} new bed ids, max_beds {a.max_beds:,}",
+            flush=True,
+        )
+        churned = churn(rounds=a.rounds, ids=a.ids, max_beds=a.max_beds)
+        print(
+            f"soak_memory --churn: wall {churned.wall_s} s, RSS growth round 1 -> "
+            f"{a.rounds}: {churned.rss_growth_pct:+.2f}%"
+        )
+        if a.json:
+            print(json.dumps(asdict(churned)))
+        return 0
     if a.smoke:
         a.beds, a.minutes, a.warmup_min, a.sample_s = 40, 20.0, 10.0, 60.0
     print(

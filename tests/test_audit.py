@@ -142,6 +142,27 @@ class TestOpenAlarms:
         assert cleared.priority is Priority.HIGH
         assert cleared.state is AlarmState.CLEARED
 
+    def test_restart_keeps_the_ack_silence(self, log: AuditLog) -> None:
+        """The audit keeps when the acknowledgement was taken (``acknowledged_at``, the
+        processor's time) and when the alarm was last announced, even when a later
+        transition (an update) is the last one: a restart 100 s after the acknowledgement
+        ends the silence 300 s after it, not 300 s after the restart."""
+        alarm = Alarm(BED3, "hypotension", T0)
+        events = [
+            alarm.apply(Trigger.RAISE, T0 + 60.0, priority=Priority.HIGH, at=T0 + 61.0),
+            alarm.apply(Trigger.ACK, T0 + 75.0, by="station-3", value=52.0, at=T0 + 76.5),
+            alarm.apply(Trigger.UPDATE, T0 + 90.0, details={"value": 50.0}, at=T0 + 91.0),
+        ]
+        log.append(events, recorded_at=T0 + 91.0)
+        (opened,) = log.open_alarms()
+        assert (opened.acknowledged_at, opened.announced_at) == (T0 + 76.5, T0 + 61.0)
+        back = Alarm.restore(opened, T0 + 176.5)
+        assert (back.ack_ts, back.last_announce, back.acknowledged_by) == (
+            T0 + 76.5,
+            T0 + 61.0,
+            "station-3",
+        )
+
     def test_reopened_after_clear_is_a_new_alarm(self, log: AuditLog) -> None:
         """A new episode after a clear has its own id and is open; the old one stays closed."""
         old = hypotension_life()
