@@ -77,6 +77,14 @@ class TestBrokerUrlWithoutScheme:
         assert proc.returncode == 2
         assert "mqtts://" in proc.stderr
 
+    @pytest.mark.parametrize("command", ["demo", "dashboard"])
+    def test_demo_and_dashboard_too(self, tmp_path: Path, command: str) -> None:
+        """`streamproc demo --broker` and `streamproc dashboard --broker` refuse it as well."""
+        extra = ["--port", "0"] if command == "dashboard" else ["--no-dashboard"]
+        proc = _run(command, "--broker", f"localhost:{free_port()}", *extra, cwd=tmp_path)
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert "mqtts://" in proc.stderr
+
 
 def _reachable(host: str, port: int) -> bool:
     try:
