@@ -23,6 +23,8 @@ from streamproc.sharding import Shard, ShardError, parse_units
 __all__ = ["ConfigError", "ServiceSettings", "StreamprocConfig", "load_config"]
 
 ENV_PREFIX = "STREAMPROC_"
+#: What a broker URL may look like (said by every error about one).
+BROKER_URL_FORMS = "mqtt://host[:port] (plain, 1883) or mqtts://host[:port] (TLS, 8883)"
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,10 @@ class ServiceSettings:
                 raise ConfigError(f"service.{name}", f"must be > 0, got {getattr(self, name)!r}")
         if self.mqtt_version not in (4, 5):
             raise ConfigError("service.mqtt_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+        if self.broker and "://" not in self.broker:
+            # never guessed as plain MQTT (streamproc.service.parse_broker_url checks the rest)
+            reason = f"{self.broker!r} has no scheme: use {BROKER_URL_FORMS}"
+            raise ConfigError("service.broker", reason)
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("service.metrics_port", "must be a TCP port (0 for none)")
         if not self.metrics_host.strip() or any(c.isspace() for c in self.metrics_host):

@@ -36,7 +36,7 @@ import msgspec
 from streamproc import __version__
 from streamproc.audit import AuditError, AuditTrail
 from streamproc.codec import CodecError, decode, warm_up
-from streamproc.config import ConfigError, StreamprocConfig
+from streamproc.config import BROKER_URL_FORMS, ConfigError, StreamprocConfig
 from streamproc.core.alarms import AlarmEvent, AlarmState
 from streamproc.core.engine import BED_EVICTED, BedActivity, Engine
 from streamproc.core.messages import Ack, BedId, Message
@@ -133,10 +133,6 @@ class BrokerAddress:
     host: str
     port: int
     tls: bool
-
-
-#: What a broker URL may look like (said by every error about one).
-BROKER_URL_FORMS: Final = "mqtt://host[:port] (plain, 1883) or mqtts://host[:port] (TLS, 8883)"
 
 
 def parse_broker_url(url: str) -> BrokerAddress:

@@ -36,7 +36,7 @@ from streamproc.dashboard import (
     serve_dashboard,
 )
 from streamproc.dashboard.app import NotConnectedError, sse_message
-from streamproc.dashboard.auth import AuthConfig
+from streamproc.dashboard.auth import AuthConfig, add_user
 from streamproc.topics import TopicError
 from tests.broker import MosquittoBroker, Subscriber, free_port, publish
 from tests.test_stack import (
@@ -890,6 +890,44 @@ class TestCli:
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
+
+    def test_users_file_means_no_token(self, broker: MosquittoBroker, tmp_path: Path) -> None:
+        """With --users, the printed address has no token (password sign-in only); a
+        malformed credentials file stops the start with status 2 naming file and line."""
+        users = tmp_path / "users"
+        add_user(users, "alice", "a-long-password")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        command = [sys.executable, "-m", "streamproc", "dashboard", "--broker", broker.url]
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [*command, "--port", "0", "--users", str(users)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().decode()
+            assert "http://127.0.0.1:" in line, line
+            assert "token" not in line
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        users.write_text("alice:not-a-hash\n")
+        bad = subprocess.run(  # noqa: S603
+            [*command, "--port", "0", "--users", str(users)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert bad.returncode == 2
+        assert f"{users}:1" in bad.stderr
 
     def test_bad_root_is_a_usage_error(self) -> None:
         """A root with a wildcard stops the start with status 2 and a message."""

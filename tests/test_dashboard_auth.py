@@ -194,6 +194,10 @@ class TestRefusedRequests:
                 assert "proxy" in reply["error"]
             status, _, _ = server.request("GET", "/api/state", headers=forged, cookie=False)
             assert status == 403
+            # claiming to come through the proxy changes nothing: the TCP peer counts
+            relayed = {**forged, "x-forwarded-for": "10.9.9.9", "forwarded": "for=10.9.9.9"}
+            status, _ = server.post_json("/api/ack", ACK, headers=relayed, cookie=False)
+            assert status == 403
             assert_no_ack_but(server, acks, "desk-1")
         finally:
             server.stop()

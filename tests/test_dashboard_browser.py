@@ -328,6 +328,10 @@ class TestDashboardInBrowser:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 820, "height": 1180})
+                # the bare address (no token): no data, the hint to open the printed one
+                page.goto(url.split("?", 1)[0])
+                expect(page.locator("#signin-token")).to_be_visible()
+                expect(page.locator("#signin-form")).to_be_hidden()  # no passwords here
                 page.goto(url)
                 assert "token" not in page.url  # the token left the address bar at once
                 expect(page.locator("#conn")).to_contain_text("Live", timeout=10_000)

@@ -77,6 +77,23 @@ class TestBrokerUrlWithoutScheme:
         assert proc.returncode == 2
         assert "mqtts://" in proc.stderr
 
+    def test_config_check_too(self, tmp_path: Path) -> None:
+        """`streamproc config --check` refuses a settings file with such a broker."""
+        settings = tmp_path / "site.toml"
+        settings.write_text('[service]\nbroker = "localhost"\n')
+        proc = _run("config", "--check", str(settings), cwd=tmp_path)
+        assert proc.returncode == 2
+        assert "service.broker" in proc.stderr
+        assert "mqtts://" in proc.stderr
+
+    @pytest.mark.parametrize("command", ["demo", "dashboard"])
+    def test_demo_and_dashboard_too(self, tmp_path: Path, command: str) -> None:
+        """`streamproc demo --broker` and `streamproc dashboard --broker` refuse it as well."""
+        extra = ["--port", "0"] if command == "dashboard" else ["--no-dashboard"]
+        proc = _run(command, "--broker", f"localhost:{free_port()}", *extra, cwd=tmp_path)
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert "mqtts://" in proc.stderr
+
 
 def _reachable(host: str, port: int) -> bool:
     try:

@@ -951,6 +951,10 @@ async def serve_dashboard(
         http="h11",
         ws="none",
         lifespan="on",
+        # the client address is the TCP peer's: uvicorn would otherwise take
+        # X-Forwarded-For from 127.0.0.1, and a local process could pose as the
+        # trusted single-sign-on proxy
+        proxy_headers=False,
         timeout_graceful_shutdown=3,
     )
     server = _Server(config, app.state.hub)

@@ -258,7 +258,11 @@ class Authenticator:
     def check_host(self, host_header: str | None) -> None:
         """The ``Host`` names this server (DNS rebinding protection)."""
         if not host_header or _host_name(host_header) not in self._hosts:
-            raise AuthError(403, "this host name is not served here (allowed hosts)", "host")
+            raise AuthError(
+                403,
+                "this dashboard is not served under that host name (see its --allowed-host)",
+                "host",
+            )
 
     def check_origin(self, origin: str | None, host_header: str | None) -> None:
         """A write comes from this server's own page (CSRF protection)."""

@@ -812,6 +812,11 @@
     $("signin-form").hidden = !methods.includes("password");
     $("signin-token").hidden = !methods.includes("token") || methods.includes("password");
     if (why) $("signin-why").textContent = why;
+    if (!(S.me && S.me.can_read)) {
+      $("conn").className = "conn conn-wait";
+      $("conn").textContent = "Not signed in";
+      if (!S.haveSnapshot) $("empty").textContent = "Sign in to see the beds.";
+    }
     if (!$("signin-form").hidden) $("signin-user").focus();
   }
 
