@@ -207,6 +207,11 @@ class Outgoing(NamedTuple):
     seq: int = 0
 
 
+def _finite(value: object) -> bool:
+    """A JSON number (not a bool) that is finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _served_units(status: bytes) -> tuple[str, ...]:
     """The listed units a status payload says its instance served (``()``: all, or unreadable)."""
     try:
@@ -720,9 +725,13 @@ class Service:
         if self._serves is not None and not self._serves(bed.unit):
             return  # another instance's care unit
         self._summary_beds.add(bed)
-        last = data.get("last_data")
-        if isinstance(last, int | float) and not isinstance(last, bool) and math.isfinite(last):
-            self._activity[bed] = BedActivity(float(last), nibp_only=data.get("nibp_only") is True)
+        last, ts = data.get("last_data"), data.get("ts")
+        if _finite(last):
+            self._activity[bed] = BedActivity(
+                float(last),
+                nibp_only=data.get("nibp_only") is True,
+                data_ts=float(ts) if _finite(ts) else None,
+            )
 
     async def _read_retained_alarms(
         self, topics: dict[BedId, dict[str, bytes]] | None = None

@@ -29,7 +29,13 @@ from streamproc.core.messages import (
     BedId,
     Message,
 )
-from streamproc.core.monitor import BedMonitor, BedStatus, alarm_id_number, warm_up
+from streamproc.core.monitor import (
+    HYPOTENSION,
+    BedMonitor,
+    BedStatus,
+    alarm_id_number,
+    warm_up,
+)
 from streamproc.core.ordering import DropNotice, Drops
 from streamproc.core.settings import Settings
 
@@ -67,6 +73,8 @@ class BedActivity:
 
     last_data: float
     nibp_only: bool = False
+    #: The data time of the bed's latest pressure observation (its summary's ``ts``).
+    data_ts: float | None = None
 
 
 #: A bed's eviction rank: beds with open alarms last, then the one silent longest.
@@ -85,6 +93,36 @@ _VICTIMS_SHARE: Final = 32
 
 def _rank(item: tuple[_IdleKey, BedId, BedMonitor]) -> _IdleKey:
     return item[0]
+
+
+#: Transitions of a ``hypotension`` alarm decided by its data (their ``ts`` is a data
+#: time; a tick's re-announcement or ack expiry is on the processor's clock, an
+#: acknowledgement on the dashboard's).
+_DATA_TRIGGERS: Final = frozenset(
+    {Trigger.RAISE, Trigger.ESCALATE, Trigger.WORSEN, Trigger.UPDATE, Trigger.CLEAR}
+)
+
+
+def _data_floors(
+    events: Iterable[AlarmEvent], activity: Mapping[BedId, BedActivity]
+) -> dict[BedId, float]:
+    """Per bed, the data time up to which the last run had surely taken its data: the
+    latest of its summary's ``ts`` and its ``hypotension`` transitions decided by data.
+
+    After a crash the broker re-delivers what the last run had not acknowledged, from
+    the start of that backlog: without this floor the old data would be taken again by
+    the new run and could clear (or re-raise under a new id) an alarm the last run had
+    decided on later data (issue 16: a processor killed mid-backlog).
+    """
+    floors = {bed: act.data_ts for bed, act in activity.items() if act.data_ts is not None}
+    for ev in events:
+        if (
+            ev.kind == HYPOTENSION
+            and ev.trigger in _DATA_TRIGGERS
+            and ev.details.get("clear_reason") != BED_EVICTED
+        ):
+            floors[ev.bed] = max(floors.get(ev.bed, ev.ts), ev.ts)
+    return floors
 
 
 def _count_open(mon: BedMonitor, counts: dict[Priority, int]) -> None:
@@ -505,6 +543,7 @@ class Engine:
         if now is not None:
             self._advance(now)
         n = 0
+        events = list(events)
         for ev in events:
             if ev.state.value == "cleared":
                 self._retire_id(ev)
@@ -514,6 +553,9 @@ class Engine:
         if now is None or self.data_clock:
             return n
         known = activity or {}
+        for bed, floor in _data_floors(events, known).items():
+            if bed in self._beds or len(self._beds) < self.max_beds:
+                self.restore_data_time(bed, floor)
         for bed, mon in self._beds.items():
             if mon.alarms:
                 act = known.get(bed) or BedActivity(now)

@@ -265,3 +265,65 @@ class TestEvictionReport:
         closed = [(e.bed, e.kind) for e in out if e.details.get("clear_reason") == "bed_evicted"]
         assert closed == [(A, "hypotension"), (B, "hypotension")]
         assert all(e.bed == C or e.state is AlarmState.CLEARED for e in out)
+
+
+def normal(eng: Engine, bed: BedId, start: float, seconds: int, now: float) -> list[AlarmEvent]:
+    """MAP 80 once a second from data time ``start``, all arriving around ``now`` (a
+    broker re-delivering a backlog)."""
+    out: list[AlarmEvent] = []
+    for k in range(seconds):
+        out += eng.receive(
+            bed, Vitals(start + k, VitalsSource.ART, sbp=110, dbp=65, map=80), now + k * 1e-3
+        )
+    return out
+
+
+class TestRestoreDataFloor:
+    """After a crash the broker re-delivers the backlog the last run had not acknowledged,
+    from its start: that old data must not clear or re-raise what the last run decided."""
+
+    def test_redelivered_old_data_does_not_clear_a_restored_alarm(self) -> None:
+        """Normal pressures re-delivered from before the raise clear nothing (the
+        kill-at-a-random-instant fault: a false ``cleared``, then a second id)."""
+        eng = Engine()
+        events = normal(eng, A, T0 - 60, 60, T0 - 60) + low(eng, A, T0, 70)
+        raised = next(e for e in events if e.kind == "hypotension")
+        restart = T0 + 75
+        fresh = Engine()
+        assert fresh.restore(last_states(events), restart) == 1
+        again = normal(fresh, A, T0 - 60, 60, restart)  # the backlog, from its start
+        again += low(fresh, A, restart, 5)
+        assert not [e for e in again if e.kind == "hypotension"]
+        assert fresh.stats.dropped.get("duplicate", 0) >= 60
+        alarm = fresh.monitor(A).alarms["hypotension"]
+        assert alarm.alarm_id == raised.alarm_id
+        assert alarm.state is AlarmState.ACTIVE
+
+    def test_summary_time_is_a_floor_too(self) -> None:
+        """A bed with no data-decided alarm: its summary's ``ts`` is the floor."""
+        fresh = Engine()
+        fresh.restore([], T0 + 100, activity={B: BedActivity(T0 + 99, data_ts=T0 + 50)})
+        normal(fresh, B, T0, 51, T0 + 101)
+        assert fresh.stats.dropped.get("duplicate", 0) == 51
+        normal(fresh, B, T0 + 51, 3, T0 + 102)
+        assert fresh.stats.dropped.get("duplicate", 0) == 51  # newer data is taken
+
+    def test_tick_transitions_are_not_data_times(self) -> None:
+        """A re-announcement's ``ts`` is the processor's clock: no floor from it."""
+        ev = AlarmEvent(
+            alarm_id="ward7.c.hypotension.1",
+            kind="hypotension",
+            state=AlarmState.ACTIVE,
+            priority=Priority.HIGH,
+            ts=T0 + 10_000,
+            onset_ts=T0,
+            bed=C,
+            trigger=Trigger.REANNOUNCE,
+            announce_count=2,
+            audience="charge_nurse",
+            acknowledged_by=None,
+        )
+        fresh = Engine()
+        fresh.restore([ev], T0 + 10_000)
+        normal(fresh, C, T0 + 100, 3, T0 + 10_001)
+        assert fresh.stats.dropped.get("duplicate", 0) == 0
