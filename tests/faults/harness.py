@@ -81,6 +81,9 @@ ALARM_TOPIC = f"icu/{UNIT}/{BED}/alarms/hypotension"
 #: the alarm is expected 40-90 s): data before it is sent before the fault.
 BEFORE_FALL_S = 20.0
 ALARM_TIMEOUT_S = 45.0
+#: How long a processor may take to come up (its interpreter, imports and compiled code
+#: load in 1.5-3 s on an idle host, 20+ s on one shared with a dozen busy processes).
+STARTUP_S = 60.0
 
 
 @dataclass
@@ -233,8 +236,9 @@ class Rig:
     def start(self) -> Rig:
         self.broker.start()
         self._closers.append(self.broker.close)
-        self.service.start()
+        self.service.start(wait=False)
         self._closers.append(self.service.close)
+        self.service.wait_healthy(STARTUP_S)
         return self
 
     def on_close(self, closer: Callable[[], None]) -> None:
@@ -1375,7 +1379,7 @@ KILL_WINDOW_S = (0.0, 0.05)
 #: after every change, which slows its delivery of the backlog to about 1.5 s.
 KILL_BOTH_WINDOW_S = (0.0, 1.5)
 #: How long a restarted processor gets to deliver the alarm before it counts as lost.
-RESTART_ALARM_S = 20.0
+RESTART_ALARM_S = STARTUP_S
 
 
 def _backlog_rig(
@@ -1412,7 +1416,7 @@ def _kill_at_random(
     """Start the processor on its backlog; SIGKILL it (and the broker) ``delay`` s after the
     broker's first PUBLISH to it. Returns the measured delay (s)."""
     r.service.start(wait=False)
-    seen = log.wait_for(f"Sending PUBLISH to {client_id(r.service)} (", mark, 30)
+    seen = log.wait_for(f"Sending PUBLISH to {client_id(r.service)} (", mark, STARTUP_S)
     time.sleep(max(0.0, seen + delay - time.monotonic()))
     proc = r.service.proc
     assert proc is not None
@@ -1644,7 +1648,7 @@ def fault_sigterm_burst(
             sender = threading.Thread(target=lambda: sent.append(gateway_send(r.broker, timed)))
             sender.start()
             try:
-                seen = log.wait_for(f"Sending PUBLISH to {cid} (", mark, 20)
+                seen = log.wait_for(f"Sending PUBLISH to {cid} (", mark, STARTUP_S)
                 time.sleep(max(0.0, seen + delay - time.monotonic()))
                 res.details["term_ms"] = round(1e3 * (time.monotonic() - seen), 1)
                 t_term = time.monotonic()
@@ -1792,7 +1796,7 @@ def fault_restart_ack_silent(
             t_restart = time.time()
             t_mono = time.monotonic()
             r.service.start(wait=False)
-            wait_until(lambda: connected(r.service), 60, "processor restarted")
+            wait_until(lambda: connected(r.service), STARTUP_S, "processor restarted")
             res.recovery_s = time.monotonic() - t_mono
             t_up = time.time()  # a transition due while it was down is due now
             res.details["restart_after_ack_s"] = round(t_restart - t_ack, 1)
