@@ -745,7 +745,15 @@ def fault_audit_runtime(
             res.details["audit_pending"] = health.get("audit_pending")
             if status != 503 or health.get("status") != "degraded":
                 res.problems.append(f"/healthz not 503 degraded during the fault: {health}")
-            failed = [ln for ln in r.service.log_lines() if ln.get("event") == "audit_failed"]
+
+            def failed_lines() -> list[dict[str, Any]]:
+                return [ln for ln in r.service.log_lines() if ln.get("event") == "audit_failed"]
+
+            # written before /healthz says degraded, but it comes through a pipe and a
+            # reader thread here, which may lag the HTTP answer on a busy host
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: bool(failed_lines()), 5, "audit_failed line")
+            failed = failed_lines()
             if not failed or failed[0].get("level") != "error" or not failed[0].get("code"):
                 res.problems.append(f"no error-level audit_failed line with a code: {failed[:1]}")
             else:
