@@ -1111,7 +1111,8 @@ def read_retained(
     timeout: float = 60.0,
 ) -> dict[str, dict[str, Any]]:
     """Every retained message under ``filters`` (topic -> JSON payload), read by a fresh
-    subscriber until ``quiet_s`` pass without one. An emptied topic is not retained."""
+    subscriber until ``quiet_s`` pass without one; a state published meanwhile replaces
+    it, an empty one (the topic emptied) removes it."""
     out: dict[str, dict[str, Any]] = {}
     with Subscriber(broker, filters, timeout=10) as sub:
         deadline = time.monotonic() + timeout
@@ -1120,9 +1121,11 @@ def read_retained(
             seen = len(sub.messages)
             time.sleep(quiet_s)
         for m in sub.messages:
-            if m.retain and m.payload:
-                with contextlib.suppress(ValueError):
-                    out[m.topic] = dict(json.loads(m.payload))
+            if not m.payload:
+                out.pop(m.topic, None)
+                continue
+            with contextlib.suppress(ValueError):
+                out[m.topic] = dict(json.loads(m.payload))
     return out
 
 
