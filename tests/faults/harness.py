@@ -1717,33 +1717,29 @@ STALE_S = 10.0
 #: Scenario second of the 60/40 episode that is "now" when the live part starts (the
 #: alarm, 59 s, is behind it).
 LIVE_FROM_S = 70.0
-#: After the acknowledgement: the silent bed's last data, then the restart (s).
-SILENT_AFTER_ACK_S = 2.0
+#: The silent bed's last data (s after the live part starts), then the restart (s after
+#: the acknowledgement, and at least 2 s after the silent bed's last data went out).
+SILENT_AFTER_S = 5.0
 RESTART_AFTER_ACK_S = 4.0
 
 
 class PacedGateway(threading.Thread):
-    """Publishes timed lines at their data time (speed 1, from ``origin`` on) through the
-    simulator's :class:`~simulators.publisher.MqttSink`, and notes when each bed's last
-    line went out (epoch s)."""
+    """Publishes timed lines when the wall clock reaches their data time (a live gateway:
+    what is already due goes at once) through the simulator's
+    :class:`~simulators.publisher.MqttSink`, and notes when each bed's last line went out."""
 
     def __init__(
-        self,
-        broker: MosquittoBroker,
-        timed: Sequence[tuple[float, int, dict[str, Any]]],
-        origin: float,
+        self, broker: MosquittoBroker, timed: Sequence[tuple[float, int, dict[str, Any]]]
     ) -> None:
         super().__init__(name="paced-gateway", daemon=True)
         self.sink = MqttSink(broker.url, timeout=10).connect()
         self.timed = list(timed)
-        self.origin = origin
         self.last_sent: dict[str, float] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
-        start = time.monotonic()
         for ts, _, line in self.timed:
-            left = start + ts - self.origin - time.monotonic()
+            left = ts - time.time()
             if left > 0 and self._halt.wait(left):
                 return
             topic = str(line["topic"])
@@ -1768,8 +1764,9 @@ def fault_restart_ack_silent(
     mosquitto_bin: Path | None = None,
 ) -> FaultResult:
     """The 60/40 bed (live, one chunk a second) in alarm, acknowledged; a second bed
-    (``silent_bed``) sends its last data 2 s after the acknowledgement; 4 s after it the
-    processor is restarted (SIGTERM, start). ``alarms.ack_silence_s`` and
+    (``silent_bed``) sends its last data 5 s into the live part; 4 s after the
+    acknowledgement (and at least 2 s after that last data) the processor is restarted
+    (SIGTERM, start). ``alarms.ack_silence_s`` and
     ``monitor.stale_s`` are shortened (15 s, 10 s). The silence must end
     ``ack_silence_s`` after the acknowledgement, not after the restart; the silent bed
     must get ``data_stale`` ``stale_s`` after its last data (either, when it fell due
@@ -1783,7 +1780,7 @@ def fault_restart_ack_silent(
         now = time.time()
         hl = ending_at(scenario("ne_60_40"), now, at_s=LIVE_FROM_S)
         quiet = ending_at(
-            scenario("silent_bed", silent_after_s=LIVE_FROM_S + SILENT_AFTER_ACK_S),
+            scenario("silent_bed", silent_after_s=LIVE_FROM_S + SILENT_AFTER_S),
             now,
             at_s=LIVE_FROM_S,
         )
@@ -1795,14 +1792,22 @@ def fault_restart_ack_silent(
             obs = r.observer()
             gateway_send(r.broker, past)
             first = alarm(obs.wait_for(ACTIVE, timeout=ALARM_TIMEOUT_S))
-            paced = PacedGateway(r.broker, live, origin=now)
+            paced = PacedGateway(r.broker, live)
             r.on_close(paced.stop)
             ack = {"ts": time.time(), "alarm_id": first["alarm_id"], "by": "fault-harness"}
             r.gateway().send([{"topic": f"icu/{UNIT}/{BED}/ack", "payload": ack}])
             obs.wait_for(is_alarm("hypotension", state="acknowledged", bed=BED), timeout=10)
             t_ack = time.time()
             paced.start()
-            time.sleep(max(0.0, t_ack + RESTART_AFTER_ACK_S - time.time()))
+            wait_until(lambda: quiet.bed in paced.last_sent, 30, "the silent bed's data")
+            quiet_end = max(
+                float(ln["payload"]["t0"]) + len(ln["payload"]["samples"]) / quiet.fs
+                for _, _, ln in live
+                if str(ln["topic"]).endswith(f"/{quiet.bed}/abp")
+            )
+            wait_until(lambda: time.time() > quiet_end + 0.5, 30, "the silent bed silent")
+            restart_at = max(t_ack + RESTART_AFTER_ACK_S, paced.last_sent[quiet.bed] + 2.0)
+            time.sleep(max(0.0, restart_at - time.time()))
             r.service.terminate()
             t_restart = time.time()
             t_mono = time.monotonic()
@@ -1824,13 +1829,16 @@ def fault_restart_ack_silent(
                 if any(map(expired, obs.messages)) and any(map(stale, obs.messages)):
                     break
                 time.sleep(0.2)
-            due = max(t_ack + ack_silence_s, t_up)
+            # early: against the acknowledgement's own time; late: against when the
+            # processor applied it (or when it was up again, if that was later)
             ends = [alarm(m) for m in obs.messages if expired(m)]
             if ends:
-                res.details["silence_ended_after_ack_s"] = round(float(ends[0]["ts"]) - t_ack, 1)
-                late = float(ends[0]["ts"]) - due
+                end = float(ends[0]["ts"])
+                res.details["silence_ended_after_ack_s"] = round(end - t_ack, 1)
+                early = end - (float(ack["ts"]) + ack_silence_s)
+                late = end - max(t_ack + ack_silence_s, t_up)
                 res.details["silence_end_late_s"] = round(late, 1)
-                if not -1.0 <= late <= 2.5:
+                if early < -1.0 or late > 2.5:
                     res.problems.append(
                         f"the silence ended {float(ends[0]['ts']) - t_ack:.1f} s after the "
                         f"acknowledgement (ack_silence_s {ack_silence_s:g}; the processor "
@@ -1842,16 +1850,17 @@ def fault_restart_ack_silent(
                     f"the silence never ended ({deadline - t_ack:.0f} s after the "
                     f"acknowledgement; ack_silence_s {ack_silence_s:g})"
                 )
-            due = max(last_quiet + stale_s, t_up)
+            # early: against the data time of its last sample (a restored last data time
+            # may come from a summary, every summary_s); late: against its arrival (or
+            # when the processor was up again, if that was later)
             stales = [alarm(m) for m in obs.messages if stale(m)]
             if stales:
-                res.details["stale_after_last_data_s"] = round(
-                    float(stales[0]["ts"]) - last_quiet, 1
-                )
-                late = float(stales[0]["ts"]) - due
+                at = float(stales[0]["ts"])
+                res.details["stale_after_last_data_s"] = round(at - last_quiet, 1)
+                early = at - (min(quiet_end, last_quiet) + stale_s)
+                late = at - max(last_quiet + stale_s, t_up)
                 res.details["stale_late_s"] = round(late, 1)
-                # the last data time may be restored from a summary (every summary_s)
-                if not -(ServiceSettings().summary_s + 1.0) <= late <= 2.5:
+                if early < -(ServiceSettings().summary_s + 1.0) or late > 2.5:
                     res.problems.append(
                         f"data_stale {float(stales[0]['ts']) - last_quiet:.1f} s after the "
                         f"silent bed's last data (stale_s {stale_s:g}; the processor was "
@@ -1936,7 +1945,7 @@ def fault_flood_ids(
             obs = r.observer()
             gateway_send(r.broker, [x for x in timed if x[0] < now])
             obs.wait_for(ACTIVE, timeout=ALARM_TIMEOUT_S)
-            paced = PacedGateway(r.broker, [x for x in timed if x[0] >= now], origin=now)
+            paced = PacedGateway(r.broker, [x for x in timed if x[0] >= now])
             r.on_close(paced.stop)
             paced.start()
             res.details["rss_mb_start"] = rss_mb(r.service)
