@@ -126,6 +126,9 @@ class Settings:
     will: Will | None = None
     keepalive: int = 10
     connect_timeout_s: float = 10.0
+    #: MQTT 5: at most this many QoS 1 messages unacknowledged towards us (the broker's
+    #: window; under 3.1.1 its max_inflight_messages is). None: the broker's default.
+    receive_maximum: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,7 @@ class Connection:
         self._flush_handle: asyncio.Handle | None = None
         self._misc: asyncio.TimerHandle | None = None
         self._progress = 0  # packets handed to a callback: loop_read made progress
+        self._writing = False
         self.received = 0
 
     # ------------------------------------------------------------------ connect
@@ -213,9 +217,12 @@ class Connection:
         """
         s = self.settings
         props = None
-        if s.v5 and s.persistent:
+        if s.v5 and (s.persistent or s.receive_maximum):
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
+            if s.persistent:
+                props.SessionExpiryInterval = s.session_expiry_s
+            if s.receive_maximum:
+                props.ReceiveMaximum = s.receive_maximum
         clean_start: Any = (not s.persistent) if s.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
         try:
             # blocking (DNS, TCP, TLS handshake, CONNECT written): in a thread, so that the
@@ -331,7 +338,11 @@ class Connection:
         client = self._client
         if client.socket() is None:
             return
-        rc = client.loop_write()
+        self._writing = True  # paho reports a written QoS 0 publish through on_publish
+        try:
+            rc = client.loop_write()
+        finally:
+            self._writing = False
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._fail(f"write failed: {paho.error_string(rc)}")
             return
@@ -379,6 +390,8 @@ class Connection:
     def _handle_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any
     ) -> None:
+        if self._writing:
+            return  # a QoS 0 message written (its packet id may equal a waiting one's)
         self._progress += 1
         waiter = self._acks.pop(mid, None)
         if waiter is None or waiter[1].done():
