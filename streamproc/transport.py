@@ -35,7 +35,7 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -131,9 +131,11 @@ class Settings:
     receive_maximum: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received PUBLISH. ``mid`` and ``qos`` are what :meth:`Connection.ack` takes."""
+class Inbound(NamedTuple):
+    """One received PUBLISH. ``mid`` and ``qos`` are what :meth:`Connection.ack` takes.
+
+    (A named tuple: one is built per message, and a tuple is the cheapest to build.)
+    """
 
     topic: str
     payload: bytes
@@ -243,10 +245,9 @@ class Connection:
         with contextlib.suppress(OSError):
             # an alarm is one small packet: sent now, not held back by Nagle's algorithm
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._fd = sock.fileno()
         self._client.on_socket_register_write = self._register_write
         self._client.on_socket_unregister_write = self._unregister_write
-        self.resume_reading()
+        self._attach(sock)
         self._flush()  # whatever paho queued from its thread (the CONNECT, if not yet out)
         self._misc = self._loop.call_later(MISC_EVERY_S, self._loop_misc)
         try:
@@ -458,6 +459,11 @@ class Connection:
         self._progress += 1
         text = str(reason) if reason.is_failure else "connection closed"
         self._fail(text)
+
+    def _attach(self, sock: Any) -> None:
+        if self._fd is None and not self._lost.done() and sock.fileno() >= 0:
+            self._fd = sock.fileno()
+            self.resume_reading()
 
     def _handle_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
         self._remove_fd()
