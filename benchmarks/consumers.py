@@ -1,9 +1,12 @@
 """Reference consumers for the service benchmark, each run as its own process.
 
-    python benchmarks/consumers.py --kind bare|naive --broker URL --client-id ID \
+    python benchmarks/consumers.py --kind paho|bare|naive --broker URL --client-id ID \
         --phase prime|drain|live --expect N [--qos 1]
 
-Both are aiomqtt clients set up like ``streamproc run``'s (MQTT 5 or, with
+``paho`` is a paho-mqtt 2.x client (the library under ``streamproc run``'s transport) in
+its own network loop (``loop_forever``), with its automatic acknowledgement, that only
+counts: the floor of any consumer on paho, the drain benchmark's baseline. The others
+are aiomqtt clients set up like ``streamproc run``'s (MQTT 5 or, with
 ``--mqtt 4``, 3.1.1; a persistent session: fixed client id, clean start off,
 session expiry 1 h; the inbound
 filters ``icu/+/+/{kind}`` at QoS 1; an unbounded incoming queue), so that the
@@ -91,6 +94,95 @@ def naive_handler() -> Callable[[aiomqtt.Message], None]:
         st[4] = float(ring.mean())
 
     return handle
+
+
+def run_paho(args: argparse.Namespace) -> dict[str, Any]:
+    """The count-only paho consumer (same session settings as the others)."""
+    parts = urlsplit(args.broker)
+    v5 = args.mqtt == 5
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=args.client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else False,
+    )
+    client.max_queued_messages_set(0)
+    props = None
+    if v5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+    state: dict[str, Any] = {"count": 0, "t_first": 0.0, "t_last": 0.0, "cpu_first": 0.0}
+    state["cpu_last"] = 0.0
+    subscribed: list[int] = []
+
+    def on_connect(c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
+        state["t_connect"] = time.perf_counter()
+        state["cpu_connect"] = cpu_seconds()
+        if args.phase in ("prime", "live"):
+            _, mid = c.subscribe([(f"{args.root}/+/+/{kind}", args.qos) for kind in KINDS])
+            subscribed.append(mid or 0)
+
+    def on_subscribe(c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+        if args.phase == "prime":
+            c.disconnect()
+        else:
+            print("READY", flush=True)
+
+    def on_message(c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        n = state["count"] = state["count"] + 1
+        if n == 1:
+            state["t_first"], state["cpu_first"] = time.perf_counter(), cpu_seconds()
+        state["t_last"] = time.perf_counter()
+        if n >= args.expect:
+            state["cpu_last"] = cpu_seconds()
+            c.disconnect()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect(
+        parts.hostname or "127.0.0.1",
+        parts.port or 1883,
+        30,
+        clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=props,
+    )
+    if args.phase == "prime":
+        client.loop_forever()
+        return {"phase": "prime", "ok": True}
+    # stop when nothing came for --idle-timeout s (a lost message must not hang the bench)
+    client.loop_start()
+    seen, idle_since = -1, time.monotonic()
+    while client.is_connected() or state["count"] == 0:
+        time.sleep(0.25)
+        if state["count"] != seen:
+            seen, idle_since = state["count"], time.monotonic()
+        elif time.monotonic() - idle_since > args.idle_timeout:
+            client.disconnect()
+            break
+        if state["count"] >= args.expect:
+            break
+    client.loop_stop()
+    count = state["count"]
+    if not state["cpu_last"]:
+        state["cpu_last"] = cpu_seconds()
+    seconds = state["t_last"] - state["t_first"] if count > 1 else 0.0
+    cpu = state["cpu_last"] - state["cpu_first"] if count > 1 else 0.0
+    from_connect = state["t_last"] - state.get("t_connect", state["t_first"])
+    cpu_from_connect = state["cpu_last"] - state.get("cpu_connect", state["cpu_first"])
+    return {
+        "phase": args.phase,
+        "kind": "paho",
+        "count": count,
+        "seconds": seconds,
+        "rate": (count - 1) / seconds if seconds > 0 else 0.0,
+        "cpu_s": cpu,
+        "cpu_us_per_msg": cpu / (count - 1) * 1e6 if count > 1 else 0.0,
+        "seconds_from_connect": from_connect,
+        "rate_from_connect": count / from_connect if count and from_connect > 0 else 0.0,
+        "cpu_us_per_msg_from_connect": cpu_from_connect / count * 1e6 if count else 0.0,
+        "timed_out": count < args.expect,
+    }
 
 
 def _client(args: argparse.Namespace) -> aiomqtt.Client:
@@ -187,7 +279,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("bare", "naive"), required=True)
+    parser.add_argument("--kind", choices=("paho", "bare", "naive"), required=True)
     parser.add_argument("--broker", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--phase", choices=("prime", "drain", "live"), required=True)
@@ -197,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mqtt", type=int, choices=(4, 5), default=5, help="protocol: 5 or 3.1.1")
     parser.add_argument("--idle-timeout", type=float, default=15.0)
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
+    result = run_paho(args) if args.kind == "paho" else asyncio.run(run(args))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     table = markdown_table(results)
     elapsed = time.monotonic() - started
+    only = f" --only {' '.join(args.only)}" if args.only else ""
+    seed = f" --seed {args.seed}" if args.seed else ""
     header = (
-        f"`python scripts/faults.py --repeat {args.repeat} --stall-s {args.stall_s:g}` "
+        f"`python scripts/faults.py --repeat {args.repeat} --stall-s {args.stall_s:g}{only}{seed}` "
         f"({elapsed / 60:.1f} min, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
     )
     print("\n" + header + table)

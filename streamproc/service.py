@@ -96,6 +96,13 @@ log = get_logger("streamproc.service")
 SESSION_EXPIRY_S: Final = 3600
 #: Most inbound messages handed to the core in one pass (then the loop breathes).
 BATCH_MAX: Final = 100
+#: MQTT 5 Receive Maximum: inbound QoS 1 messages the broker sends ahead of our PUBACKs
+#: (which wait until they are processed and durable). Enough to keep the core busy for
+#: tens of ms; small enough that a PUBACK for our own publish is not queued behind a
+#: whole backlog (MQTT 3.1.1: the broker's max_inflight_messages, 20 by default).
+RECEIVE_MAXIMUM: Final = 1000
+#: A PUBACK is overdue when this long passes with nothing at all received (s).
+PUBACK_WAIT_S: Final = 10.0
 #: Alarms in flight at once (each confirmed by its PUBACK); below Mosquitto's
 #: and paho's default in-flight limit (20), so none waits in paho's queue.
 PUBLISH_WINDOW: Final = 16
@@ -628,6 +635,7 @@ class Service:
             will=will,
             keepalive=10,
             connect_timeout_s=10.0,
+            receive_maximum=RECEIVE_MAXIMUM,
         )
 
     def _broker_failed(self, exc: MqttError, phase: str, delay: float) -> None:
@@ -914,12 +922,12 @@ class Service:
         backoff.reset()
         auth_backoff.reset()
         self.broker_error = None
-        online = conn.publish(
+        # not waited for: its PUBACK may come after the backlog the broker sends first
+        conn.publish(
             status_topic(self.root, svc.instance), self._status(online=True), qos=1, retain=True
         )
         async with asyncio.TaskGroup() as tg:
             lost = tg.create_task(conn.wait_lost(), name="mqtt-connection-watch")
-            await self._confirmed(online, "online status")
             await self._subscribe_inbound(conn)
             self._connections += 1
             if self._connections > 1:
@@ -941,6 +949,26 @@ class Service:
         self._mqtt = None
         self.connected.clear()
         self.metrics.broker_connected.set(0)
+
+    @staticmethod
+    async def _puback(conn: MqttConnection, puback: asyncio.Future[None] | None) -> None:
+        """Wait for a PUBACK. It may sit behind a backlog the broker is sending us, so it
+        is late only when ``PUBACK_WAIT_S`` pass with nothing at all received (a dead
+        connection is found sooner by the keepalive)."""
+        if puback is None:
+            return
+        while True:
+            seen = conn.received
+            try:
+                async with asyncio.timeout(PUBACK_WAIT_S):
+                    await asyncio.shield(puback)
+            except TimeoutError:
+                if conn.received == seen:
+                    raise ConnectionLostError(
+                        f"no PUBACK and nothing received for {PUBACK_WAIT_S:g} s"
+                    ) from None
+            else:
+                return
 
     @staticmethod
     async def _confirmed(puback: asyncio.Future[None] | None, what: str) -> None:
@@ -1097,8 +1125,7 @@ class Service:
             conn.flush()  # on the wire before this task first waits
             for item, puback in zip(window, sent, strict=True):
                 try:
-                    async with asyncio.timeout(10):
-                        await puback  # type: ignore[misc]  # QoS 1: never None
+                    await self._puback(conn, puback)
                 except PublishRefusedError as exc:
                     self.metrics.publish_dropped_total.inc()
                     self._give_up(item.seq)
@@ -1109,8 +1136,6 @@ class Service:
                         reason=exc.reason,
                         action="the broker's ACL does not let this user publish there",
                     )
-                except TimeoutError:
-                    raise ConnectionLostError("no PUBACK within 10 s") from None
                 else:
                     if item.seq:
                         self._undurable.pop(item.seq, None)
@@ -1393,7 +1418,7 @@ class Service:
         if (
             conn is not None
             and not self._stopping.is_set()
-            and len(self._ingress) < (self.config.service.queue_max // 2)
+            and len(self._ingress) < (self.config.service.queue_max * 9 // 10)
         ):
             conn.resume_reading()
 

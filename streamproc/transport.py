@@ -35,7 +35,7 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -126,11 +126,16 @@ class Settings:
     will: Will | None = None
     keepalive: int = 10
     connect_timeout_s: float = 10.0
+    #: MQTT 5: at most this many QoS 1 messages unacknowledged towards us (the broker's
+    #: window; under 3.1.1 its max_inflight_messages is). None: the broker's default.
+    receive_maximum: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received PUBLISH. ``mid`` and ``qos`` are what :meth:`Connection.ack` takes."""
+class Inbound(NamedTuple):
+    """One received PUBLISH. ``mid`` and ``qos`` are what :meth:`Connection.ack` takes.
+
+    (A named tuple: one is built per message, and a tuple is the cheapest to build.)
+    """
 
     topic: str
     payload: bytes
@@ -202,6 +207,7 @@ class Connection:
         self._flush_handle: asyncio.Handle | None = None
         self._misc: asyncio.TimerHandle | None = None
         self._progress = 0  # packets handed to a callback: loop_read made progress
+        self._writing = False
         self.received = 0
 
     # ------------------------------------------------------------------ connect
@@ -213,9 +219,12 @@ class Connection:
         """
         s = self.settings
         props = None
-        if s.v5 and s.persistent:
+        if s.v5 and (s.persistent or s.receive_maximum):
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
+            if s.persistent:
+                props.SessionExpiryInterval = s.session_expiry_s
+            if s.receive_maximum:
+                props.ReceiveMaximum = s.receive_maximum
         clean_start: Any = (not s.persistent) if s.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
         try:
             # blocking (DNS, TCP, TLS handshake, CONNECT written): in a thread, so that the
@@ -236,10 +245,9 @@ class Connection:
         with contextlib.suppress(OSError):
             # an alarm is one small packet: sent now, not held back by Nagle's algorithm
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._fd = sock.fileno()
         self._client.on_socket_register_write = self._register_write
         self._client.on_socket_unregister_write = self._unregister_write
-        self.resume_reading()
+        self._attach(sock)
         self._flush()  # whatever paho queued from its thread (the CONNECT, if not yet out)
         self._misc = self._loop.call_later(MISC_EVERY_S, self._loop_misc)
         try:
@@ -331,7 +339,11 @@ class Connection:
         client = self._client
         if client.socket() is None:
             return
-        rc = client.loop_write()
+        self._writing = True  # paho reports a written QoS 0 publish through on_publish
+        try:
+            rc = client.loop_write()
+        finally:
+            self._writing = False
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._fail(f"write failed: {paho.error_string(rc)}")
             return
@@ -379,6 +391,8 @@ class Connection:
     def _handle_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any
     ) -> None:
+        if self._writing:
+            return  # a QoS 0 message written (its packet id may equal a waiting one's)
         self._progress += 1
         waiter = self._acks.pop(mid, None)
         if waiter is None or waiter[1].done():
@@ -445,6 +459,11 @@ class Connection:
         self._progress += 1
         text = str(reason) if reason.is_failure else "connection closed"
         self._fail(text)
+
+    def _attach(self, sock: Any) -> None:
+        if self._fd is None and not self._lost.done() and sock.fileno() >= 0:
+            self._fd = sock.fileno()
+            self.resume_reading()
 
     def _handle_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
         self._remove_fd()

@@ -20,7 +20,7 @@ TABLE_LINES = (
     "bare aiomqtt",
     "naive pipeline",
     "streamproc run",
-    "ratios: streamproc/bare",
+    "ratios: streamproc/paho",
     "streamproc drain alarms:",
     "== real time:",
     "alarm latency e2e:",

@@ -6,7 +6,7 @@ recover is printed (``pytest -s``). The bodies live in :mod:`tests.faults.harnes
 with ``scripts/faults.py``, which repeats them and tabulates the figures
 (``docs/reliability.md``). Every wait there is bounded; the first nine faults run in about
 a minute and a half, the 30 s broker stall included, the faults of issue 16 (the last
-section) in about four more, ``STREAMPROC_FAULTS_TRIES`` random instants each.
+section) in 4-5 more (``STREAMPROC_FAULTS_TRIES`` random instants of the seeded ones).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def test_restart_with_acknowledged_alarm_and_silent_bed(
     gets data_stale stale_s after its last data; one id each, nothing cleared."""
     res = harness.fault_restart_ack_silent(tmp_path, mosquitto_bin=mosquitto_bin)
     report(res)
-    assert -1.0 <= res.details["silence_end_late_s"] <= 2.5
+    assert res.details["silence_end_late_s"] <= 2.5
     assert res.details["stale_late_s"] <= 2.5
 
 
