@@ -553,9 +553,6 @@ class Engine:
         if now is None or self.data_clock:
             return n
         known = activity or {}
-        for bed, floor in _data_floors(events, known).items():
-            if bed in self._beds or len(self._beds) < self.max_beds:
-                self.restore_data_time(bed, floor)
         for bed, mon in self._beds.items():
             if mon.alarms:
                 act = known.get(bed) or BedActivity(now)
@@ -566,6 +563,10 @@ class Engine:
             if len(self._beds) >= self.max_beds:
                 break
             self.monitor(bed).restore_last_data(act.last_data, nibp_only=act.nibp_only, now=now)
+        # (after the last data times: a floor of a bed with no monitor yet makes one)
+        for bed, floor in _data_floors(events, known).items():
+            if bed in self._beds or len(self._beds) < self.max_beds:
+                self.restore_data_time(bed, floor)
         return n
 
     def restore_data_time(self, bed: BedId, ts: float) -> None:
