@@ -421,6 +421,9 @@ class BedMonitor:
         self._order: ChunkOrder | None = None
         #: Whether ``_order`` holds chunks (then every chunk goes through it).
         self._holding = False
+        #: The chunks of the current segment, while it is still learning (nothing decided
+        #: on it yet): a chunk overtaken by them at the start of a stream is taken first.
+        self._young: list[AbpChunk] = []
         self._noted: set[DropReason] = set()
         self._vitals_last: float | None = None
         self._vitals_floor: float | None = None
@@ -478,6 +481,7 @@ class BedMonitor:
             if (
                 seg is None
                 or self._holding
+                or seg.learning
                 or msg.seq is not None
                 or msg.fs != seg.fs
                 or math.fabs(msg.t0 - seg.expected_t0) > seg.tolerance
@@ -546,8 +550,42 @@ class BedMonitor:
         if not self._ctx_ok:
             self._refresh_context()
         code = self.detector.step(msg, ts, self._win, self._mf, self.counts)
+        seg = self.detector.current()
+        if seg is not None and seg.learning:  # kept while the segment decides nothing
+            if seg.t0 == t0:
+                self._young = [msg]
+            else:
+                self._young.append(msg)
+        elif self._young:
+            self._young = []
         if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
             self._after_chunk(t0, ts, code, out)
+
+    def _overtaken(self, msg: AbpChunk) -> bool:
+        """Whether ``msg`` ends where the current segment began while that segment still
+        learns: a chunk overtaken by its successor at the start of a stream (two gateway
+        threads), which is then taken first (:meth:`_restart_segment`), not as ``late``."""
+        seg = self.detector.current()
+        return (
+            seg is not None
+            and seg.learning
+            and bool(self._young)
+            and self._young[0].t0 == seg.t0
+            and msg.fs == seg.fs
+            and math.fabs(msg.t_end - seg.t0) <= seg.tolerance
+        )
+
+    def _restart_segment(self, msg: AbpChunk, now: float, out: list[AlarmEvent]) -> None:
+        """The segment begun by the chunks in ``_young`` starts again from ``msg``, which
+        comes just before them: they are taken again after it. Nothing was decided on
+        them (the segment was learning: no beat, no alarm), so the result is that of the
+        chunks in order."""
+        young, self._young = self._young, []
+        if self.valid_ref == young[0].t0:
+            self.valid_ref = msg.t0  # the stream (re)starts with ``msg``
+        self.detector.reset()
+        for chunk in (msg, *young):
+            self._take_chunk(chunk, now, out)
 
     def _arrange(
         self, msg: AbpChunk | None, now: float, out: list[AlarmEvent], *, flush: bool = False
@@ -557,6 +595,9 @@ class BedMonitor:
         if order is None:
             order = self._order = ChunkOrder(self._reorder_s)
         current = self.detector.current
+        if msg is not None and self._overtaken(msg) and order.note_seq(msg):
+            self._restart_segment(msg, now, out)
+            msg = None  # then what is held and can go now
         steps = (
             order.release(current, flush=flush)
             if msg is None

@@ -16,7 +16,11 @@ data, and none of it may start, extend, clear or re-raise an alarm. The rules
     data reaches more than ``monitor.reorder_window_s`` past the end of what
     was taken (then the gap is accepted as a real gap: the oldest held chunk
     starts a new segment). A gap longer than the window is accepted at once;
-  - a chunk that begins before the end of what was taken is dropped:
+  - a chunk that ends exactly where the bed's current segment began, while that
+    segment is still learning (its first ``beats.learning_s``: no beat, nothing
+    decided), was overtaken at the start of a stream: the segment starts again
+    from it and its chunks are taken again after it (``BedMonitor``);
+  - any other chunk that begins before the end of what was taken is dropped:
     ``duplicate`` when all its data was taken already (the same ``t0``, or
     any cut of data taken), or when its ``seq`` is that of a chunk taken or
     held within the reorder window of data time; ``late`` otherwise (it
@@ -186,6 +190,18 @@ class ChunkOrder:
                 self.since = now
             bisect.insort(held, chunk, key=_t0)
         yield from self.release(current, flush=flush)
+
+    def note_seq(self, chunk: AbpChunk) -> bool:
+        """Whether ``chunk`` is new by its ``seq`` (remembered then), for a chunk taken
+        outside :meth:`arrange`; False: a ``seq`` taken or held within the window."""
+        seq = chunk.seq
+        if seq is None:
+            return True
+        seen = self._seqs.get(seq)
+        if seen is not None and math.fabs(chunk.t0 - seen) <= self.window:
+            return False
+        self._remember(seq, chunk.t0)
+        return True
 
     def release(
         self, current: Callable[[], _Segment | None], *, flush: bool = False

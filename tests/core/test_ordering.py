@@ -205,6 +205,42 @@ class TestReorderedChunks:
         assert (eng.stats.beats, eng.stats.beats_valid) == (beats, valid)
         assert eng.stats.dropped == {}
 
+    @pytest.mark.parametrize("seqs", [False, True])
+    def test_first_pair_swapped(self, seqs: bool) -> None:
+        """Every pair swapped, the first too (the stream's first chunk overtaken by its
+        successor): taken in order, nothing dropped, the clean stream's alarms and beats."""
+        chunks = list(clean_chunks())
+        if seqs:
+            chunks = with_seq(chunks)
+        swapped = []
+        for i in range(0, len(chunks) - 1, 2):
+            swapped += [chunks[i + 1], chunks[i]]
+        swapped += chunks[len(swapped) :]
+        out, eng = run(swapped)
+        ref, beats, valid = reference()
+        assert out == ref
+        assert (eng.stats.beats, eng.stats.beats_valid) == (beats, valid)
+        assert eng.stats.dropped == {}
+
+    def test_first_pair_swapped_in_batches(self) -> None:
+        """The same through ``receive_chunks``, whatever the batch cuts."""
+        chunks = list(clean_chunks())
+        swapped = [chunks[1], chunks[0], *chunks[2:]]
+        for cuts in (set(), {1}, {2}, {1, 2, 3}):
+            out, eng = run_in_batches(swapped, cuts)
+            ref, beats, valid = reference()
+            assert out == ref
+            assert (eng.stats.beats, eng.stats.beats_valid) == (beats, valid)
+            assert eng.stats.dropped == {}
+
+    def test_overtaken_after_learning_is_late(self) -> None:
+        """Once the stream's segment has learnt (beats may have been decided), a chunk
+        from before its start is late, as any other."""
+        chunks = clean_chunks()
+        _, eng = run(chunks[1:8])
+        eng.receive(BED, chunks[0], chunks[8].ts)
+        assert eng.stats.dropped == {"late": 1}
+
     def test_held_while_a_gap_is_open(self) -> None:
         """After a gap the bed holds its chunks (the batch kernel leaves it to ``receive``)."""
         chunks = clean_chunks()
