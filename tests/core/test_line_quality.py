@@ -317,3 +317,29 @@ class TestChunkingAndBatches:
         assert batched == single
         kinds = {json.loads(x)["payload"]["kind"] for x in batched}
         assert {"abp_line_damped", "abp_line_ringing", "abp_no_pulse"} <= kinds
+
+
+class TestRestoredLineAlarm:
+    def test_restored_damped_alarm_clears_on_a_fine_line(self) -> None:
+        """A damped-line alarm adopted after a restart is cleared once the fine line's
+        beats are judged (the judgement starts afresh and never saw it raised)."""
+        sc = bed(90, 50, artifacts=(("overdamped", 5.0, 60.0),), seconds=120.0)
+        x = waveform(sc)
+        b = BedId("ward7", "bed01")
+        first = Engine(data_clock=True)
+        events = first.receive(b, Patient(T0, profile=Profile.TRAUMA), T0)
+        for k in range(50):
+            chunk = AbpChunk(T0 + k, 125.0, np.ascontiguousarray(x[k * 125 : (k + 1) * 125]))
+            events += first.receive(b, chunk, chunk.ts)
+        open_ = [ev for ev in events if ev.kind == "abp_line_damped"]
+        assert [ev.state.value for ev in open_] == ["active"]
+        second = Engine(data_clock=True)
+        assert second.restore(open_, T0 + 50) == 1
+        later = second.receive(b, Patient(T0 + 70, profile=Profile.TRAUMA), T0 + 70)
+        for k in range(70, 120):
+            chunk = AbpChunk(T0 + k, 125.0, np.ascontiguousarray(x[k * 125 : (k + 1) * 125]))
+            later += second.receive(b, chunk, chunk.ts)
+        damped = [ev for ev in later if ev.kind == "abp_line_damped"]
+        assert [ev.state.value for ev in damped] == ["cleared"]
+        assert damped[0].alarm_id == open_[0].alarm_id
+        assert damped[0].ts - T0 < 85.0
