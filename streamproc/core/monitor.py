@@ -128,12 +128,6 @@ ChunkArrays = tuple[
 _STEP_DONE: Final = _kernels.STEP_DONE
 _LINE_KINDS: Final = (LINE_DAMPED, LINE_RINGING, NO_PULSE)
 
-_LINE_NAMES: Final = {
-    _kernels.LINE_OK: "ok",
-    _kernels.LINE_DAMPED: "damped",
-    _kernels.LINE_RINGING: "ringing",
-    _kernels.LINE_NO_PULSE: "no_pulse",
-}
 #: On a line alarm of an SBP-target bed: what its state suspends.
 _SUSPENDED_TEXT: Final = (
     "SBP-based decisions suspended (the SBP target, the premature-norepinephrine advisory): "
@@ -558,11 +552,6 @@ class BedMonitor:
             return None
         return _LINE_ALARMS[self._line][2]
 
-    @property
-    def line_state(self) -> str:
-        """The line's state the alarms show: ``ok``, ``damped``, ``ringing``, ``no_pulse``."""
-        return _LINE_NAMES[self._line]
-
     def _line_shown(self) -> int:
         """``_line`` when the open line alarms show it (-1 when not: an alarm adopted
         from before a restart, say, that the judgement has not seen)."""
@@ -883,14 +872,12 @@ class BedMonitor:
             "sources": list(rec.sources),
             "disclaimer": DISCLAIMER,
         }
+        # said while the line is not fine, and (null) once it is again
         suspended = self.sbp_suspended()
-        if suspended is not None or "sbp_suspended" in self._hypo_keys():
+        alarm = self.alarms.get(HYPOTENSION)
+        if suspended is not None or (alarm is not None and "sbp_suspended" in alarm.details):
             details["sbp_suspended"] = suspended
         return details
-
-    def _hypo_keys(self) -> Any:
-        alarm = self.alarms.get(HYPOTENSION)
-        return () if alarm is None else alarm.details
 
     # ------------------------------------------------------------------ context
     def _on_infusion(self, inf: Infusion, out: list[AlarmEvent]) -> None:

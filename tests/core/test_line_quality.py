@@ -136,6 +136,21 @@ class TestDampedLine:
         assert hypo[0]["metric"] == "map"
         assert "sbp_suspended" not in hypo[0]
 
+    def test_open_hypotension_says_its_sbp_is_suspended(self) -> None:
+        """Trauma at a true 74/50 (SBP below 80): the hypotension alarm stands through a
+        damped stretch, says the SBP is suspended, and says so no more after."""
+        alarms = replay(bed(74, 50, artifacts=(("overdamped", 100.0, 60.0),), seconds=260))
+        hypo = of(alarms, "hypotension")
+        assert hypo[0]["state"] == "active"
+        assert t(hypo[0]) < 100.0
+        assert all(a["state"] != "cleared" for a in hypo)
+        said = [a for a in hypo if a.get("sbp_suspended") == "line damped"]
+        assert said
+        assert said[0]["trigger"] == "updated"
+        assert 100.0 < t(said[0]) < 115.0
+        assert hypo[-1]["sbp_suspended"] is None
+        assert t(hypo[-1]) > 160.0
+
     def test_premature_ne_advisory_suspended(self) -> None:
         """Trauma, SBP 88 on NE: the premature-NE advisory; a damped line clears it with
         the reason, and it comes back when the line is fine."""
