@@ -64,9 +64,9 @@ Beats longer than ``max_beat_s`` (pauses, lost signal) are not emitted.
 
 Each beat's row also carries what the line-quality judgement
 (``_kernels.judge_line``, run by the monitor's compiled per-beat path) reads of
-its shape: the upstroke's steepest rise, the turns (changes of direction past
-``turn_fraction`` of the pulse pressure: peak, notch, ringing) and the time to
-the systolic peak.
+its shape: the upstroke's steepest rise, the turns (changes of direction from
+the systolic peak on, past ``turn_fraction`` of the pulse pressure: peak,
+notch, ringing) and the time to the peak.
 
 Pure: no I/O, no logging, no clock.
 """
