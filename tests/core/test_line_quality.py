@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from streamproc.core.beats import BeatDetector, BeatQuality
 from streamproc.core.engine import Engine
 from streamproc.core.messages import AbpChunk, BedId, Patient, Profile
 from streamproc.core.settings import BeatSettings
+from streamproc.evaluate import load_inputs
 from streamproc.replay import Replayer, replay_lines
 
 T0 = 1_732_400_000.0
@@ -358,3 +360,21 @@ class TestRestoredLineAlarm:
         assert [ev.state.value for ev in damped] == ["cleared"]
         assert damped[0].alarm_id == open_[0].alarm_id
         assert damped[0].ts - T0 < 85.0
+
+
+class TestRealRecords:
+    """Where the line is fine no line-quality alarm fires (guards: they pass on main too)."""
+
+    def test_no_line_alarm_on_the_real_records(self) -> None:
+        """041s, mixedsignals and s00001 (its calibration, flush and zeroing stretches
+        included), replayed from their labels: no damped, ringing or no-pulse alarm, and
+        at least 95 % of their beats still valid."""
+        labels = sorted((Path(__file__).parents[2] / "config" / "labels").glob("*.toml"))
+        recs = load_inputs([str(p) for p in labels])
+        assert {r.name for r in recs} == {"041s", "mixedsignals", "s00001"}
+        for rec in recs:
+            out: list[bytes] = []
+            summary = replay_lines(rec.lines, load_config(environ={}), out.append)
+            kinds = {json.loads(x)["payload"]["kind"] for x in out}
+            assert not kinds & {"abp_line_damped", "abp_line_ringing", "abp_no_pulse"}, rec.name
+            assert summary.beats_valid >= 0.95 * summary.beats, rec.name
