@@ -365,16 +365,16 @@ def measure_beat(  # noqa: PLR0917 - a beat and its bands, flat for the compiler
 
     The plateau share is the fraction of the beat's samples within
     ``min(band_mmhg, band_pp x pulse pressure)`` of its maximum. The steepest
-    rise is the largest sample-to-sample increase (mmHg per sample). The turns
-    count the changes of direction by more than ``turn_pp`` x pulse pressure
+    rise is the largest sample-to-sample increase of the upstroke, from the
+    foot to the maximum (mmHg per sample). The turns count the changes of
+    direction from the maximum on by more than ``turn_pp`` x pulse pressure
     (hysteresis: noise does not turn): the systolic peak is one, a dicrotic
-    notch with its wave two more, a ringing line many.
+    notch with its wave two more, a ringing line many. (Separate loops: the
+    sums and the plateau count compile to vector code, the turns' cannot.)
     """
     total = 0.0
     top = y[s]
     low = y[s]
-    rise = 0.0
-    prev = y[s]
     at_top = s
     for j in range(s, e):
         v = y[j]
@@ -383,19 +383,21 @@ def measure_beat(  # noqa: PLR0917 - a beat and its bands, flat for the compiler
             top = v
             at_top = j
         low = min(low, v)
-        rise = max(rise, v - prev)
-        prev = v
     foot = y[s]
     band = min(band_mmhg, band_pp * (top - foot))
-    hyst = turn_pp * (top - foot)
     near = 0
-    turns = 0
-    up = True  # from the foot the pressure rises
-    extreme = foot
     for j in range(s, e):
-        v = y[j]
-        if v >= top - band:
+        if y[j] >= top - band:
             near += 1
+    rise = 0.0
+    for j in range(s + 1, at_top + 1):
+        rise = max(rise, y[j] - y[j - 1])
+    hyst = turn_pp * (top - foot)
+    turns = 0
+    up = True  # at the maximum: the pressure was rising
+    extreme = top
+    for j in range(at_top, e):
+        v = y[j]
         if up:
             if v > extreme:
                 extreme = v

@@ -42,6 +42,10 @@ Each beat gets a :class:`BeatQuality` verdict, the first of these that applies:
 - ``square_wave``: more than ``max_plateau_fraction`` of the beat within
   ``plateau_band_mmhg`` (at most ``plateau_band_pp_fraction`` of the pulse
   pressure) of its maximum: a fast-flush or calibration plateau;
+- ``no_pulse``: a pulse pressure below ``pulse_min_pp_mmhg`` at a mean below
+  ``no_pulse_below_map`` (and not below ``min_map``): a bump no beating heart
+  leaves (a noisy level near 18 mmHg with 4 mmHg bumps is no pulse; a patient
+  in shock at 45/27 has one);
 - ``out_of_range``: SBP, DBP, MAP, pulse pressure or HR outside the ranges;
 - ``jump``: the beat ends on a foot more than ``max_jump_fraction`` x MAP
   away from the foot it started on (the line came back from a flat stretch
@@ -57,6 +61,12 @@ checks) that agree with each other (spread within ``jump_confirm_fraction``)
 become the new reference: the beats after them are judged against it, so a
 real sudden change of pressure or rate becomes valid within a few beats.
 Beats longer than ``max_beat_s`` (pauses, lost signal) are not emitted.
+
+Each beat's row also carries what the line-quality judgement
+(``_kernels.judge_line``, run by the monitor's compiled per-beat path) reads of
+its shape: the upstroke's steepest rise, the turns (changes of direction from
+the systolic peak on, past ``turn_fraction`` of the pulse pressure: peak,
+notch, ringing) and the time to the peak.
 
 Pure: no I/O, no logging, no clock.
 """

@@ -129,15 +129,10 @@ ChunkArrays = tuple[
 ]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
+_LINE_KINDS: Final = (LINE_DAMPED, LINE_RINGING, NO_PULSE)
 
 #: Recent vitals readings (``ts``, ``source``) remembered to tell a repeat from a late one.
 _VITALS_SEEN: Final = 8
-_LINE_NAMES: Final = {
-    _kernels.LINE_OK: "ok",
-    _kernels.LINE_DAMPED: "damped",
-    _kernels.LINE_RINGING: "ringing",
-    _kernels.LINE_NO_PULSE: "no_pulse",
-}
 #: On a line alarm of an SBP-target bed: what its state suspends.
 _SUSPENDED_TEXT: Final = (
     "SBP-based decisions suspended (the SBP target, the premature-norepinephrine advisory): "
@@ -753,19 +748,28 @@ class BedMonitor:
             return None
         return _LINE_ALARMS[self._line][2]
 
-    @property
-    def line_state(self) -> str:
-        """The line's state the alarms show: ``ok``, ``damped``, ``ringing``, ``no_pulse``."""
-        return _LINE_NAMES[self._line]
+    def _line_shown(self) -> int:
+        """``_line`` when the open line alarms show it (-1 when not: an alarm adopted
+        from before a restart, say, that the judgement has not seen)."""
+        want = None if self._line == _kernels.LINE_OK else _LINE_ALARMS[self._line][0]
+        alarms = self.alarms
+        if any(k in alarms for k in _LINE_KINDS if k != want) or (
+            want is not None and want not in alarms
+        ):
+            return -1
+        return self._line
 
     def _line_changed(self, ts: float, out: list[AlarmEvent]) -> None:
-        """The compiled judgement (``_kernels.judge_line``) changed the line's state at ``ts``:
-        its technical alarms follow, and on an SBP target the decisions it suspends say so."""
-        old, new = self._line, int(self._mst[_kernels.M_LINE])
+        """The compiled judgement (``_kernels.judge_line``) changed the line's state at ``ts``
+        (or the open alarms do not show it): its technical alarms follow, and on an SBP
+        target the decisions it suspends say so."""
+        new = int(self._mst[_kernels.M_LINE])
         self._line = new
         self._ctx_ok = False
-        if old != _kernels.LINE_OK:
-            self._clear(_LINE_ALARMS[old][0], ts, out)
+        keep = None if new == _kernels.LINE_OK else _LINE_ALARMS[new][0]
+        for kind in _LINE_KINDS:
+            if kind != keep:
+                self._clear(kind, ts, out)
         suspended = self.sbp_suspended()
         if new != _kernels.LINE_OK:
             kind, priority, _, reason = _LINE_ALARMS[new]
@@ -846,7 +850,7 @@ class BedMonitor:
                 self._flags[1],
                 wake,
                 math.nan if self._trend_ts is None else self._trend_ts,
-                self._line,
+                self._line_shown(),
             ),
             np.float64,
         )
@@ -866,14 +870,14 @@ class BedMonitor:
             decide = mst[_kernels.M_DECIDE]
             if decide:
                 end = float(rows[i - 1, _kernels.B_END])
-                if int(mst[_kernels.M_LINE]) != self._line:
+                if int(mst[_kernels.M_LINE]) != self._line_shown():
                     self._line_changed(end, out)
                 if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
                     self._clear(SIGNAL_INVALID, end, out)
                 if decide == _kernels.DECIDE_OBSERVED:
                     metric, target = self.target()
                     value, mp = float(mst[_kernels.M_VALUE]), float(mst[_kernels.M_MAP])
-                    self._decide(end, value, mp, metric, target, out)
+                    self._decide(end, value, mp, metric, target, out, waveform=True)
             elif i < n:  # the window is full (a fast rhythm): room for more beats
                 win = self._win
                 self._win = np.empty((2 * win.shape[0], _kernels.W_COLUMNS), np.float64)
@@ -963,11 +967,16 @@ class BedMonitor:
         metric: str,
         target: float,
         out: list[AlarmEvent],
+        *,
+        waveform: bool = False,
     ) -> None:
-        """The protocol's decisions on an observation whose hold timers are counted."""
+        """The protocol's decisions on an observation whose hold timers are counted.
+
+        A ``waveform`` observation's SBP is not judged while the line is not fine
+        (``sbp_suspended``); a numeric's (a cuff, the monitor's own) is."""
         self._ctx_ok = False  # the trend's clock, the flags, the alarms may change here
         hs = self.settings.hypotension
-        suspended = self.sbp_suspended() is not None
+        suspended = waveform and self.sbp_suspended() is not None
         if self._trend_ts is not None and ts < self._trend_ts:
             self._trend_ts = None  # data time went back: restart the trend's clock
         if map_value is not None and (
@@ -1065,14 +1074,12 @@ class BedMonitor:
             "sources": list(rec.sources),
             "disclaimer": DISCLAIMER,
         }
+        # said while the line is not fine, and (null) once it is again
         suspended = self.sbp_suspended()
-        if suspended is not None or "sbp_suspended" in self._hypo_keys():
+        alarm = self.alarms.get(HYPOTENSION)
+        if suspended is not None or (alarm is not None and "sbp_suspended" in alarm.details):
             details["sbp_suspended"] = suspended
         return details
-
-    def _hypo_keys(self) -> Any:
-        alarm = self.alarms.get(HYPOTENSION)
-        return () if alarm is None else alarm.details
 
     # ------------------------------------------------------------------ context
     def _on_infusion(self, inf: Infusion, out: list[AlarmEvent]) -> None:

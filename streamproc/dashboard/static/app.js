@@ -8,7 +8,7 @@
   const STALL_MS = 15000; // no event or heartbeat for this long: the feed has stalled
   const DATA_STALE_S = 60; // a bed's summary older than this is shown as stale
   const CLEARED_SHOWN_S = 900; // cleared alarms stay visible (muted) this long
-  const TECHNICAL = new Set(["data_stale", "abp_signal_invalid"]);
+  const TECHNICAL = new Set(["data_stale", "abp_signal_invalid", "abp_line_damped", "abp_line_ringing", "abp_no_pulse"]);
   const RANK = { high: 3, medium: 2, low: 1 };
   const MARK = { high: "!!!", medium: "!!", low: "!" };
   const WORD = { high: "HIGH", medium: "MEDIUM", low: "LOW" };
@@ -16,6 +16,9 @@
     hypotension: "Hypotension",
     data_stale: "No data from this bed",
     abp_signal_invalid: "Arterial signal invalid",
+    abp_line_damped: "Arterial line damped",
+    abp_line_ringing: "Arterial line ringing",
+    abp_no_pulse: "No arterial pulse on the trace",
     advisory_dopamine: "Advisory: dopamine running",
     advisory_phenylephrine: "Advisory: phenylephrine running",
     advisory_vasopressin_dose: "Advisory: vasopressin dose",
@@ -396,6 +399,9 @@
       }
     } else if (a.reason && a.state !== "cleared") {
       li.append(h("p", { class: "reason" }, String(a.reason)));
+    }
+    if (a.sbp_suspended && a.state !== "cleared") {
+      li.append(h("p", { class: "reason" }, `SBP decisions suspended: ${a.sbp_suspended}`));
     }
     if (a.state === "cleared" && a.clear_note) {
       // e.g. clear_reason "bed_evicted": closed because the processor stopped monitoring the bed
