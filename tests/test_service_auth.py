@@ -14,7 +14,8 @@ import pytest
 
 from tests.broker import MosquittoBroker
 from tests.service_helpers import ServiceProcess
-from tests.test_stack import DEMO_PASSWORDS, shipped_mosquitto_config
+from tests.test_broker_security import processor_service
+from tests.test_stack import shipped_mosquitto_config
 
 #: How long the refused processor is watched.
 WATCH_S = 8.0
@@ -46,11 +47,10 @@ class TestRefusedLogin:
         """A wrong processor password: an error line ``broker_auth_refused`` naming
         service.username/service.password, /healthz 503 with the reason, and a few attempts
         in 8 s (backoff from 5-10 s up), not main's retry every 0.1 s."""
-        proc = ServiceProcess(
+        proc = processor_service(
             secure_broker,
             tmp_path,
             env={
-                "STREAMPROC_USERNAME": "processor",
                 "STREAMPROC_PASSWORD": "not-the-password",
                 "STREAMPROC_MQTT_VERSION": mqtt_version,
             },
@@ -85,16 +85,11 @@ class TestRefusedLogin:
             proc.close()
 
     def test_right_password_connects(self, secure_broker: MosquittoBroker, tmp_path: Path) -> None:
-        """The same service with the processor's password is healthy, with no such error."""
-        proc = ServiceProcess(
-            secure_broker,
-            tmp_path,
-            env={
-                "STREAMPROC_USERNAME": "processor",
-                "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
-            },
-        ).start()
+        """The same service with the processor's password (on the processor's own TLS
+        listener, as the shipped config has it) is healthy, with no such error."""
+        proc = processor_service(secure_broker, tmp_path)
         try:
+            proc.start()  # (inside the try: a start that fails still closes the process)
             assert proc.health()["broker"] == "ok"
             assert not any(ln.get("event") == "broker_auth_refused" for ln in _lines(proc))
         finally:
