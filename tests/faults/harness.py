@@ -992,6 +992,23 @@ def fault_hostile_input(
 
 #: Data time (s) a raise or clear may differ from the clean stream's (one chunk + a beat).
 TIME_TOL_S = 1.5
+#: A payload's ``ts`` is rounded to the ms; the audit db keeps the full float.
+TS_ROUNDING_S = 0.001
+
+
+def _same_transitions(seen: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """One entry per transition: the same alarm id at the same data time, seen in the
+    payloads (ts to the ms), the audit db (the full float) and the retained state.
+    (Rounding both to 0.01 s counted one transition twice when it fell on a boundary:
+    848.1453 -> 848.15, 848.145 -> 848.14.)"""
+    out: list[tuple[str, float]] = []
+    for alarm_id, ts in sorted(seen):
+        if out and out[-1][0] == alarm_id and ts - out[-1][1] <= TS_ROUNDING_S:
+            continue
+        out.append((alarm_id, ts))
+    return out
+
+
 #: What a restarted processor's fresh beat detector and rolling window need before a hold
 #: starts to count (s of data; measured: the raise comes 14.7-15.2 s of data after the
 #: first chunk a restarted processor takes in a critical episode, the hold being 15 s).
@@ -1333,12 +1350,11 @@ def check_episodes(
         if audit and n_audit == 0:
             res.problems.append(f"{ep.name}: no 'raised' row in the audit db")
         res.duplicate_ids += max(len(ids) - 1, n_log - 1, n_audit - 1, 0)
-        cleared = {
-            (a["alarm_id"], round(float(a["ts"]), 2)) for a in mine if a.get("state") == "cleared"
-        }
-        cleared |= {(row.alarm_id, round(row.ts, 2)) for row in mine_rows if row.state == "cleared"}
+        seen = [(a["alarm_id"], float(a["ts"])) for a in mine if a.get("state") == "cleared"]
+        seen += [(row.alarm_id, row.ts) for row in mine_rows if row.state == "cleared"]
         if state == "cleared" and ret is not None:
-            cleared.add((ret["alarm_id"], round(float(ret["ts"]), 2)))
+            seen.append((ret["alarm_id"], float(ret["ts"])))
+        cleared = _same_transitions(seen)
         first = float(raised[0]["ts"]) if raised else math.inf
         legit = False
         for _, ts in sorted(cleared, key=lambda c: c[1]):
