@@ -1350,11 +1350,11 @@ def check_episodes(
         if audit and n_audit == 0:
             res.problems.append(f"{ep.name}: no 'raised' row in the audit db")
         res.duplicate_ids += max(len(ids) - 1, n_log - 1, n_audit - 1, 0)
-        seen = [(a["alarm_id"], float(a["ts"])) for a in mine if a.get("state") == "cleared"]
-        seen += [(row.alarm_id, row.ts) for row in mine_rows if row.state == "cleared"]
+        clears = [(a["alarm_id"], float(a["ts"])) for a in mine if a.get("state") == "cleared"]
+        clears += [(row.alarm_id, row.ts) for row in mine_rows if row.state == "cleared"]
         if state == "cleared" and ret is not None:
-            seen.append((ret["alarm_id"], float(ret["ts"])))
-        cleared = _same_transitions(seen)
+            clears.append((ret["alarm_id"], float(ret["ts"])))
+        cleared = _same_transitions(clears)
         first = float(raised[0]["ts"]) if raised else math.inf
         legit = False
         for _, ts in sorted(cleared, key=lambda c: c[1]):
