@@ -207,7 +207,6 @@ class Connection:
         self._flush_handle: asyncio.Handle | None = None
         self._misc: asyncio.TimerHandle | None = None
         self._progress = 0  # packets handed to a callback: loop_read made progress
-        self._writing = False
         self.received = 0
 
     # ------------------------------------------------------------------ connect
@@ -339,11 +338,14 @@ class Connection:
         client = self._client
         if client.socket() is None:
             return
-        self._writing = True  # paho reports a written QoS 0 publish through on_publish
+        # paho reports each written QoS 0 publish through on_publish (building a
+        # ReasonCode and a Properties for it): not wanted, and its packet id may equal a
+        # waiting QoS 1 one's. PUBACKs are only read, never during a write.
+        client.on_publish = None
         try:
             rc = client.loop_write()
         finally:
-            self._writing = False
+            client.on_publish = self._handle_publish
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._fail(f"write failed: {paho.error_string(rc)}")
             return
@@ -391,8 +393,6 @@ class Connection:
     def _handle_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any
     ) -> None:
-        if self._writing:
-            return  # a QoS 0 message written (its packet id may equal a waiting one's)
         self._progress += 1
         waiter = self._acks.pop(mid, None)
         if waiter is None or waiter[1].done():
