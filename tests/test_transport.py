@@ -1,5 +1,6 @@
-"""streamproc.transport against a real Mosquitto: manual acknowledgement, publish
-confirmations, refusals, a lost connection."""
+"""streamproc.transport (paho) and streamproc.transport_mqtt5 (the mqtt5 codec) against a
+real Mosquitto: manual acknowledgement, publish confirmations, refusals, a lost
+connection, keepalive, pausing. Every test runs on both; MQTT 3.1.1 only on paho."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from streamproc import transport, transport_mqtt5
 from streamproc.transport import (
-    Connection,
     ConnectionLostError,
     ConnectRefusedError,
     Inbound,
@@ -34,6 +35,19 @@ def secure_broker(mosquitto_bin: Path, tmp_path: Path) -> Iterator[MosquittoBrok
         broker.close()
 
 
+Connection = transport.Connection | transport_mqtt5.Connection
+#: (implementation, MQTT 5?): paho speaks both versions, the mqtt5 transport MQTT 5 only.
+VERSIONS = [
+    pytest.param(transport.Connection, True, id="paho-v5"),
+    pytest.param(transport.Connection, False, id="paho-v311"),
+    pytest.param(transport_mqtt5.Connection, True, id="mqtt5-v5"),
+]
+IMPLEMENTATIONS = [
+    pytest.param(transport.Connection, id="paho"),
+    pytest.param(transport_mqtt5.Connection, id="mqtt5"),
+]
+
+
 def settings(broker: MosquittoBroker, client_id: str = "t-1", **kw: object) -> Settings:
     return Settings(broker.host, broker.port, client_id, **kw)  # type: ignore[arg-type]
 
@@ -45,8 +59,10 @@ async def received(box: list[Inbound], n: int, timeout: float = 5.0) -> None:
 
 
 class TestConnection:
-    @pytest.mark.parametrize("v5", [True, False])
-    def test_unacknowledged_messages_come_again(self, broker: MosquittoBroker, v5: bool) -> None:
+    @pytest.mark.parametrize(("impl", "v5"), VERSIONS)
+    def test_unacknowledged_messages_come_again(
+        self, broker: MosquittoBroker, impl: type[Connection], v5: bool
+    ) -> None:
         """Manual acknowledgement: of 10 QoS 1 messages the first 4 are acknowledged; after
         the connection is dropped (no DISCONNECT) the persistent session delivers the 6
         others again, and not the 4."""
@@ -54,7 +70,7 @@ class TestConnection:
         async def main() -> None:
             s = settings(broker, persistent=True, v5=v5)
             box: list[Inbound] = []
-            conn = Connection(s, box.append)
+            conn = impl(s, box.append)
             await conn.connect()
             assert await conn.subscribe([("t/#", 1)], timeout=5) == [1]
             for i in range(10):
@@ -68,7 +84,7 @@ class TestConnection:
             await asyncio.sleep(0.3)  # the PUBACKs reach the broker
             conn.abort()
             again: list[Inbound] = []
-            conn = Connection(s, again.append)
+            conn = impl(s, again.append)
             assert await conn.connect() is True  # session present
             await received(again, 6)
             await asyncio.sleep(0.3)
@@ -77,12 +93,15 @@ class TestConnection:
 
         asyncio.run(main())
 
-    def test_publish_confirmed_and_loss_reported(self, broker: MosquittoBroker) -> None:
+    @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+    def test_publish_confirmed_and_loss_reported(
+        self, broker: MosquittoBroker, impl: type[Connection]
+    ) -> None:
         """A QoS 1 publish's future resolves on its PUBACK; once the broker is killed the
         connection reports ConnectionLostError and publishing raises."""
 
         async def main() -> None:
-            conn = Connection(settings(broker), lambda _m: None)
+            conn = impl(settings(broker), lambda _m: None)
             await conn.connect()
             done = conn.publish("a/b", b"1", qos=1, retain=False)
             assert done is not None
@@ -96,13 +115,14 @@ class TestConnection:
 
         asyncio.run(main())
 
-    def test_unreachable_broker(self, broker: MosquittoBroker) -> None:
+    @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+    def test_unreachable_broker(self, broker: MosquittoBroker, impl: type[Connection]) -> None:
         """Nothing listening: MqttError with the socket's reason, nothing left open."""
 
         async def main() -> None:
             port = broker.port
             broker.stop()
-            conn = Connection(Settings(broker.host, port, "t-x"), lambda _m: None)
+            conn = impl(Settings(broker.host, port, "t-x"), lambda _m: None)
             with pytest.raises(MqttError, match="refused"):
                 await conn.connect()
 
@@ -110,9 +130,9 @@ class TestConnection:
 
 
 class TestRefusals:
-    @pytest.mark.parametrize("v5", [True, False])
+    @pytest.mark.parametrize(("impl", "v5"), VERSIONS)
     def test_wrong_password_is_an_auth_refusal(
-        self, secure_broker: MosquittoBroker, v5: bool
+        self, secure_broker: MosquittoBroker, impl: type[Connection], v5: bool
     ) -> None:
         """A wrong password: ConnectRefusedError with auth set (MQTT 5 code 134/135; 3.1.1's
         return codes 4/5 mapped onto them)."""
@@ -120,19 +140,23 @@ class TestRefusals:
         async def main() -> None:
             s = settings(secure_broker, username="processor", password="wrong", v5=v5)  # noqa: S106
             with pytest.raises(ConnectRefusedError) as info:
-                await Connection(s, lambda _m: None).connect()
+                await impl(s, lambda _m: None).connect()
             assert info.value.auth
             assert info.value.code in (134, 135)
 
         asyncio.run(main())
 
-    def test_publish_denied_by_acl(self, secure_broker: MosquittoBroker) -> None:
-        """The processor may not publish monitor data: the PUBACK's reason code 135 fails
-        the future with PublishRefusedError naming the topic."""
+    @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+    def test_publish_denied_by_acl(
+        self, secure_broker: MosquittoBroker, impl: type[Connection]
+    ) -> None:
+        """The dashboard may not publish monitor data: the PUBACK's reason code 135 fails
+        the future with PublishRefusedError naming the topic. (The dashboard, not the
+        processor: the shipped config admits the processor only on its TLS listener.)"""
 
         async def main() -> None:
-            s = settings(secure_broker, username="processor", password=DEMO_PASSWORDS["processor"])
-            conn = Connection(s, lambda _m: None)
+            s = settings(secure_broker, username="dashboard", password=DEMO_PASSWORDS["dashboard"])
+            conn = impl(s, lambda _m: None)
             await conn.connect()
             done = conn.publish("icu/w1/b1/abp", b"{}", qos=1, retain=False)
             assert done is not None
