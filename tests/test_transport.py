@@ -5,10 +5,15 @@ connection, keepalive, pausing. Every test runs on both; MQTT 3.1.1 only on paho
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import mqtt5
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_hypothesis
+from hypothesis import strategies as st
 
 from streamproc import transport, transport_mqtt5
 from streamproc.transport import (
@@ -164,5 +169,174 @@ class TestRefusals:
                 await asyncio.wait_for(done, 5)
             assert (info.value.code, info.value.topic) == (135, "icu/w1/b1/abp")
             await conn.disconnect()
+
+        asyncio.run(main())
+
+
+class TestFlow:
+    @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+    def test_pause_stops_delivery_mid_batch(
+        self, broker: MosquittoBroker, impl: type[Connection]
+    ) -> None:
+        """A backlog of 200 QoS 1 messages arrives at once; the callback pauses reading
+        at the 5th: no 6th is delivered until resume_reading, then the other 195 come,
+        in order, none twice."""
+
+        async def main() -> None:
+            s = settings(broker, "t-pause", persistent=True, receive_maximum=1000)
+            conn = impl(s, lambda _m: None)
+            await conn.connect()
+            await conn.subscribe([("p/#", 1)], timeout=5)
+            await conn.disconnect()
+            for i in range(200):
+                publish(broker, f"p/{i}", b"x", qos=1)
+            box: list[Inbound] = []
+
+            def take(m: Inbound) -> None:
+                box.append(m)
+                if len(box) == 5:
+                    conn.pause_reading()
+
+            conn = impl(s, take)
+            assert await conn.connect() is True
+            await received(box, 5)
+            await asyncio.sleep(0.5)  # the rest is on its way or buffered: none delivered
+            assert len(box) == 5
+            conn.resume_reading()
+            await received(box, 200)
+            await asyncio.sleep(0.2)
+            assert [m.topic for m in box] == [f"p/{i}" for i in range(200)]
+            for m in box:
+                conn.ack(m.mid, m.qos)
+            await conn.disconnect()
+
+        asyncio.run(main())
+
+    @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+    def test_keepalive_holds_an_idle_connection_and_finds_a_frozen_broker(
+        self, broker: MosquittoBroker, impl: type[Connection]
+    ) -> None:
+        """keepalive 1 s: an idle connection lives on (pings) for 4 s; a broker frozen
+        with SIGSTOP (no FIN, no RST) is reported lost within a few seconds."""
+
+        async def main() -> None:
+            conn = impl(settings(broker, keepalive=1), lambda _m: None)
+            await conn.connect()
+            await asyncio.sleep(4)
+            assert conn.connected
+            broker.pause()
+            try:
+                with pytest.raises(ConnectionLostError):
+                    await asyncio.wait_for(conn.wait_lost(), 6)
+            finally:
+                broker.resume()
+
+        asyncio.run(main())
+
+
+async def _fake_broker(chunks: list[bytes]) -> tuple[asyncio.Server, int]:
+    """A TCP server that answers the CONNECT with a CONNACK, then sends ``chunks``, each
+    in its own write with a pause between (so the client reads them apart)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(1024)  # the CONNECT
+            writer.write(mqtt5.ConnAckPacket().write())
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            await reader.read(1024)
+        except OSError:
+            pass  # the client closed first
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+class TestMqtt5Codec:
+    @settings_hypothesis(max_examples=25, deadline=None)
+    @given(
+        messages=st.lists(
+            st.tuples(st.sampled_from(["a", "b/c", "icu/w1/b1/abp"]), st.binary(max_size=300)),
+            min_size=1,
+            max_size=20,
+        ),
+        cuts=st.lists(st.integers(min_value=0), max_size=12),
+    )
+    def test_packets_split_anywhere_come_whole_and_in_order(
+        self, messages: list[tuple[str, bytes]], cuts: list[int]
+    ) -> None:
+        """PUBLISH packets cut at any byte (a header, a topic, a payload) and in any
+        number of reads are delivered whole, in order, each once."""
+        wire = b"".join(
+            mqtt5.PublishPacket(t, p, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=i + 1).write()
+            for i, (t, p) in enumerate(messages)
+        )
+
+        async def main() -> None:
+            server, port = await _fake_broker(_split(wire, cuts))
+            box: list[Inbound] = []
+            conn = transport_mqtt5.Connection(Settings("127.0.0.1", port, "t"), box.append)
+            try:
+                await conn.connect()
+                await received(box, len(messages))
+                await asyncio.sleep(0.01)
+                assert [(m.topic, m.payload, m.mid, m.qos) for m in box] == [
+                    (t, p, i + 1, 1) for i, (t, p) in enumerate(messages)
+                ]
+            finally:
+                conn.abort()
+                server.close()
+                await asyncio.sleep(0.01)  # the handler sees the close and closes its side
+
+        asyncio.run(main())
+
+    @settings_hypothesis(max_examples=25, deadline=None)
+    @given(garbage=st.binary(min_size=1, max_size=64))
+    def test_hostile_bytes_end_the_connection_not_the_process(self, garbage: bytes) -> None:
+        """After a valid PUBLISH, arbitrary bytes from the "broker": the valid message is
+        delivered; whatever the bytes are, no exception escapes, and a byte stream that
+        is no MQTT ends the connection with ConnectionLostError."""
+
+        good = mqtt5.PublishPacket("a", b"1").write()
+
+        async def main() -> None:
+            server, port = await _fake_broker([good + garbage])
+            box: list[Inbound] = []
+            conn = transport_mqtt5.Connection(Settings("127.0.0.1", port, "t"), box.append)
+            try:
+                await conn.connect()
+                await received(box, 1)
+                try:
+                    async with asyncio.timeout(0.2):
+                        await conn.wait_lost()
+                except ConnectionLostError:
+                    pass  # a malformed packet, or the garbage was a DISCONNECT
+                except TimeoutError:
+                    pass  # an incomplete packet: waiting for its rest is right
+                assert box[0] == Inbound("a", b"1", 0, 0, retain=False)
+            finally:
+                conn.abort()
+                server.close()
+                await asyncio.sleep(0.01)  # the handler sees the close and closes its side
+
+        asyncio.run(main())
+
+
+class TestMqtt5Only:
+    def test_mqtt_311_is_refused(self, broker: MosquittoBroker) -> None:
+        """The mqtt5 transport speaks MQTT 5 only: asked for 3.1.1 it says so at once."""
+
+        async def main() -> None:
+            with pytest.raises(ValueError, match="MQTT 5 only"):
+                transport_mqtt5.Connection(settings(broker, v5=False), lambda _m: None)
 
         asyncio.run(main())
