@@ -72,7 +72,7 @@ class ServiceSettings:
     mqtt_version: int = 5  # 5 (MQTT 5) or 4 (MQTT 3.1.1, e.g. for brokers without MQTT 5)
     #: The MQTT client: "mqtt5" (the mqtt5 codec under streamproc's own asyncio
     #: protocol; MQTT 5 only) or "paho" (paho-mqtt). MQTT 3.1.1 always uses paho.
-    transport: str = "paho"
+    transport: str = "mqtt5"
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_samples", "max_beds", "queue_max", "tick_s"):
