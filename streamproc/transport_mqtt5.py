@@ -18,8 +18,9 @@ every packet is read and written by ``mqtt5`` (a Rust codec; the one aiomqtt 3 u
 - QoS 1 publishes get packet ids and resolve a future on their PUBACK (a failure
   reason code: :class:`PublishRefusedError`); no more are in flight than the broker's
   Receive Maximum (the others wait, in order).
-- Keepalive: a PINGREQ when nothing was sent for ``keepalive`` seconds; no packet
-  from the broker for 1.5 keepalives after it is a lost connection.
+- Keepalive: a PINGREQ when nothing was sent, or nothing received, for about
+  ``keepalive`` seconds; no packet at all from the broker for 1.5 keepalives with a
+  ping unanswered is a lost connection (also while we keep writing).
 - TLS is asyncio's (``ssl=`` the settings' context, ``server_hostname`` the host).
 
 Nothing here reads or sets a private attribute of a library.
@@ -371,16 +372,20 @@ class Connection:
             self._flush()
 
     def _tick(self) -> None:
-        """Keepalive: ping when idle; a broker silent for 1.5 keepalives is gone."""
+        """Keepalive: a PINGREQ when nothing was sent, or nothing received, for about a
+        keepalive; gone when a ping went unanswered and nothing at all came for 1.5
+        keepalives (a backlog delays a PINGRESP but keeps data coming)."""
         self._ticker = None
         if self._lost.done():
             return
         now = self._loop.time()
         keepalive = self._keepalive
-        if self._ping_sent is not None and now - self._last_in >= 1.5 * keepalive:
-            self._fail("keepalive: no answer from the broker")
-            return
-        if self._ping_sent is None and now - self._last_out >= keepalive * 0.75:
+        silent = now - self._last_in
+        if self._ping_sent is not None:
+            if now - self._ping_sent >= keepalive and silent >= 1.5 * keepalive:
+                self._fail("keepalive: no answer from the broker")
+                return
+        elif now - self._last_out >= keepalive * 0.75 or silent >= keepalive:
             self._ping_sent = now
             self._queue(mqtt5.PingReqPacket().write())
         self._ticker = self._loop.call_later(KEEPALIVE_CHECK_S, self._tick)

@@ -233,6 +233,35 @@ class TestFlow:
 
         asyncio.run(main())
 
+    @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+    def test_keepalive_finds_a_frozen_broker_while_we_keep_publishing(
+        self, broker: MosquittoBroker, impl: type[Connection]
+    ) -> None:
+        """keepalive 1 s, a QoS 0 publish every 0.1 s (so we are never idle on the
+        sending side): a broker frozen with SIGSTOP is still reported lost."""
+
+        async def main() -> None:
+            conn = impl(settings(broker, keepalive=1), lambda _m: None)
+            await conn.connect()
+
+            async def chatter() -> None:
+                while conn.connected:
+                    conn.publish("chat", b"x", qos=0, retain=False)
+                    await asyncio.sleep(0.1)
+
+            task = asyncio.create_task(chatter())
+            await asyncio.sleep(2)
+            assert conn.connected
+            broker.pause()
+            try:
+                with pytest.raises(ConnectionLostError):
+                    await asyncio.wait_for(conn.wait_lost(), 8)
+            finally:
+                broker.resume()
+                task.cancel()
+
+        asyncio.run(main())
+
 
 async def _fake_broker(chunks: list[bytes]) -> tuple[asyncio.Server, int]:
     """A TCP server that answers the CONNECT with a CONNACK, then sends ``chunks``, each
