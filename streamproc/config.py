@@ -70,6 +70,9 @@ class ServiceSettings:
     max_future_s: float = 300.0
     summary_s: float = 2.0  # publish each bed's summary at most this often (0: never)
     mqtt_version: int = 5  # 5 (MQTT 5) or 4 (MQTT 3.1.1, e.g. for brokers without MQTT 5)
+    #: The MQTT client: "mqtt5" (the mqtt5 codec under streamproc's own asyncio
+    #: protocol; MQTT 5 only) or "paho" (paho-mqtt). MQTT 3.1.1 always uses paho.
+    transport: str = "mqtt5"
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_samples", "max_beds", "queue_max", "tick_s"):
@@ -77,6 +80,10 @@ class ServiceSettings:
                 raise ConfigError(f"service.{name}", f"must be > 0, got {getattr(self, name)!r}")
         if self.mqtt_version not in (4, 5):
             raise ConfigError("service.mqtt_version", "must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+        if self.transport not in ("mqtt5", "paho"):
+            raise ConfigError(
+                "service.transport", f'must be "mqtt5" or "paho", got {self.transport!r}'
+            )
         if self.broker and "://" not in self.broker:
             # never guessed as plain MQTT (streamproc.service.parse_broker_url checks the rest)
             reason = f"{self.broker!r} has no scheme: use {BROKER_URL_FORMS}"

@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from streamproc import __version__
+from streamproc import __version__, transport_mqtt5
+from streamproc import transport as paho_transport
 from streamproc.audit import AuditError, AuditTrail
 from streamproc.codec import CodecError, decode, warm_up
 from streamproc.config import BROKER_URL_FORMS, ConfigError, StreamprocConfig
@@ -56,7 +57,6 @@ from streamproc.topics import (
     summary_filter,
     summary_topic,
 )
-from streamproc.transport import Connection as MqttConnection
 from streamproc.transport import (
     ConnectionLostError,
     ConnectRefusedError,
@@ -66,6 +66,10 @@ from streamproc.transport import (
     Settings,
     Will,
 )
+
+#: A broker connection: the ``mqtt5`` codec's (MQTT 5) or paho's (3.1.1, or chosen by
+#: ``service.transport = "paho"``); the same interface.
+MqttConnection = paho_transport.Connection | transport_mqtt5.Connection
 
 __all__ = [
     "BROKER_URL_FORMS",
@@ -638,6 +642,14 @@ class Service:
             receive_maximum=RECEIVE_MAXIMUM,
         )
 
+    def _connection(
+        self, settings: Settings, on_message: Callable[[Inbound], None], *, logger: logging.Logger
+    ) -> MqttConnection:
+        """A connection by the configured transport (MQTT 3.1.1 is paho's in any case)."""
+        if self.config.service.transport == "mqtt5" and settings.v5:
+            return transport_mqtt5.Connection(settings, on_message, logger=logger)
+        return paho_transport.Connection(settings, on_message, logger=logger)
+
     def _broker_failed(self, exc: MqttError, phase: str, delay: float) -> None:
         """One log line for a failed connection: an error naming the settings when the
         broker refused the credentials, a TLS hint when it was TLS, else a warning."""
@@ -754,7 +766,7 @@ class Service:
         own_status = status_topic(self.root, self.config.service.instance)
         received: asyncio.Queue[Inbound] = asyncio.Queue()
         while not self._stopping.is_set():
-            conn = MqttConnection(
+            conn = self._connection(
                 self._settings(f"{self.client_id}-restore", persistent=False, with_will=False),
                 received.put_nowait,
                 logger=_MQTT_LOG,
@@ -910,7 +922,7 @@ class Service:
         """One connection: subscribe, then read, publish and acknowledge until stopped."""
         svc = self.config.service
         self._conn_id += 1
-        conn = MqttConnection(
+        conn = self._connection(
             self._settings(self.client_id, persistent=True, with_will=True),
             self._on_inbound,
             logger=_MQTT_LOG,
