@@ -42,8 +42,8 @@ RUN mkdir -p /data && chown streamproc:streamproc /data
 ENV NUMBA_CACHE_DIR=/opt/numba-cache \
     NUMBA_CPU_NAME=generic
 RUN mkdir -p "$NUMBA_CACHE_DIR" \
-    && python -m streamproc.warm > /dev/null \
-    && python -m streamproc.warm --check \
+    && python -m streamproc.shell.warm > /dev/null \
+    && python -m streamproc.shell.warm --check \
     && chown -R streamproc:streamproc "$NUMBA_CACHE_DIR"
 
 ENV STREAMPROC_AUDIT_DB=/data/streamproc-audit.sqlite3 \

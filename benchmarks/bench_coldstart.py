@@ -45,10 +45,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))  # for tests.broker
+    sys.path.insert(1, str(REPO))  # for tests.system.broker
 
 from simulators.scenario import load_scenario, render, scenario_dir, to_jsonl  # noqa: E402
-from tests.broker import MosquittoBroker, free_port  # noqa: E402
+from tests.system.broker import MosquittoBroker, free_port  # noqa: E402
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -106,7 +106,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
 
 def _warm_cache(python: str, cache: Path, **extra: str) -> None:
     subprocess.run(  # noqa: S603
-        [python, "-m", "streamproc.warm"],
+        [python, "-m", "streamproc.shell.warm"],
         env=_env(cache, **extra),
         stdout=subprocess.DEVNULL,
         check=True,
@@ -158,9 +158,9 @@ def bench_replay(python: str, runs: int, tmp: Path, warm: Path, generic: Path) -
 #: first ``abp`` chunk taken, through ``streamproc replay``'s own path.
 _FIRST_CHUNK = """
 import json, sys, time
-from streamproc import warm
-from streamproc.config import load_config
-from streamproc.replay import Replayer
+from streamproc.shell import warm
+from streamproc.shell.config import load_config
+from streamproc.apps.replay import Replayer
 kernels = warm.start()
 lines = open(sys.argv[1], "rb").read().splitlines()
 Replayer(load_config(environ={}), lambda line: None).feed_lines(lines[:3])

@@ -25,8 +25,8 @@ from pathlib import Path
 import msgspec
 
 from simulators.scenario import load_scenario, merge, scenario_dir, to_jsonl
-from streamproc.config import load_config
-from streamproc.replay import replay_lines
+from streamproc.apps.replay import replay_lines
+from streamproc.shell.config import load_config
 
 #: Issue 7: the replay engine's rate on one core.
 TARGET = 10e6

@@ -6,7 +6,7 @@
         [--service-env KEY=VALUE] [--wake-latency-us 0|-1] [--json FILE] [--smoke]
 
 Runs from the repository root (``benchmarks/README.md`` explains every number).
-Every measurement gets a fresh Mosquitto (``tests.broker.MosquittoBroker``:
+Every measurement gets a fresh Mosquitto (``tests.system.broker.MosquittoBroker``:
 ``set_tcp_nodelay true``, no persistence, ``max_queued_messages 0`` and
 ``max_queued_bytes 0`` -- no per-client limit, so the broker never drops for a
 slow consumer -- ``queue_qos0_messages true`` and ``max_inflight_messages``
@@ -102,13 +102,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))  # for tests.broker / tests.service_helpers
+    sys.path.insert(1, str(REPO))  # for tests.system.broker / tests.system.service_helpers
 
 from load import PING_TOPIC, Load, LoadSpec  # noqa: E402
 
 from simulators.soak import bucket_delta, histogram_quantile  # noqa: E402
-from tests.broker import MosquittoBroker, find_mosquitto  # noqa: E402
-from tests.service_helpers import ServiceProcess  # noqa: E402
+from tests.system.broker import MosquittoBroker, find_mosquitto  # noqa: E402
+from tests.system.service_helpers import ServiceProcess  # noqa: E402
 
 TARGET_VS_PAHO = 0.8
 TARGET_VS_NAIVE = 3.0
@@ -884,7 +884,7 @@ _WRAPPERS = (
     "asyncio/base_events.py",
     "asyncio/events.py",
     "streamproc/__main__.py",
-    "streamproc/cli.py",
+    "streamproc/apps/cli.py",
 )
 
 

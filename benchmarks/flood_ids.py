@@ -2,8 +2,8 @@
 
     python benchmarks/flood_ids.py [--ids 50000] [--max-beds 2000] [--stale-s 5]
 
-Starts its own Mosquitto (``tests/broker.py``) and a real ``streamproc run``
-(``tests/service_helpers.py``) with ``service.max_beds`` = ``--max-beds``, sends
+Starts its own Mosquitto (``tests/system/broker.py``) and a real ``streamproc run``
+(``tests/system/service_helpers.py``) with ``service.max_beds`` = ``--max-beds``, sends
 ``--ids`` bed ids never seen before (one art-line reading each, QoS 1, in bursts
 of 1,000), waits until every bed past the cap is evicted, ``--stale-s`` has
 passed and the outbox is empty, then reads the retained alarm states and
@@ -24,8 +24,8 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.broker import MosquittoBroker, Subscriber, find_mosquitto
-from tests.service_helpers import Publisher, ServiceProcess
+from tests.system.broker import MosquittoBroker, Subscriber, find_mosquitto
+from tests.system.service_helpers import Publisher, ServiceProcess
 
 T = TypeVar("T")
 

@@ -215,11 +215,11 @@ class Load:
         data only, so the live service raises the same alarm on the same chunk.
         """
         # imported here: the publisher process has no use for the engine (nor scipy)
-        from streamproc.codec import decode  # noqa: PLC0415
-        from streamproc.config import load_config  # noqa: PLC0415
-        from streamproc.core.alarms import Trigger  # noqa: PLC0415
         from streamproc.core.engine import Engine  # noqa: PLC0415
-        from streamproc.core.messages import BedId  # noqa: PLC0415
+        from streamproc.core.protocol.alarms import Trigger  # noqa: PLC0415
+        from streamproc.core.protocol.messages import BedId  # noqa: PLC0415
+        from streamproc.shell.config import load_config  # noqa: PLC0415
+        from streamproc.wire.codec import decode  # noqa: PLC0415
 
         settings = load_config(environ=environ).core
         out: dict[int, tuple[int, float]] = {}

@@ -8,7 +8,7 @@
 It wraps ``streamproc-sim soak --spawn-service`` (``simulators/soak.py``): a ward of
 ``--beds`` beds (every scenario of ``config/scenarios``, mixed, each stretched to
 ``--minutes`` x ``--speed`` minutes of data) is published at ``--speed`` times real time
-to a Mosquitto of its own (``tests/broker.py``: free port, temp dir) or ``--broker``,
+to a Mosquitto of its own (``tests/system/broker.py``: free port, temp dir) or ``--broker``,
 while a spawned ``python -m streamproc run`` serves the ward's units; every bed's alarms
 are checked against its scenario's ground truth. The service is sampled every
 ``--sample-s`` seconds (its RSS from ``/proc`` and its ``/metrics``).
@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from simulators.cli import main as sim_main  # noqa: E402
-from tests.broker import MosquittoBroker  # noqa: E402
+from tests.system.broker import MosquittoBroker  # noqa: E402
 
 #: The CI version: 100 beds at speed 5 for one minute of wall time (5 min of data).
 CI = {"beds": 100, "speed": 5.0, "minutes": 1.0, "sample_s": 10.0, "warmup_s": 20.0}

@@ -61,9 +61,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulators.waveform import apply_artifact, synthesize_abp
-from streamproc.core.alarms import AlarmState, Trigger
 from streamproc.core.engine import Engine
-from streamproc.core.messages import (
+from streamproc.core.protocol.alarms import AlarmState, Trigger
+from streamproc.core.protocol.messages import (
     AbpChunk,
     Ack,
     BedId,
@@ -286,9 +286,9 @@ def churn(
     import asyncio  # noqa: PLC0415 - only this mode needs the service
     import io  # noqa: PLC0415
 
-    from streamproc.config import load_config  # noqa: PLC0415
-    from streamproc.logs import configure_logging  # noqa: PLC0415
-    from streamproc.service import SLICE_BEDS, Service, _Inbound  # noqa: PLC0415
+    from streamproc.shell.config import load_config  # noqa: PLC0415
+    from streamproc.shell.logs import configure_logging  # noqa: PLC0415
+    from streamproc.shell.service import SLICE_BEDS, Service, _Inbound  # noqa: PLC0415
 
     configure_logging(json=True, level="error", stream=io.StringIO())
     clock = [T0]

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Run each fault of ``tests/faults`` N times and print/write the reliability table.
+"""Run each fault of ``tests/system/faults`` N times and print/write the reliability table.
 
     python scripts/faults.py --repeat 3 [--stall-s 30] [--out docs/reliability-table.md]
     python scripts/faults.py --only broker_kill stall --repeat 10
     python scripts/faults.py --only kill_random --repeat 50 [--seed 100]
 
 Each run starts its own Mosquitto (free port, temp dir) and its own ``streamproc run``;
-the fault bodies are :mod:`tests.faults.harness` (the same code the tests run). The table:
+the fault bodies are :mod:`tests.system.faults.harness` (the same code the tests run). The table:
 fault | tries | alarms expected | lost | duplicate ids | false cleared | recovery median /
 max. The faults that kill or stop a process at a random instant draw it from a seeded
 generator (run i: seed ``--seed`` + i), so a failing run can be repeated. Exit status 1
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.faults.harness import FAULTS, FaultResult, markdown_table  # noqa: E402
+from tests.system.faults.harness import FAULTS, FaultResult, markdown_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

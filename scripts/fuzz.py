@@ -3,7 +3,7 @@
     python scripts/fuzz.py [--examples 20000] [--seconds 600] [--tolerate-known] [--only core]
     python scripts/fuzz.py --atheris [--seconds 600]
 
-Hypothesis mode (default) runs ``tests/fuzz`` (core interleavings and replay
+Hypothesis mode (default) runs ``tests/core`` (core interleavings and replay
 lines) with ``--examples`` examples per property (``STREAMPROC_FUZZ_EXAMPLES``),
 stopping after ``--seconds`` (pytest-timeout is not needed: each property is
 run in turn and the run stops when time is up). ``--tolerate-known`` lets the
@@ -30,9 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROPERTIES = (
-    "tests/fuzz/test_replay_fuzz.py::test_feed_line_never_raises_and_counts",
-    "tests/fuzz/test_replay_fuzz.py::test_garbage_between_valid_lines_changes_nothing",
-    "tests/fuzz/test_core_fuzz.py::test_core_under_random_interleavings",
+    "tests/apps/test_replay_fuzz.py::test_feed_line_never_raises_and_counts",
+    "tests/apps/test_replay_fuzz.py::test_garbage_between_valid_lines_changes_nothing",
+    "tests/core/test_core_fuzz.py::test_core_under_random_interleavings",
 )
 
 
@@ -99,10 +99,10 @@ def run_atheris(seconds: float, tolerate: bool = False) -> int:
     import atheris  # noqa: PLC0415 (optional dependency)
 
     with atheris.instrument_imports():
-        from streamproc.codec import CodecError, decode  # noqa: PLC0415
-        from streamproc.config import load_config  # noqa: PLC0415
-        from streamproc.replay import Replayer  # noqa: PLC0415
-        from streamproc.topics import parse_inbound  # noqa: PLC0415
+        from streamproc.apps.replay import Replayer  # noqa: PLC0415
+        from streamproc.shell.config import load_config  # noqa: PLC0415
+        from streamproc.wire.codec import CodecError, decode  # noqa: PLC0415
+        from streamproc.wire.topics import parse_inbound  # noqa: PLC0415
 
     config = load_config(environ={})
     sink: list[bytes] = []

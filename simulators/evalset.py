@@ -44,8 +44,7 @@ from typing import Final
 import numpy as np
 
 from simulators.scenario import Scenario, load_scenario, render, scenario_dir, to_jsonl
-from streamproc.core.settings import HypotensionSettings
-from streamproc.evaluate import (
+from streamproc.apps.evaluation.evaluate import (
     BedTruth,
     EvaluateError,
     Recording,
@@ -56,6 +55,7 @@ from streamproc.evaluate import (
     protocol_target,
     write_truth,
 )
+from streamproc.core.protocol.settings import HypotensionSettings
 
 __all__ = [
     "ARTIFACT_LENGTHS",

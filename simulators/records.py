@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from simulators.scenario import DEFAULT_T0
 from simulators.ward import Timed
-from streamproc.core.messages import TS_LIMITS
+from streamproc.core.protocol.messages import TS_LIMITS
 
 __all__ = [
     "DRUGS",

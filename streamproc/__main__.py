@@ -2,6 +2,6 @@
 
 import sys
 
-from streamproc.cli import main
+from streamproc.apps.cli import main
 
 sys.exit(main())

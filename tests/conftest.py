@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MosquittoBroker, find_mosquitto
+from tests.system.broker import MosquittoBroker, find_mosquitto
 
-# -- a real Mosquitto (tests/broker.py) -----------------------------------------
+# -- a real Mosquitto (tests/system/broker.py) -----------------------------------------
 
 
 @pytest.fixture(scope="session")

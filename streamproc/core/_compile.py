@@ -1,6 +1,6 @@
 """``numba.njit`` as the compiled modules use it, and the interpreted mode they can run in.
 
-The compiled modules (``streamproc.core._kernels``, ``streamproc._numparse``) decorate
+The compiled modules (``streamproc.core.signal._kernels``, ``streamproc.wire._numparse``) decorate
 their loops with :func:`jit`. Their callers look the loops up as module attributes
 (``_kernels.step_chunk(...)``) at each call, so which code runs is decided by what
 those attributes hold:
@@ -10,7 +10,7 @@ those attributes hold:
 * interpreted (:func:`use_interpreted`): the same source loaded a second time with
   :func:`jit` as the identity, so that its loops call each other as plain Python and
   nothing compiles. A process whose cache is empty runs this way while another
-  process fills the cache (:mod:`streamproc.warm`), then switches back
+  process fills the cache (:mod:`streamproc.shell.warm`), then switches back
   (:func:`use_compiled`). The loops work on the callers' numpy arrays either way, so
   a switch between two calls changes nothing but the speed.
 
@@ -42,7 +42,7 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The modules whose functions :func:`jit` compiles (imported by :func:`use_interpreted`).
-KERNEL_MODULES: Final = ("streamproc.core._kernels", "streamproc._numparse")
+KERNEL_MODULES: Final = ("streamproc.core.signal._kernels", "streamproc.wire._numparse")
 
 #: Per module: its compiled functions' names -> their dispatchers.
 _registry: dict[str, dict[str, Any]] = {}

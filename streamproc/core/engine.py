@@ -17,10 +17,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core import _kernels
-from streamproc.core.alarms import Alarm, AlarmEvent, Priority, Trigger
-from streamproc.core.lanes import Lanes
-from streamproc.core.messages import (
+from streamproc.core.monitor import (
+    HYPOTENSION,
+    BedMonitor,
+    BedStatus,
+    alarm_id_number,
+    warm_up,
+)
+from streamproc.core.protocol.alarms import Alarm, AlarmEvent, Priority, Trigger
+from streamproc.core.protocol.messages import (
     MAX_SAMPLES_PER_CHUNK,
     PRESSURE_LIMITS,
     TS_LIMITS,
@@ -29,15 +34,10 @@ from streamproc.core.messages import (
     BedId,
     Message,
 )
-from streamproc.core.monitor import (
-    HYPOTENSION,
-    BedMonitor,
-    BedStatus,
-    alarm_id_number,
-    warm_up,
-)
-from streamproc.core.ordering import DropNotice, Drops
-from streamproc.core.settings import Settings
+from streamproc.core.protocol.settings import Settings
+from streamproc.core.signal import _kernels
+from streamproc.core.signal.lanes import Lanes
+from streamproc.core.signal.ordering import DropNotice, Drops
 
 __all__ = ["BED_EVICTED", "BedActivity", "Engine", "EngineStats"]
 
@@ -56,7 +56,7 @@ class EngineStats:
     beds_evicted: int = 0
     #: Open alarms closed (``cleared``, ``clear_reason`` = ``bed_evicted``) by an eviction.
     alarms_evicted: int = 0
-    #: Messages not taken, by reason (``streamproc.core.ordering.DropReason``: a
+    #: Messages not taken, by reason (``streamproc.core.signal.ordering.DropReason``: a
     #: ``duplicate`` of data taken, ``late`` data older than what was taken).
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -147,7 +147,7 @@ class Engine:
         self.max_beds = max_beds
         self.data_clock = data_clock
         self._beds: dict[BedId, BedMonitor] = {}
-        #: Messages dropped by the beds' data-time rules (``streamproc.core.ordering``).
+        #: Messages dropped by the beds' data-time rules (``streamproc.core.signal.ordering``).
         self._drops = Drops()
         #: Whether evicted beds are kept for :meth:`take_evicted_beds` (a caller that
         #: holds state per bed, such as the live service, asks for them; one that

@@ -4,7 +4,7 @@ Holds everything the protocol needs to know about one bed: the beat detector
 and the rolling MAP, the standing numerics, the patient's profile and target,
 what is infused, the labs, the hold timers (on *data* time) and the open
 alarms. Every public method takes the time it may use as an argument and
-returns the :class:`~streamproc.core.alarms.AlarmEvent` list to publish.
+returns the :class:`~streamproc.core.protocol.alarms.AlarmEvent` list to publish.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core import _kernels, beats
-from streamproc.core.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
-from streamproc.core.beats import BeatDetector
-from streamproc.core.escalation import (
+from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.protocol.escalation import (
     ADVISORY_REASONS,
     DISCLAIMER,
     AdvisoryKind,
@@ -35,7 +33,7 @@ from streamproc.core.escalation import (
     running,
     vasopressin_u_min,
 )
-from streamproc.core.messages import (
+from streamproc.core.protocol.messages import (
     AbpChunk,
     Ack,
     BedId,
@@ -48,8 +46,10 @@ from streamproc.core.messages import (
     Vitals,
     VitalsSource,
 )
-from streamproc.core.ordering import ChunkOrder, DropNotice, DropReason, Drops
-from streamproc.core.settings import Settings
+from streamproc.core.protocol.settings import Settings
+from streamproc.core.signal import _kernels, beats
+from streamproc.core.signal.beats import BeatDetector
+from streamproc.core.signal.ordering import ChunkOrder, DropNotice, DropReason, Drops
 
 __all__ = [
     "HYPOTENSION",
@@ -408,7 +408,7 @@ class BedMonitor:
         self._nibp_stands_s = settings.hypotension.nibp_stands_s
         self.trend: deque[float] = deque(maxlen=settings.monitor.trend_points)
         self._trend_ts: float | None = None
-        # data-time integrity (``streamproc.core.ordering``)
+        # data-time integrity (``streamproc.core.signal.ordering``)
         #: Where dropped messages are counted (the engine's, shared by its beds).
         self.drops = Drops() if drops is None else drops
         self._reorder_s = settings.monitor.reorder_window_s
@@ -462,7 +462,7 @@ class BedMonitor:
     def receive(self, msg: Message, now: float) -> list[AlarmEvent]:
         """Take one message that arrived at ``now`` (data time in replay).
 
-        Data-time integrity first (``streamproc.core.ordering``): a repeat or a
+        Data-time integrity first (``streamproc.core.signal.ordering``): a repeat or a
         message older than what the bed has taken is dropped (counted in
         ``drops``), a chunk that leaves a gap is held until the gap fills or the
         reorder window passes; held chunks are taken with the ``now`` of the call
@@ -1426,7 +1426,7 @@ _warm: list[bool] = []
 def warm_up() -> None:
     """Get the compiled per-chunk path ready now rather than on the first live chunk.
 
-    :func:`streamproc.core.beats.warm_up`, then a monitor over a few chunks
+    :func:`streamproc.core.signal.beats.warm_up`, then a monitor over a few chunks
     (``_kernels.step_chunk`` and ``advance_beats`` with the argument types the
     monitor passes), once per process.
     """

@@ -23,20 +23,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulators.scenario import load_scenario, merge, scenario_dir
-from streamproc.codec import decode
-from streamproc.core.alarms import AlarmEvent
 from streamproc.core.engine import Engine
-from streamproc.core.lanes import Lanes
-from streamproc.core.messages import (
+from streamproc.core.monitor import BedMonitor
+from streamproc.core.protocol.alarms import AlarmEvent
+from streamproc.core.protocol.messages import (
     TS_LIMITS,
     AbpChunk,
     BedId,
     InvalidMessageError,
     Message,
 )
-from streamproc.core.monitor import BedMonitor
-from streamproc.core.settings import BeatSettings, MonitorSettings, Settings
-from streamproc.topics import parse_inbound
+from streamproc.core.protocol.settings import BeatSettings, MonitorSettings, Settings
+from streamproc.core.signal.lanes import Lanes
+from streamproc.wire.codec import decode
+from streamproc.wire.topics import parse_inbound
 
 SCENARIOS = (
     "ne_60_40",

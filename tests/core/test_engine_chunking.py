@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from simulators.scenario import load_scenario, scenario_dir, waveform
 from streamproc.core.engine import Engine
-from streamproc.core.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
+from streamproc.core.protocol.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
 
 BED = BedId("ward7", "bed03")
 

@@ -9,10 +9,10 @@ retained summaries hold).
 
 from __future__ import annotations
 
-from streamproc.core.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.engine import BedActivity, Engine
-from streamproc.core.messages import Ack, BedId, Vitals, VitalsSource
-from streamproc.core.settings import AlarmSettings, MonitorSettings
+from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.protocol.messages import Ack, BedId, Vitals, VitalsSource
+from streamproc.core.protocol.settings import AlarmSettings, MonitorSettings
 
 T0 = 1_732_400_000.0
 A, B, C = BedId("ward7", "a"), BedId("ward7", "b"), BedId("ward7", "c")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from simulators.waveform import synthesize_abp
-from streamproc.core.alarms import AlarmEvent, AlarmState, Priority
 from streamproc.core.engine import Engine
-from streamproc.core.messages import (
+from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Priority
+from streamproc.core.protocol.messages import (
     AbpChunk,
     BedId,
     Drug,

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 
 import pytest
 
-from streamproc.core.alarms import AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.engine import Engine
-from streamproc.core.messages import (
+from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.protocol.messages import (
     Ack,
     BedId,
     Drug,
@@ -24,7 +24,7 @@ from streamproc.core.messages import (
     Vitals,
     VitalsSource,
 )
-from streamproc.core.settings import HypotensionSettings, Settings
+from streamproc.core.protocol.settings import HypotensionSettings, Settings
 
 T0 = 1_732_400_000.0
 BED = BedId("ward7", "bed03")

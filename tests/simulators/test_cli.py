@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulators.cli import build_parser, main
-from tests.broker import MosquittoBroker, Subscriber
+from tests.system.broker import MosquittoBroker, Subscriber
 
 REPO = Path(__file__).resolve().parents[2]
 

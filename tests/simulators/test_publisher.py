@@ -23,10 +23,10 @@ from simulators.ward import (
     unit_names,
     ward_stream,
 )
-from streamproc.config import load_config
-from streamproc.replay import replay_lines
-from tests.broker import MosquittoBroker, Subscriber
-from tests.service_helpers import ServiceProcess, is_alarm
+from streamproc.apps.replay import replay_lines
+from streamproc.shell.config import load_config
+from tests.system.broker import MosquittoBroker, Subscriber
+from tests.system.service_helpers import ServiceProcess, is_alarm
 
 SCENARIOS = scenario_dir()
 
@@ -249,7 +249,7 @@ class TestPacedPublishing:
 
     def test_unreachable_broker_exits_3(self, capsys: pytest.CaptureFixture[str]) -> None:
         """No broker on the port: exit 3 and say so."""
-        from tests.broker import free_port  # noqa: PLC0415
+        from tests.system.broker import free_port  # noqa: PLC0415
 
         rc = main(["publish", "--beds", "1", "--broker", f"mqtt://127.0.0.1:{free_port()}"])
         assert rc == 3

@@ -20,10 +20,10 @@ from simulators.records import (
     record_timed,
 )
 from simulators.scenario import DEFAULT_T0
-from streamproc.config import load_config
-from streamproc.replay import replay_lines
+from streamproc.apps.replay import replay_lines
+from streamproc.shell.config import load_config
 from tests.abp_data import abp_records
-from tests.broker import MosquittoBroker, Subscriber
+from tests.system.broker import MosquittoBroker, Subscriber
 
 S00001 = "s00001-2896-10-10-00-31"
 

@@ -21,7 +21,7 @@ from simulators.soak import (
     scrape,
     service_figures,
 )
-from tests.broker import MosquittoBroker, Subscriber
+from tests.system.broker import MosquittoBroker, Subscriber
 
 SCENARIOS = scenario_dir()
 #: Beds whose alarms are timed on the data (silent_bed's data_stale takes 30 s of wall time).

@@ -1,0 +1,1 @@
+"""streamproc.core.signal."""
