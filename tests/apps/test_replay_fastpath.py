@@ -30,7 +30,7 @@ from streamproc.apps.replay import Replayer, ReplaySummary, replay_lines
 from streamproc.core.engine import Engine
 from streamproc.shell.config import load_config
 from tests.apps.test_replay_fuzz import arbitrary_line, valid_lines
-from tests.core import fuzz_settings
+from tests.fuzzing import fuzz_settings
 
 Result = tuple[list[bytes], dict[str, Any]]
 

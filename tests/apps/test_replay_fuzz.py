@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from simulators.scenario import load_scenario, render, scenario_dir, to_jsonl
 from streamproc.apps.replay import Replayer
 from streamproc.shell.config import load_config
-from tests.core import count_example, fuzz_settings
+from tests.fuzzing import count_example, fuzz_settings
 
 KINDS = ("abp", "vitals", "infusion", "patient", "labs", "ack")
 

@@ -55,7 +55,7 @@ from streamproc.core.protocol.messages import (
 )
 from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal import _kernels
-from tests.core import count_example, fuzz_settings
+from tests.fuzzing import count_example, fuzz_settings
 
 T0 = 1_732_400_000.0
 FS = 125.0
