@@ -207,8 +207,16 @@ class TestLive:
             acked = alarm(sub.wait_for(is_alarm("hypotension", state="acknowledged"), timeout=10))
         assert acked["alarm_id"] == active["alarm_id"]
         assert acked["acknowledged_by"] == "station-3"
-        rows = AuditLog(service.audit_db).query(unit="ward7", bed="bed03", kind="hypotension")
-        assert [r.state for r in rows][:2] == ["active", "acknowledged"]
+        # the audit row is written beside the publish, not before it: give it a moment
+        deadline = time.monotonic() + 10
+        states: list[str] = []
+        while time.monotonic() < deadline:
+            rows = AuditLog(service.audit_db).query(unit="ward7", bed="bed03", kind="hypotension")
+            states = [r.state for r in rows][:2]
+            if len(states) == 2:
+                break
+            time.sleep(0.1)
+        assert states == ["active", "acknowledged"]
 
     def test_garbage_does_not_stop_the_episode(
         self, broker: MosquittoBroker, service: ServiceProcess, gateway: Publisher
