@@ -353,7 +353,7 @@ class TestEvalset:
     def test_a_scenario_file_is_evaluated_directly(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A scenario TOML is rendered in memory with its committed seed and artifacts."""
+        """A scenario TOML is rendered (by the simulator) with its committed seed and artifacts."""
         assert main(["evaluate", str(scenario_dir() / "artifacts.toml")]) == 0
         out = capsys.readouterr().out
         row = overall_row(out)
