@@ -37,7 +37,6 @@ from simulators.publisher import (
     write_recording,
     write_ward,
 )
-from simulators.records import RecordError, context_messages, read_abp, record_timed
 from simulators.soak import default_unit_prefix, run_soak
 from simulators.ward import (
     Bed,
@@ -47,6 +46,7 @@ from simulators.ward import (
     parse_mix,
     resolve_scenarios,
 )
+from streamproc.wire.recordings import RecordError, context_messages, read_abp, record_timed
 
 __all__ = ["build_parser", "main"]
 
@@ -307,11 +307,11 @@ def _record_lines(args: argparse.Namespace, *, default_t0: str) -> tuple[list[An
     else:
         t0 = rec.start_time
         if rec.base_time is None:
-            note = "the record has no base date/time: t0 = scenario.DEFAULT_T0"
+            note = "the record has no base date/time: t0 = recordings.DEFAULT_T0"
         elif t0 != rec.base_time:
             note = (
                 f"the record's base time ({rec.base_time:.0f}) is outside 2000..2200, which "
-                "streamproc rejects: t0 = scenario.DEFAULT_T0"
+                "streamproc rejects: t0 = recordings.DEFAULT_T0"
             )
     context = context_messages(
         profile=args.profile,

@@ -19,16 +19,16 @@ then alarm is not defined), so sensitivity measures detection and the
 artifacts measure false and technical alarms. The truth lists every artifact
 (the scenario's own and the random ones); an alarm raised inside one is false.
 
-Truth of a scenario (:func:`scenario_truth`): the true pressure is the
-``[[pressure]]`` knots, linear in between, with MAP = DBP + (SBP - DBP) / 3 at
-every instant. The generator's beats have an area-MAP 0.7-2.5 mmHg above that
-(measured over its beat shape at the scenarios' pressures and rates), so the
-truth errs on the side of "below target"; every scenario's level is at least
-2 mmHg from its target. The target is the protocol's for the patient (profile, age,
-explicit ``map_target``/``sbp_target``; default settings, SBP for trauma). A
-true episode is a stretch below the target that lasts at least the protocol's
-hold (60 s) or that holds MAP < 50 mmHg for 15 s (the critical fast path),
-within the data the bed sends.
+Truth of a scenario (:func:`scenario_truth`) is streamproc's
+:func:`streamproc.apps.evaluation.truth.pressure_truth` over its ``[[pressure]]``
+knots and patient messages. The generator's beats have an area-MAP 0.7-2.5 mmHg
+above the knots' MAP (measured over its beat shape at the scenarios' pressures
+and rates), so the truth errs on the side of "below target"; every scenario's
+level is at least 2 mmHg from its target.
+
+``--as-committed`` writes each ``--scenario`` file as committed (its own seed
+and artifacts) as ``NNNN.jsonl`` + ``NNNN.truth.json`` (``NNNN`` its position):
+how ``streamproc evaluate`` renders scenario TOML files it is given.
 """
 
 from __future__ import annotations
@@ -44,18 +44,16 @@ from typing import Final
 import numpy as np
 
 from simulators.scenario import Scenario, load_scenario, render, scenario_dir, to_jsonl
-from streamproc.apps.evaluation.evaluate import (
+from streamproc.apps.evaluation.truth import (
     BedTruth,
     EvaluateError,
     Recording,
     Span,
     Truth,
-    default_min_episode_s,
     labels_recording,
-    protocol_target,
+    pressure_truth,
     write_truth,
 )
-from streamproc.core.protocol.settings import HypotensionSettings
 
 __all__ = [
     "ARTIFACT_LENGTHS",
@@ -66,6 +64,7 @@ __all__ = [
     "scenario_file_recording",
     "scenario_recording",
     "scenario_truth",
+    "write_as_committed",
 ]
 
 #: Length range (s) of each random artifact kind.
@@ -80,7 +79,6 @@ ARTIFACT_LENGTHS: Final[dict[str, tuple[float, float]]] = {
     "clot": (20.0, 45.0),
     "gap": (2.0, 20.0),
 }
-_GRID_S: Final = 0.05
 _SEED_STRIDE: Final = 1000
 
 
@@ -93,51 +91,14 @@ def _data_end(sc: Scenario) -> float:
     return sc.duration_s if sc.silent_after_s is None else min(sc.duration_s, sc.silent_after_s)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[a, b)`` index runs where ``mask`` is true."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
 def scenario_truth(sc: Scenario, *, min_episode_s: float | None = None) -> BedTruth:
     """The true episodes of a scenario, from its pressure knots (see the module's docstring)."""
-    hold = default_min_episode_s() if min_episode_s is None else min_episode_s
-    hs = HypotensionSettings()
-    end = _data_end(sc)
-    t = np.arange(0.0, end + 1e-9, _GRID_S)
-    kt = np.array([k[0] for k in sc.knots])
-    sbp = np.interp(t, kt, np.array([k[1] for k in sc.knots]))
-    dbp = np.interp(t, kt, np.array([k[2] for k in sc.knots]))
-    mean = dbp + (sbp - dbp) / 3.0
-    below = np.zeros(t.size, dtype=bool)
-    patient: dict[str, object] = {}
-    first: tuple[str, str, float] | None = None
-    changes = [(0.0, dict[str, object]())] + [
-        (et, payload) for et, kind, payload in sc.events if kind == "patient"
-    ]
-    for i, (et, payload) in enumerate(changes):
-        patient.update(payload)
-        profile, metric, target = protocol_target(
-            _opt_str(patient.get("profile")),
-            age=_opt_float(patient.get("age")),
-            map_target=_opt_float(patient.get("map_target")),
-            sbp_target=_opt_float(patient.get("sbp_target")),
-        )
-        if et <= 0.0 or first is None:
-            first = (profile, metric, target)
-        nxt = changes[i + 1][0] if i + 1 < len(changes) else float("inf")
-        sel = (t >= et) & (t < nxt)
-        below[sel] = (mean if metric == "map" else sbp)[sel] < target
-    critical = mean < hs.critical_map
-    episodes = []
-    for a, b in _runs(below):
-        long_enough = (b - a) * _GRID_S >= hold - 1e-9
-        crit = any((d - c) * _GRID_S >= hs.critical_hold_s - 1e-9 for c, d in _runs(critical[a:b]))
-        if long_enough or crit:
-            episodes.append(
-                Span(round(float(t[a]), 2), round(min(float(t[b - 1]) + _GRID_S, end), 2))
-            )
-    profile, metric, target = first or protocol_target(None)
+    episodes, (profile, metric, target) = pressure_truth(
+        [k[:3] for k in sc.knots],
+        [(et, payload) for et, kind, payload in sc.events if kind == "patient"],
+        data_end_s=_data_end(sc),
+        min_episode_s=min_episode_s,
+    )
     return BedTruth(
         unit=sc.unit,
         bed=sc.bed,
@@ -151,14 +112,6 @@ def scenario_truth(sc: Scenario, *, min_episode_s: float | None = None) -> BedTr
         episodes=episodes,
         artifacts=[Span(round(s, 3), round(s + d, 3), kind=kind) for kind, s, d in sc.artifacts],
     )
-
-
-def _opt_str(v: object) -> str | None:
-    return None if v is None else str(v)
-
-
-def _opt_float(v: object) -> float | None:
-    return None if v is None else float(v)  # type: ignore[arg-type]
 
 
 def random_artifacts(
@@ -229,6 +182,30 @@ def seeded(sc: Scenario, k: int, *, max_artifacts: int = 3) -> Scenario:
     return dataclasses.replace(base, artifacts=base.artifacts + extra)
 
 
+def _save(dest: Path, stem: str, rec: Recording) -> Path:
+    """``stem.jsonl`` and ``stem.truth.json`` in ``dest``; returns the first."""
+    jsonl = dest / f"{stem}.jsonl"
+    jsonl.write_bytes(b"".join(line + b"\n" for line in rec.lines))
+    write_truth(dest / f"{stem}.truth.json", rec.truth)
+    return jsonl
+
+
+def write_as_committed(
+    out: str | Path,
+    scenarios: Sequence[str | Path],
+    *,
+    min_episode_s: float | None = None,
+    root: str = "icu",
+) -> list[Path]:
+    """Each scenario file as committed, as ``NNNN.jsonl`` + truth (``NNNN``: its position)."""
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    return [
+        _save(dest, f"{i:04d}", scenario_file_recording(p, min_episode_s=min_episode_s, root=root))
+        for i, p in enumerate(scenarios)
+    ]
+
+
 def build_evalset(
     out: str | Path,
     *,
@@ -247,12 +224,9 @@ def build_evalset(
     written: list[Path] = []
 
     def save(rec: Recording) -> None:
-        jsonl = dest / f"{rec.name}.jsonl"
-        jsonl.write_bytes(b"".join(line + b"\n" for line in rec.lines))
-        write_truth(dest / f"{rec.name}.truth.json", rec.truth)
-        written.append(jsonl)
+        written.append(_save(dest, rec.name, rec))
         if on_file is not None:
-            on_file(jsonl)
+            on_file(written[-1])
 
     for p in paths:
         base = load_scenario(p)
@@ -284,15 +258,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-artifacts", type=int, default=3, help="random artifacts per recording, 0..N"
     )
+    parser.add_argument(
+        "--as-committed",
+        action="store_true",
+        help="write each --scenario file as committed (its own seed and artifacts) as "
+        "NNNN.jsonl + NNNN.truth.json, NNNN its position (streamproc evaluate FILE.toml)",
+    )
+    parser.add_argument(
+        "--min-episode",
+        type=float,
+        help="with --as-committed: the shortest true episode, s (default: the protocol's hold)",
+    )
+    parser.add_argument("--root", default="icu", help="topic root (default: icu)")
     args = parser.parse_args(argv)
     try:
-        written = build_evalset(
-            args.out,
-            seeds=args.seeds,
-            scenarios=args.scenario,
-            labels=[] if args.no_real else args.labels,
-            max_artifacts=args.max_artifacts,
-        )
+        if args.as_committed:
+            written = write_as_committed(
+                args.out, args.scenario or [], min_episode_s=args.min_episode, root=args.root
+            )
+        else:
+            written = build_evalset(
+                args.out,
+                seeds=args.seeds,
+                scenarios=args.scenario,
+                labels=[] if args.no_real else args.labels,
+                max_artifacts=args.max_artifacts,
+                root=args.root,
+            )
     except (EvaluateError, OSError) as exc:
         sys.stderr.write(f"simulators.evalset: {exc}\n")
         return 2

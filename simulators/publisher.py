@@ -33,7 +33,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.scenario import Scenario
-from simulators.ward import Bed, Compact, Timed, prepare, ward_stream
+from simulators.ward import Bed, Compact, prepare, ward_stream
+from streamproc.wire.recordings import Timed
 
 __all__ = [
     "BATCH_S",

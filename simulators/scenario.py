@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ import msgspec
 import numpy as np
 
 from simulators.waveform import apply_artifact, synthesize_abp
+from streamproc.wire.recordings import DEFAULT_T0
 
 __all__ = [
     "Expectation",
@@ -59,9 +60,9 @@ __all__ = [
     "render_timed",
     "scenario_dir",
     "to_jsonl",
+    "ward_timed",
 ]
 
-DEFAULT_T0 = 1_732_400_000.0
 _KINDS = ("infusion", "labs", "patient", "vitals", "ack")
 
 
@@ -300,6 +301,15 @@ def check(sc: Scenario, alarms: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def ward_timed(
+    scenarios: Sequence[Scenario], root: str = "icu"
+) -> list[tuple[float, int, dict[str, Any]]]:
+    """Beds that start together: their lines merged by scenario time (s), as ``render_timed``."""
+    timed = [entry for sc in scenarios for entry in render_timed(sc, root)]
+    timed.sort(key=lambda e: (e[0], e[1]))
+    return timed
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m simulators.scenario FILE.toml [--out F.jsonl]``: render a recording."""
     parser = argparse.ArgumentParser(
@@ -310,10 +320,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--seed", type=int, help="override the scenarios' seeds")
     parser.add_argument("--root", default="icu", help="topic root (default: icu)")
+    parser.add_argument("--unit", help="override the scenarios' unit")
+    parser.add_argument(
+        "--bed", action="append", help="override the beds: one per scenario file, in order"
+    )
+    parser.add_argument("--t0", type=float, help="override the scenarios' start (epoch s)")
+    parser.add_argument(
+        "--timed",
+        action="store_true",
+        help="write [t, line] per line, t the scenario time (s) at which it is sent, the "
+        "beds starting together (streamproc demo)",
+    )
     args = parser.parse_args(argv)
-    extra = {} if args.seed is None else {"seed": args.seed}
-    scenarios = [load_scenario(p, **extra) for p in args.scenario]
-    data = to_jsonl(merge(*scenarios, root=args.root))
+    if args.bed is not None and len(args.bed) != len(args.scenario):
+        parser.error("--bed must be given once per scenario file")
+    extra: dict[str, Any] = {"seed": args.seed, "unit": args.unit, "t0": args.t0}
+    extra = {key: value for key, value in extra.items() if value is not None}
+    beds = args.bed or [None] * len(args.scenario)
+    scenarios = [
+        load_scenario(p, **extra, **({} if bed is None else {"bed": bed}))
+        for p, bed in zip(args.scenario, beds, strict=True)
+    ]
+    if args.timed:
+        enc = msgspec.json.Encoder()
+        data = b"".join(
+            enc.encode((t, line)) + b"\n" for t, _, line in ward_timed(scenarios, args.root)
+        )
+    else:
+        data = to_jsonl(merge(*scenarios, root=args.root))
     if args.out:
         Path(args.out).write_bytes(data)
     else:

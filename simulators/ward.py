@@ -38,12 +38,12 @@ from simulators.scenario import (
     scenario_dir,
     waveform,
 )
+from streamproc.wire.recordings import Timed
 
 __all__ = [
     "BEDS_PER_UNIT",
     "Bed",
     "Compact",
-    "Timed",
     "WardError",
     "bed_stream",
     "build_ward",
@@ -54,10 +54,6 @@ __all__ = [
     "unit_names",
     "ward_stream",
 ]
-
-#: A recording line with its data time (epoch s, when it is sent) and its order
-#: among lines of the same time (0: context, 1: waveform), as ``render_timed``.
-Timed = tuple[float, int, dict[str, Any]]
 
 BEDS_PER_UNIT: Final = 20
 _IDENT_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.apps.evaluation.evaluate import abp_data_dir
+from streamproc.apps.evaluation.truth import abp_data_dir
 
 
 def abp_records() -> Path:

@@ -337,7 +337,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from streamproc.apps.evaluation.evaluate import run_command  # noqa: PLC0415 - keeps other commands light
+    from streamproc.apps.evaluation.command import run_command  # noqa: PLC0415 - keeps other commands light
 
     return run_command(args)
 
@@ -577,7 +577,7 @@ def build_parser(*, evaluate: bool = True) -> argparse.ArgumentParser:
         "per scenario, per profile and overall. See docs/evaluation.md.",
     )
     if evaluate:
-        from streamproc.apps.evaluation.evaluate import add_arguments  # noqa: PLC0415 - the core, numba
+        from streamproc.apps.evaluation.command import add_arguments  # noqa: PLC0415 - the core, numba
 
         add_arguments(ev)
     ev.set_defaults(func=_cmd_evaluate)

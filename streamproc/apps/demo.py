@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import shutil
 import signal
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,8 @@ DEMO_WARD: Final = (
     ("advisory_dopamine", "bed08"),
 )
 DEMO_UNIT: Final = "demo"
+#: The bundled scenario files (``config/scenarios`` of this checkout).
+SCENARIOS: Final = Path(__file__).resolve().parents[2] / "config" / "scenarios"
 _PRIORITY_STYLE: Final = {"high": "bold white on red", "medium": "black on yellow", "low": "cyan"}
 _PRIORITY_MARK: Final = {"high": "!!!", "medium": "!!", "low": "!"}
 
@@ -306,18 +308,31 @@ async def _simulate(
 def build_ward(
     t0: float, root: str = "icu"
 ) -> tuple[list[tuple[str, str, str]], list[tuple[float, dict[str, Any]]]]:
-    """The demo's beds and their recording lines, timed in scenario seconds."""
-    from simulators.scenario import load_scenario, render_timed, scenario_dir  # noqa: PLC0415
+    """The demo's beds and their recording lines, timed in scenario seconds.
 
-    beds = []
-    timed: list[tuple[float, int, dict[str, Any]]] = []
-    for name, bed in DEMO_WARD:
-        sc = load_scenario(scenario_dir() / f"{name}.toml")
-        sc = dataclasses.replace(sc, unit=DEMO_UNIT, bed=bed, t0=t0)
-        beds.append((bed, name, sc.description))
-        timed.extend(render_timed(sc, root))
-    timed.sort(key=lambda e: (e[0], e[1]))
-    return beds, [(t, line) for t, _, line in timed]
+    The waveforms are the simulator's, and ``simulators/`` depends on streamproc,
+    never the reverse: the ward is rendered by the simulator as its own process
+    (``python -m simulators.scenario --timed``); the demo publishes the lines.
+    """
+    files = [SCENARIOS / f"{name}.toml" for name, _ in DEMO_WARD]
+    argv = [sys.executable, "-m", "simulators.scenario", *map(str, files), "--timed"]
+    argv += ["--unit", DEMO_UNIT, "--t0", repr(t0), "--root", root]
+    for _, bed in DEMO_WARD:
+        argv += ["--bed", bed]
+    done = subprocess.run(argv, capture_output=True, check=False)  # noqa: S603 - our simulator
+    if done.returncode != 0:
+        raise RuntimeError(f"the simulator could not render the demo ward: {done.stderr!r}")
+    decoder = msgspec.json.Decoder(tuple[float, dict[str, Any]])
+    lines = [decoder.decode(raw) for raw in done.stdout.splitlines()]
+    beds = [
+        (bed, name, _description(path)) for (name, bed), path in zip(DEMO_WARD, files, strict=True)
+    ]
+    return beds, lines
+
+
+def _description(path: Path) -> str:
+    with path.open("rb") as fh:
+        return str(tomllib.load(fh).get("description", ""))
 
 
 @contextlib.asynccontextmanager

@@ -38,6 +38,7 @@ from streamproc.core.engine import Engine
 from streamproc.core.protocol.messages import AbpChunk, BedId
 from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal.beats import Beat, BeatDetector
+from streamproc.wire.recordings import read_abp
 
 __all__ = [
     "ARTIFACT_MARGIN_S",
@@ -273,8 +274,6 @@ def record_agreement(
 ) -> Agreement:
     """The agreement of one real record with its references (``artifacts``: the labelled
     artifact spans, seconds from the first ABP sample, left out of the scores)."""
-    from simulators.records import read_abp  # noqa: PLC0415 - as evaluate's labels_recording
-
     settings = settings or Settings()
     rec = read_abp(record, channel=channel, sampfrom=sampfrom, sampto=sampto)
     beats, rolling, runs = _engine_pass(rec.samples, rec.fs, settings)

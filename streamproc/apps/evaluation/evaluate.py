@@ -18,8 +18,9 @@ its bed:
 
 Truth comes from a sidecar ``NAME.truth.json`` next to ``NAME.jsonl`` (what
 ``python -m simulators.evalset`` writes), from a scenario TOML file (rendered
-in memory, its truth derived from its pressure knots), or from a labels TOML
-file for a real WFDB record (see ``docs/evaluation.md``).
+by the simulator in its own process, its truth derived from its pressure knots),
+or from a labels TOML file for a real WFDB record (see
+:mod:`streamproc.apps.evaluation.truth` and ``docs/evaluation.md``).
 
 ``--sweep section.key=v1,v2,...`` runs the same data under each value of one
 numeric setting and tabulates the trade-off. ``--report FILE.html`` draws
@@ -28,381 +29,70 @@ every bed's pressures, truth and alarms (matplotlib, imported only then).
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.apps.evaluation.agreement import Agreement, agreement_table, record_agreement
+from streamproc.apps.evaluation.truth import (
+    EPISODE_KINDS,
+    BedTruth,
+    EvaluateError,
+    Labels,
+    Recording,
+    Truth,
+    labels_recording,
+    labels_truth,
+    load_labels,
+    read_truth,
+)
 from streamproc.apps.replay import Replayer
 from streamproc.core.engine import Engine
 from streamproc.core.monitor import HYPOTENSION, SIGNAL_INVALID, STALE
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
 from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals
-from streamproc.core.protocol.settings import HypotensionSettings, Settings, TargetSettings
+from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal.beats import BeatDetector
 from streamproc.shell.config import ConfigError, StreamprocConfig, load_config, parse_assignment
 
 __all__ = [
-    "ABP_DATA",
-    "PROFILES",
     "TECHNICAL",
     "AlarmSpan",
     "BedResult",
-    "BedTruth",
     "EpisodeResult",
-    "EvaluateError",
     "Evaluation",
-    "Labels",
-    "LabelsError",
     "Metrics",
-    "Recording",
-    "Span",
     "Sweep",
     "Trace",
-    "Truth",
-    "abp_data_dir",
-    "add_arguments",
     "evaluate",
     "format_tables",
-    "labels_recording",
     "load_inputs",
-    "load_labels",
-    "protocol_target",
-    "read_truth",
-    "resolve_record",
-    "run_command",
+    "scenario_recordings",
     "score_bed",
     "summarize",
     "sweep",
-    "write_truth",
+    "toml_kind",
 ]
 
-TRUTH_FORMAT: Final = "streamproc-truth/1"
 TECHNICAL: Final = (SIGNAL_INVALID, STALE)
-PROFILES: Final = ("standard", "chronic_hypertension", "elderly", "trauma", "trauma_tbi")
-EPISODE_KINDS: Final = ("hypotension",)
 #: An alarm raised this long before an episode, or after its end, still belongs to it.
 DEFAULT_TOLERANCE_S: Final = 30.0
 DAY_S: Final = 86_400.0
 
 
-class EvaluateError(ValueError):
-    """Input that cannot be evaluated (missing truth, unreadable file): the user's fault."""
-
-
-class LabelsError(EvaluateError):
-    """A labels file is wrong. ``field`` names the offending key (``episode[1].end_s``)."""
-
-    def __init__(self, path: str, field: str, reason: str) -> None:
-        self.path = path
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{path}: {field}: {reason}")
-
-
-# --------------------------------------------------------------------------- truth
-
-
-class Span(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
-    """A stretch of a bed's data, in seconds from the bed's ``t0``."""
-
-    start_s: float
-    end_s: float
-    kind: str = "hypotension"
-    note: str = ""
-
-
-class BedTruth(msgspec.Struct, forbid_unknown_fields=True):
-    """What truly happened on one bed of a recording.
-
-    ``unit``/``bed`` ``None`` match the recording's only bed; ``t0`` ``None``
-    is that bed's first data time. ``profile``/``metric``/``target`` are the
-    protocol's (default settings), not the run's: a sweep of a target does not
-    move the truth.
-    """
-
-    unit: str | None = None
-    bed: str | None = None
-    scenario: str = ""
-    source: str = "synthetic"
-    profile: str = "standard"
-    metric: str = "map"
-    target: float = 65.0
-    t0: float | None = None
-    duration_s: float | None = None
-    episodes: list[Span] = []
-    artifacts: list[Span] = []
-
-
-class Truth(msgspec.Struct, forbid_unknown_fields=True):
-    """The sidecar ``NAME.truth.json`` of a recording ``NAME.jsonl``."""
-
-    recording: str
-    beds: list[BedTruth]
-    format: str = TRUTH_FORMAT
-
-
-_truth_encoder: Final = msgspec.json.Encoder()
-
-
-def write_truth(path: str | Path, truth: Truth) -> None:
-    Path(path).write_bytes(msgspec.json.format(_truth_encoder.encode(truth), indent=1) + b"\n")
-
-
-def read_truth(path: str | Path) -> Truth:
-    try:
-        truth = msgspec.json.decode(Path(path).read_bytes(), type=Truth)
-    except OSError as exc:
-        raise EvaluateError(f"{path}: cannot read: {exc}") from None
-    except msgspec.ValidationError as exc:
-        field, reason = _split_validation(str(exc))
-        raise EvaluateError(f"{path}: {field}: {reason}") from None
-    except msgspec.DecodeError as exc:
-        raise EvaluateError(f"{path}: not valid JSON: {exc}") from None
-    if truth.format != TRUTH_FORMAT:
-        raise EvaluateError(f"{path}: format {truth.format!r}, expected {TRUTH_FORMAT!r}")
-    return truth
-
-
-def protocol_target(
-    profile: str | None,
-    *,
-    age: float | None = None,
-    map_target: float | None = None,
-    sbp_target: float | None = None,
-    targets: TargetSettings | None = None,
-) -> tuple[str, str, float]:
-    """``(profile, metric, target)`` by the protocol's table (section 2), default settings.
-
-    Written from the protocol, not taken from the monitor, so that the truth is
-    an independent oracle.
-    """
-    t = targets or TargetSettings()
-    if profile is None:
-        profile = "elderly" if age is not None and age > t.elderly_age else "standard"
-    if map_target is not None:
-        return profile, "map", float(map_target)
-    if sbp_target is not None:
-        return profile, "sbp", float(sbp_target)
-    table = {
-        "standard": ("map", t.standard_map),
-        "chronic_hypertension": ("map", t.chronic_hypertension_map),
-        "elderly": ("map", t.elderly_map),
-        "trauma": ("sbp", t.trauma_sbp),
-        "trauma_tbi": ("map", t.trauma_tbi_map),
-    }
-    metric, value = table[profile]
-    return profile, metric, value
-
-
-def default_min_episode_s() -> float:
-    """A true episode lasts at least the protocol's hold time (default setting, 60 s)."""
-    return HypotensionSettings().hold_s
-
-
-# --------------------------------------------------------------------------- labels
-
-
-class Labels(msgspec.Struct, forbid_unknown_fields=True):
-    """A labels file: a real WFDB record and what truly happens in it."""
-
-    record: str
-    name: str = ""
-    description: str = ""
-    channel: str = "ABP"
-    sampfrom: int | None = None
-    sampto: int | None = None
-    unit: str = "real"
-    bed: str = ""
-    profile: str = "standard"
-    age: float | None = None
-    weight_kg: float | None = None
-    map_target: float | None = None
-    sbp_target: float | None = None
-    infusions: list[str] = []
-    episode: list[Span] = []
-    artifact: list[Span] = []
-
-
-_AT_RE: Final = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
-_FIELD_RE: Final = re.compile(r"(?:required|unknown) field `(?P<name>[^`]+)`")
-
-
-def _split_validation(message: str) -> tuple[str, str]:
-    """A msgspec validation message as ``(field path, reason)``."""
-    m = _AT_RE.match(message)
-    reason, path = (m["reason"], m["path"] or "") if m else (message, "")
-    named = _FIELD_RE.search(reason)
-    if named:
-        path = f"{path}.{named['name']}" if path else named["name"]
-    return path or "(top level)", reason
-
-
-_IDENT_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _check_spans(path: str, name: str, spans: Sequence[Span], *, episodes: bool) -> None:
-    for i, sp in enumerate(spans):
-        where = f"{name}[{i}]"
-        for key in ("start_s", "end_s"):
-            value = getattr(sp, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise LabelsError(path, f"{where}.{key}", f"must be a number >= 0, got {value!r}")
-        if sp.end_s <= sp.start_s:
-            raise LabelsError(
-                path, f"{where}.end_s", f"must be after start_s ({sp.start_s:g}), got {sp.end_s:g}"
-            )
-        if episodes and sp.kind not in EPISODE_KINDS:
-            raise LabelsError(
-                path, f"{where}.kind", f"must be one of {', '.join(EPISODE_KINDS)}, got {sp.kind!r}"
-            )
-
-
-def load_labels(path: str | Path) -> Labels:
-    """Read and check a labels file; errors name the field."""
-    p = str(path)
-    try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise LabelsError(p, "(file)", f"cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise LabelsError(p, "(file)", f"not valid TOML: {exc}") from None
-    try:
-        labels = msgspec.convert(data, Labels)
-    except msgspec.ValidationError as exc:
-        field_name, reason = _split_validation(str(exc))
-        raise LabelsError(p, field_name, reason) from None
-    if not labels.record.strip():
-        raise LabelsError(p, "record", "must name a WFDB record")
-    if labels.profile not in PROFILES:
-        raise LabelsError(
-            p, "profile", f"must be one of {', '.join(PROFILES)}, got {labels.profile!r}"
-        )
-    name = labels.name or Path(path).stem
-    for key, value in (("unit", labels.unit), ("bed", labels.bed or name)):
-        if not _IDENT_RE.match(value):
-            raise LabelsError(p, key, f"must match [A-Za-z0-9_-]{{1,64}}, got {value!r}")
-    _check_spans(p, "episode", labels.episode, episodes=True)
-    _check_spans(p, "artifact", labels.artifact, episodes=False)
-    for i, text in enumerate(labels.infusions):
-        if text.count(":") != 2:
-            raise LabelsError(p, f"infusions[{i}]", f"expected DRUG:RATE:UNIT, got {text!r}")
-    return labels
-
-
-#: The real records the repository carries (``data/abp/``, with their README and licence).
-ABP_DATA = Path(__file__).resolve().parents[3] / "data" / "abp"
-
-
-def abp_data_dir() -> Path:
-    """The real records: ``$STREAMPROC_ABP_DATA``, else the repository's ``data/abp``."""
-    env = os.environ.get("STREAMPROC_ABP_DATA")
-    return Path(env) if env else ABP_DATA
-
-
-def resolve_record(labels: Labels, labels_path: Path) -> Path:
-    rec = Path(labels.record)
-    if rec.is_absolute():
-        return rec
-    for base in (labels_path.parent, abp_data_dir()):
-        cand = base / rec
-        if cand.with_name(cand.name + ".hea").is_file():
-            return cand
-    raise LabelsError(
-        str(labels_path),
-        "record",
-        f"no WFDB record {labels.record!r} next to the labels file or in {abp_data_dir()} "
-        "(set STREAMPROC_ABP_DATA to the folder of the real records)",
-    )
-
-
-def labels_truth(labels: Labels, *, name: str, t0: float | None, wildcard: bool) -> BedTruth:
-    profile, metric, target = protocol_target(
-        labels.profile,
-        age=labels.age,
-        map_target=labels.map_target,
-        sbp_target=labels.sbp_target,
-    )
-    return BedTruth(
-        unit=None if wildcard else labels.unit,
-        bed=None if wildcard else (labels.bed or name),
-        scenario=name,
-        source="real",
-        profile=profile,
-        metric=metric,
-        target=target,
-        t0=t0,
-        episodes=list(labels.episode),
-        artifacts=list(labels.artifact),
-    )
-
-
-_line_encoder: Final = msgspec.json.Encoder()
-
-
-def labels_recording(path: str | Path, *, root: str = "icu") -> Recording:
-    """The recording of the WFDB record a labels file names, with the labels as truth."""
-    from simulators.records import (  # noqa: PLC0415 - wfdb is slow and only needed here
-        RecordError,
-        parse_infusion,
-        read_abp,
-        record_timed,
-    )
-
-    labels = load_labels(path)
-    lpath = Path(path)
-    name = labels.name or lpath.stem
-    record = resolve_record(labels, lpath)
-    patient: dict[str, Any] = {"profile": labels.profile}
-    for key in ("age", "weight_kg", "map_target", "sbp_target"):
-        if getattr(labels, key) is not None:
-            patient[key] = getattr(labels, key)
-    context: list[tuple[str, dict[str, Any]]] = [("patient", patient)]
-    try:
-        context.extend(("infusion", parse_infusion(text)) for text in labels.infusions)
-        rec = read_abp(
-            record, channel=labels.channel, sampfrom=labels.sampfrom, sampto=labels.sampto
-        )
-        timed = record_timed(
-            rec, unit=labels.unit, bed=labels.bed or name, root=root, context=context
-        )
-    except RecordError as exc:
-        raise LabelsError(str(lpath), "record", str(exc)) from None
-    truth = labels_truth(labels, name=name, t0=rec.start_time, wildcard=False)
-    truth.duration_s = rec.duration_s
-    lines = [_line_encoder.encode(line) for _, _, line in timed]
-    return Recording(
-        name=name, lines=lines, truth=Truth(recording=name, beds=[truth]), path=str(lpath)
-    )
-
-
 # --------------------------------------------------------------------------- inputs
 
 
-@dataclass(slots=True)
-class Recording:
-    """One recording (lines as ``streamproc replay`` reads them) and its truth."""
-
-    name: str
-    lines: Sequence[bytes]
-    truth: Truth
-    path: str = ""
-
-
-def _toml_kind(path: Path) -> str:
+def toml_kind(path: Path) -> str:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -452,35 +142,71 @@ def load_inputs(
         else:
             raise EvaluateError(f"no such file or directory: {p}")
     extra = [load_labels(x) for x in labels]
-    out: list[Recording] = []
+    out: list[Recording | None] = []
+    scenarios: list[Path] = []
     for p in files:
-        if p.suffix == ".toml":
-            if _toml_kind(p) == "labels":
-                out.append(labels_recording(p, root=root))
-            else:
-                from simulators.evalset import scenario_file_recording  # noqa: PLC0415
-
-                out.append(scenario_file_recording(p, min_episode_s=min_episode_s, root=root))
-            continue
-        name = p.name.removesuffix(".jsonl")
-        tpath = _truth_path(p)
-        if tpath.is_file():
-            truth = read_truth(tpath)
-        elif extra:
-            truth = Truth(
-                recording=name,
-                beds=[
-                    labels_truth(lab, name=lab.name or name, t0=None, wildcard=True)
-                    for lab in extra
-                ],
-            )
+        if p.suffix != ".toml":
+            out.append(_jsonl_recording(p, extra))
+        elif toml_kind(p) == "labels":
+            out.append(labels_recording(p, root=root))
         else:
-            raise EvaluateError(f"{p}: no ground truth (expected {tpath.name}, or give --labels)")
-        try:
-            lines = p.read_bytes().splitlines()
-        except OSError as exc:
-            raise EvaluateError(f"{p}: cannot read: {exc}") from None
-        out.append(Recording(name=name, lines=lines, truth=truth, path=str(p)))
+            out.append(None)  # rendered below, all in one simulator process
+            scenarios.append(p)
+    rendered = iter(scenario_recordings(scenarios, min_episode_s=min_episode_s, root=root))
+    return [rec if rec is not None else next(rendered) for rec in out]
+
+
+def _jsonl_recording(p: Path, extra: Sequence[Labels]) -> Recording:
+    name = p.name.removesuffix(".jsonl")
+    tpath = _truth_path(p)
+    if tpath.is_file():
+        truth = read_truth(tpath)
+    elif extra:
+        truth = Truth(
+            recording=name,
+            beds=[
+                labels_truth(lab, name=lab.name or name, t0=None, wildcard=True) for lab in extra
+            ],
+        )
+    else:
+        raise EvaluateError(f"{p}: no ground truth (expected {tpath.name}, or give --labels)")
+    try:
+        lines = p.read_bytes().splitlines()
+    except OSError as exc:
+        raise EvaluateError(f"{p}: cannot read: {exc}") from None
+    return Recording(name=name, lines=lines, truth=truth, path=str(p))
+
+
+def scenario_recordings(
+    paths: Sequence[Path], *, min_episode_s: float | None = None, root: str = "icu"
+) -> list[Recording]:
+    """Scenario TOML files rendered as committed (their own seed and artifacts), with truth.
+
+    The waveform generator is the simulator's, and ``simulators/`` depends on
+    streamproc, never the reverse: the files are rendered by the simulator as its
+    own process (``python -m simulators.evalset --as-committed``), which writes
+    each one's recording and truth (:func:`~streamproc.apps.evaluation.truth.pressure_truth`)
+    into a temporary directory, read back here.
+    """
+    if not paths:
+        return []
+    with tempfile.TemporaryDirectory(prefix="streamproc-evaluate-") as tmp:
+        argv = [sys.executable, "-m", "simulators.evalset", "--out", tmp, "--as-committed"]
+        argv += ["--root", root, "--no-real"]
+        if min_episode_s is not None:
+            argv += ["--min-episode", repr(min_episode_s)]
+        for p in paths:
+            argv += ["--scenario", str(p)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            raise EvaluateError(said[-1].removeprefix("simulators.evalset: "))
+        out = []
+        for i, p in enumerate(paths):
+            jsonl = Path(tmp) / f"{i:04d}.jsonl"
+            truth = read_truth(_truth_path(jsonl))
+            lines = jsonl.read_bytes().splitlines()
+            out.append(Recording(name=truth.recording, lines=lines, truth=truth, path=str(p)))
     return out
 
 
@@ -1135,201 +861,3 @@ def format_tables(ev: Evaluation, sw: Sweep | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``streamproc evaluate``."""
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="DIR|FILE",
-        help="recordings with truth: NAME.jsonl (+ NAME.truth.json), scenario or labels "
-        "TOML files, or directories of them",
-    )
-    p.add_argument("--config", help="TOML settings file (defaults: the protocol's)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set hypotension.hold_s=90 (repeatable)",
-    )
-    p.add_argument(
-        "--sweep",
-        metavar="KEY=V1,V2,...",
-        help="what-if: run again under each value of one numeric setting "
-        "(section.key or a unique key), e.g. --sweep hold_s=30,60,120",
-    )
-    p.add_argument(
-        "--labels",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="labels TOML used as the truth of .jsonl recordings that have no sidecar",
-    )
-    p.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE_S,
-        metavar="S",
-        help="an alarm this close before/after an episode belongs to it (default %(default)g s)",
-    )
-    p.add_argument(
-        "--min-episode",
-        type=float,
-        metavar="S",
-        help="scenario truth: below target for at least this long is an episode "
-        "(default: the protocol's hold, 60 s)",
-    )
-    p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
-    p.add_argument("--png-dir", metavar="DIR", help="also write each bed's figure as a PNG")
-    p.add_argument(
-        "--max-figures",
-        type=int,
-        default=40,
-        metavar="N",
-        help="at most N figures (beds with misses or false alarms first; default %(default)s)",
-    )
-    p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
-    p.add_argument(
-        "--progress",
-        action="store_true",
-        help="show a progress bar (default: when stderr is a TTY)",
-    )
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(f"streamproc: evaluate: {text}\n")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """``streamproc evaluate``: exit 0 done, 2 bad options or input."""
-    try:
-        config = load_config(args.config, assignments=args.set)
-        sweep_spec = parse_sweep(args.sweep, config) if args.sweep else None
-        recordings = load_inputs(
-            args.inputs,
-            labels=args.labels,
-            min_episode_s=args.min_episode,
-            root=config.service.root,
-        )
-    except (ConfigError, EvaluateError) as exc:
-        _err(str(exc))
-        return 2
-    drawing = bool(args.report or args.png_dir)
-    total = len(recordings) * (1 + (len(sweep_spec[1]) if sweep_spec else 0))
-    show = args.progress or sys.stderr.isatty()
-    with _ProgressBar(show, total) as advance:
-        try:
-            ev = evaluate(
-                recordings,
-                config,
-                tolerance_s=args.tolerance,
-                collect=drawing,
-                label="base",
-                advance=advance,
-            )
-            sw = (
-                sweep(
-                    recordings,
-                    sweep_spec[0],
-                    sweep_spec[1],
-                    config_path=args.config,
-                    assignments=args.set,
-                    tolerance_s=args.tolerance,
-                    advance=advance,
-                )
-                if sweep_spec
-                else None
-            )
-        except (ConfigError, EvaluateError) as exc:
-            _err(str(exc))
-            return 2
-    sys.stdout.write(
-        f"streamproc evaluate: {len(recordings)} recordings, {len(ev.beds)} beds, "
-        f"{ev.overall.monitored_s / 3600:.2f} bed-hours; tolerance {args.tolerance:g} s"
-        + (f"; settings {' '.join(args.set)}" if args.set else "")
-        + "\n\n"
-    )
-    sys.stdout.write(format_tables(ev, sw) + "\n")
-    agreement = _agreement(recordings, config)
-    if agreement:
-        sys.stdout.write(
-            "\nbeats against the ECG's R waves, MAP against the monitor's own numeric "
-            "(docs/evaluation.md):\n" + agreement_table(agreement) + "\n"
-        )
-    if args.json:
-        doc = {"settings": list(args.set), "tolerance_s": args.tolerance, **ev.as_dict()}
-        if sw is not None:
-            doc["sweep"] = sw.as_dict()
-        if agreement:
-            doc["agreement"] = msgspec.to_builtins(agreement)
-        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(doc), indent=1))
-    if drawing:
-        from streamproc.apps.evaluation.report import write_figures, write_report  # noqa: PLC0415 - matplotlib
-
-        cache: dict[int, bytes] = {}
-        if args.png_dir:
-            n = write_figures(ev, Path(args.png_dir), max_figures=args.max_figures, cache=cache)
-            sys.stderr.write(f"streamproc evaluate: {n} figures in {args.png_dir}\n")
-        if args.report:
-            write_report(
-                Path(args.report),
-                ev,
-                sw,
-                max_figures=args.max_figures,
-                title=f"streamproc evaluation ({len(recordings)} recordings)",
-                settings=list(args.set),
-                cache=cache,
-            )
-            sys.stderr.write(f"streamproc evaluate: report {args.report}\n")
-    return 0
-
-
-def _agreement(recordings: Sequence[Recording], config: StreamprocConfig) -> list[Agreement]:
-    """The agreement with their own references of the real records among the inputs."""
-    out = []
-    for r in recordings:
-        if not (r.path.endswith(".toml") and _toml_kind(Path(r.path)) == "labels"):
-            continue
-        labels = load_labels(r.path)
-        out.append(
-            record_agreement(
-                r.name,
-                resolve_record(labels, Path(r.path)),
-                artifacts=[(a.start_s, a.end_s) for a in labels.artifact],
-                channel=labels.channel,
-                sampfrom=labels.sampfrom,
-                sampto=labels.sampto,
-                settings=config.core,
-            )
-        )
-    return out
-
-
-class _ProgressBar:
-    """A rich progress bar on stderr, or nothing; yields the function that advances it."""
-
-    def __init__(self, show: bool, total: int) -> None:
-        self.show = show
-        self.total = total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[], None] | None:
-        if not self.show:
-            return None
-        from rich.console import Console  # noqa: PLC0415
-        from rich.progress import Progress  # noqa: PLC0415
-
-        self._bar = Progress(console=Console(stderr=True), transient=True)
-        self._bar.start()
-        task = self._bar.add_task("evaluating", total=self.total)
-
-        def advance() -> None:
-            self._bar.advance(task)
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -15,7 +15,7 @@ from streamproc.apps.evaluation.agreement import (
     match_beats,
     record_agreement,
 )
-from streamproc.apps.evaluation.evaluate import load_labels, resolve_record
+from streamproc.apps.evaluation.truth import load_labels, resolve_record
 from tests.abp_data import abp_records
 
 LABELS = Path(__file__).resolve().parents[3] / "config" / "labels"

@@ -24,19 +24,21 @@ from simulators.scenario import Scenario, load_scenario, scenario_dir
 from streamproc.apps import replay
 from streamproc.apps.cli import main
 from streamproc.apps.evaluation.evaluate import (
+    evaluate,
+    load_inputs,
+    parse_sweep,
+    run_recording,
+    score_bed,
+    sweep,
+)
+from streamproc.apps.evaluation.truth import (
     BedTruth,
     EvaluateError,
     LabelsError,
     Span,
     Truth,
-    evaluate,
-    load_inputs,
     load_labels,
-    parse_sweep,
     read_truth,
-    run_recording,
-    score_bed,
-    sweep,
     write_truth,
 )
 from streamproc.core.protocol.alarms import Alarm, AlarmEvent, Priority, Trigger
@@ -351,7 +353,7 @@ class TestEvalset:
     def test_a_scenario_file_is_evaluated_directly(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A scenario TOML is rendered in memory with its committed seed and artifacts."""
+        """A scenario TOML is rendered (by the simulator) with its committed seed and artifacts."""
         assert main(["evaluate", str(scenario_dir() / "artifacts.toml")]) == 0
         out = capsys.readouterr().out
         row = overall_row(out)

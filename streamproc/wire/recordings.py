@@ -1,4 +1,4 @@
-"""Real arterial-pressure records (WFDB) as ``abp`` messages, for the simulator.
+"""Real arterial-pressure records (WFDB) as ``abp`` messages, for evaluate and the simulator.
 
 :func:`read_abp` reads one channel (default ``ABP``) of a WFDB record in
 physical units (mmHg), whatever its layout:
@@ -34,16 +34,16 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from simulators.scenario import DEFAULT_T0
-from simulators.ward import Timed
 from streamproc.core.protocol.messages import TS_LIMITS
 
 __all__ = [
+    "DEFAULT_T0",
     "DRUGS",
     "DRUG_UNITS",
     "PROFILES",
     "AbpRecord",
     "RecordError",
+    "Timed",
     "channel_span",
     "context_messages",
     "parse_infusion",
@@ -61,6 +61,12 @@ DRUGS: Final = (
     "phenylephrine",
 )
 DRUG_UNITS: Final = ("mcg/kg/min", "mcg/min", "U/min", "mL/h")
+#: The start of a recording whose date the wire contract cannot carry (2024-11-23 22:13:20 UTC).
+DEFAULT_T0: Final = 1_732_400_000.0
+
+#: A recording line with its data time (epoch s, when it is sent) and its order
+#: among lines of the same time (0: context, 1: waveform).
+Timed = tuple[float, int, dict[str, Any]]
 
 
 class RecordError(ValueError):
