@@ -38,12 +38,15 @@ from streamproc.apps.dashboard.app import NotConnectedError, sse_message
 from streamproc.apps.dashboard.auth import AuthConfig, add_user
 from streamproc.core.protocol.messages import BedId
 from streamproc.wire.topics import TopicError
-from tests.system.broker import MosquittoBroker, Subscriber, free_port, publish
-from tests.system.test_stack import (
+from tests.system.broker import (
     DEMO_PASSWORDS,
     PROCESSOR_TLS,
+    MosquittoBroker,
+    Subscriber,
+    free_port,
     processor_ca,
-    shipped_mosquitto_config,
+    publish,
+    shipped_broker,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -797,8 +800,7 @@ class TestShippedBrokerSecurity:
         self, mosquitto_bin: Path, tmp_path: Path
     ) -> None:
         """With the shipped passwords and ACL, the `dashboard` user reads the state and acks."""
-        conf = shipped_mosquitto_config(tmp_path / "config")
-        secure = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "mq", config_file=conf)
+        secure = shipped_broker(tmp_path, binary=mosquitto_bin)
         secure.start()
         try:
             processor = Subscriber(
