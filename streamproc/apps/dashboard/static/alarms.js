@@ -31,7 +31,7 @@ export const kindName = (kind) =>
     : kind.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase()));
 export const isOpen = (a) => a.state === "active" || a.state === "acknowledged";
 export const isTechnical = (kind) => group(kind) === "technical";
-export const isAdvisory = (kind) => group(kind) === "advisory";
+const isAdvisory = (kind) => group(kind) === "advisory";
 const isHypotension = (kind) => kind === K.hypotension;
 const priority = (p) => K.priorities[p] || { rank: 0, mark: "", word: String(p).toUpperCase() };
 const rank = (p) => priority(p).rank;

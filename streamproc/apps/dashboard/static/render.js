@@ -1,6 +1,6 @@
 // The page around the alarms: bed tiles, vitals and trend, the strip of open alarms,
 // banners, the connection line and the clock.
-import { alarmsOf, badge, isOpen, isTechnical, kindName, sortAlarms } from "./alarms.js";
+import { badge, isOpen, isTechnical, kindName, sortAlarms } from "./alarms.js";
 import { $, clockTime, domId, duration, h, neeText, num, s, spokenDuration } from "./dom.js";
 import { DATA_STALE_S, STALL_MS, S, bedKey, now } from "./state.js";
 
