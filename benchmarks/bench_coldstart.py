@@ -45,10 +45,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))  # for tests.system.broker
+    sys.path.insert(1, str(REPO))  # for tests.system (the Mosquitto and service launchers)
 
 from simulators.scenario import load_scenario, render, scenario_dir, to_jsonl  # noqa: E402
-from tests.system.broker import MosquittoBroker, free_port  # noqa: E402
+from tests.system.broker import MosquittoBroker  # noqa: E402
+from tests.system.service_helpers import ServiceProcess  # noqa: E402
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -215,9 +216,12 @@ def _service_once(
     import paho.mqtt.client as mqtt  # noqa: PLC0415
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
-    port = free_port()
-    env = dict(env)
-    env["STREAMPROC_AUDIT_DB"] = str(workdir / "audit.sqlite3")
+    # the deployed defaults: instance streamproc-1 and a 1-s tick (ServiceProcess's own are
+    # a test's); the audit database is ServiceProcess's, in workdir
+    env = {"STREAMPROC_TICK_S": "1.0", **env}
+    env.pop("STREAMPROC_AUDIT_DB", None)
+    svc = ServiceProcess(broker, workdir, env=env, instance="streamproc-1", python=python)
+    port = svc.metrics_port
     stop = threading.Event()
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{port}")
     pub.connect(broker.host, broker.port)
@@ -231,12 +235,9 @@ def _service_once(
             stop.wait(0.1)
 
     t_start = time.perf_counter()
-    proc = subprocess.Popen(  # noqa: S603
-        [python, "-m", "streamproc", "run", "--broker", broker.url, "--metrics-port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = svc.start(wait=False).proc
+    if proc is None:  # pragma: no cover - start() always spawns the process
+        raise RuntimeError("streamproc run was not started")
     sender = threading.Thread(target=gateway, daemon=True)
     sender.start()
     healthy: float | None = None
@@ -258,12 +259,7 @@ def _service_once(
         sender.join()
         pub.loop_stop()
         pub.disconnect()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        svc.terminate(timeout=20)
         _end_orphans()
     return (
         math.nan if healthy is None else healthy,

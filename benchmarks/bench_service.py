@@ -1233,14 +1233,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # the alarm subscriber (Watch) stamps arrivals on paho's thread: while this
-    # thread parses a /metrics scrape it would wait up to the default 5 ms
-    # switch interval for the GIL, and that wait would count as service latency
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    only = {x.strip() for x in args.only.split(",") if x.strip()}
-    info = machine()
+def _hold_wake_latency(args: argparse.Namespace, info: dict[str, Any]) -> str:
+    """Hold the CPU wake-up latency as asked, for the whole run (``info`` records it);
+    the words that say so."""
     held = hold_wake_latency(args.wake_latency_us) if args.wake_latency_us >= 0 else None
     if held is not None:
         info["wake_latency_us"] = args.wake_latency_us
@@ -1251,6 +1246,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         info["wake_latency_us"] = None
         wake = "CPU wake-up latency left as the host has it (--wake-latency-us -1)"
+    return wake
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # the alarm subscriber (Watch) stamps arrivals on paho's thread: while this
+    # thread parses a /metrics scrape it would wait up to the default 5 ms
+    # switch interval for the GIL, and that wait would count as service latency
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    info = machine()
+    wake = _hold_wake_latency(args, info)
     print(
         f"machine: {info['nproc']} CPU ({info['cpu']}), Python {info['python']}, "
         f"{info['mosquitto']}, load avg {' '.join(f'{x:.2f}' for x in info['load_avg'])}; "

@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulators.waveform import apply_artifact, synthesize_abp
 from streamproc.core.engine import Engine
-from streamproc.core.protocol.alarms import AlarmState, Trigger
+from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
 from streamproc.core.protocol.messages import (
     AbpChunk,
     Ack,
@@ -126,6 +126,30 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def _context(
+    phase: int, b: int, k: int, ts: float, *, profiles: list[Profile], drugs: list[Drug]
+) -> list[Patient | Infusion | Labs | Vitals]:
+    """Bed ``b``'s context messages at step ``k``: spread over the beds and time."""
+    if phase == 0:
+        return [Patient(ts, profile=profiles[b % len(profiles)], weight_kg=70.0 + b % 30)]
+    if phase == 100:
+        # NE always; one other drug at a time, the previous one stopped
+        cycle = k // 600
+        prev = drugs[(cycle - 1 + b) % len(drugs)]
+        drug = drugs[(cycle + b) % len(drugs)]
+        out: list[Patient | Infusion | Labs | Vitals] = []
+        for d, on in ((prev, False), (Drug.NOREPINEPHRINE, True), (drug, True)):
+            unit = RateUnit.U_MIN if d is Drug.VASOPRESSIN else RateUnit.MCG_KG_MIN
+            rate = 0.03 if d is Drug.VASOPRESSIN else 0.05 * (1 + cycle % 4)
+            out.append(Infusion(ts, d, rate, unit, running=on))
+        return out
+    if phase == 200:
+        return [Labs(ts, lactate=1.0 + (k // 600) % 4, urine_ml_kg_h=0.4)]
+    if phase == 300:
+        return [Vitals(ts, VitalsSource.NIBP, sbp=100.0, dbp=60.0, hr=80.0)]
+    return []
+
+
 def run(
     *,
     beds: int,
@@ -160,26 +184,6 @@ def run(
     wall0 = time.perf_counter()
     open_ids: dict[BedId, list[str]] = {}
 
-    def sample(sim_t: float) -> None:
-        gc.collect()
-        row = {
-            "sim_min": round(sim_t / 60.0, 2),
-            "wall_s": round(time.perf_counter() - wall0, 1),
-            "rss_mb": round(rss_bytes() / 2**20, 2),
-            "traced_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2) if trace else 0.0,
-            "beds": len(engine),
-            "window_max": max((len(m.window) for m in engine.beds()), default=0),
-            "open_alarms": sum(len(m.alarms) for m in engine.beds()),
-        }
-        series.append(row)
-        if not quiet:
-            print(
-                f"  sim {row['sim_min']:7.2f} min  wall {row['wall_s']:7.1f} s  "
-                f"rss {row['rss_mb']:9.2f} MB  traced {row['traced_mb']:9.2f} MB  "
-                f"beds {row['beds']}  open alarms {row['open_alarms']}",
-                flush=True,
-            )
-
     for k in range(steps):
         sim_t = k * chunk_s
         now_base = T0 + sim_t
@@ -192,54 +196,26 @@ def run(
             chunk = AbpChunk(now_base, FS, np.ascontiguousarray(piece))
             samples_fed += per_chunk
             out = engine.receive(bed, chunk, chunk.ts)
-            # context messages, spread over the beds and time
             phase = (k + b) % 600
             ts = chunk.ts
-            if phase == 0:
-                out += engine.receive(
-                    bed,
-                    Patient(ts, profile=profiles[b % len(profiles)], weight_kg=70.0 + b % 30),
-                    ts,
-                )
-            elif phase == 100:
-                # NE always; one other drug at a time, the previous one stopped
-                cycle = k // 600
-                prev = drugs[(cycle - 1 + b) % len(drugs)]
-                drug = drugs[(cycle + b) % len(drugs)]
-                for d, on in ((prev, False), (Drug.NOREPINEPHRINE, True), (drug, True)):
-                    unit = RateUnit.U_MIN if d is Drug.VASOPRESSIN else RateUnit.MCG_KG_MIN
-                    rate = 0.03 if d is Drug.VASOPRESSIN else 0.05 * (1 + cycle % 4)
-                    out += engine.receive(bed, Infusion(ts, d, rate, unit, running=on), ts)
-            elif phase == 200:
-                out += engine.receive(
-                    bed, Labs(ts, lactate=1.0 + (k // 600) % 4, urine_ml_kg_h=0.4), ts
-                )
-            elif phase == 300:
-                out += engine.receive(
-                    bed, Vitals(ts, VitalsSource.NIBP, sbp=100.0, dbp=60.0, hr=80.0), ts
-                )
-            for ev in out:
-                events += 1
-                if ev.trigger is Trigger.RAISE:
-                    raised += 1
-                    open_ids.setdefault(bed, []).append(ev.alarm_id)
+            for message in _context(phase, b, k, ts, profiles=profiles, drugs=drugs):
+                out += engine.receive(bed, message, ts)
+            events += len(out)
+            raised += _raised(out, bed, open_ids)
             # acknowledge what was raised a little later
             if phase == 450 and bed in open_ids:
                 for aid in open_ids.pop(bed):
                     engine.receive(bed, Ack(ts, aid, by="soak"), ts)
         end_t = sim_t + chunk_s
-        while next_tick <= end_t:
-            for ev in engine.tick(T0 + next_tick):
-                events += 1
-                if ev.state is AlarmState.ACTIVE and ev.trigger is Trigger.RAISE:
-                    raised += 1
-            next_tick += 1.0
+        next_tick, n_events, n_raised = _ticks(engine, next_tick, end_t)
+        events += n_events
+        raised += n_raised
         if speed > 0:
             lag = end_t / speed - (time.perf_counter() - wall0)
             if lag > 0:
                 time.sleep(lag)
         if end_t >= next_sample - 1e-9:
-            sample(end_t)
+            series.append(_sample(engine, end_t, wall0, trace=trace, quiet=quiet))
             next_sample += sample_s
 
     wall = time.perf_counter() - wall0
@@ -256,13 +232,65 @@ def run(
         series=series,
     )
     if len(series) >= 1:
-        first, last = series[0], series[-1]
-        res.rss_growth_pct = round(100.0 * (last["rss_mb"] / first["rss_mb"] - 1.0), 2)
-        if trace and first["traced_mb"] > 0:
-            res.traced_growth_pct = round(100.0 * (last["traced_mb"] / first["traced_mb"] - 1.0), 2)
-        res.rss_per_bed_kb = round(last["rss_mb"] * 1024 / max(beds, 1), 2)
-        res.traced_per_bed_kb = round(last["traced_mb"] * 1024 / max(beds, 1), 2)
+        _growth(res, series[0], series[-1], trace=trace)
     return res
+
+
+def _raised(out: list[AlarmEvent], bed: BedId, open_ids: dict[BedId, list[str]]) -> int:
+    """How many of ``out`` were raised; their ids are kept to be acknowledged later."""
+    n = 0
+    for ev in out:
+        if ev.trigger is Trigger.RAISE:
+            n += 1
+            open_ids.setdefault(bed, []).append(ev.alarm_id)
+    return n
+
+
+def _ticks(engine: Engine, next_tick: float, end_t: float) -> tuple[float, int, int]:
+    """The engine's 1-s ticks up to ``end_t``: the next tick's time, events, raised."""
+    events = raised = 0
+    while next_tick <= end_t:
+        for ev in engine.tick(T0 + next_tick):
+            events += 1
+            if ev.state is AlarmState.ACTIVE and ev.trigger is Trigger.RAISE:
+                raised += 1
+        next_tick += 1.0
+    return next_tick, events, raised
+
+
+def _sample(
+    engine: Engine, sim_t: float, wall0: float, *, trace: bool, quiet: bool
+) -> dict[str, float]:
+    """One row of the soak's memory series (after a full collection), printed unless quiet."""
+    gc.collect()
+    row = {
+        "sim_min": round(sim_t / 60.0, 2),
+        "wall_s": round(time.perf_counter() - wall0, 1),
+        "rss_mb": round(rss_bytes() / 2**20, 2),
+        "traced_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2) if trace else 0.0,
+        "beds": len(engine),
+        "window_max": max((len(m.window) for m in engine.beds()), default=0),
+        "open_alarms": sum(len(m.alarms) for m in engine.beds()),
+    }
+    if not quiet:
+        print(
+            f"  sim {row['sim_min']:7.2f} min  wall {row['wall_s']:7.1f} s  "
+            f"rss {row['rss_mb']:9.2f} MB  traced {row['traced_mb']:9.2f} MB  "
+            f"beds {row['beds']}  open alarms {row['open_alarms']}",
+            flush=True,
+        )
+    return row
+
+
+def _growth(
+    res: SoakResult, first: dict[str, float], last: dict[str, float], *, trace: bool
+) -> None:
+    """The series' growth from its first row to its last, and the memory per bed."""
+    res.rss_growth_pct = round(100.0 * (last["rss_mb"] / first["rss_mb"] - 1.0), 2)
+    if trace and first["traced_mb"] > 0:
+        res.traced_growth_pct = round(100.0 * (last["traced_mb"] / first["traced_mb"] - 1.0), 2)
+    res.rss_per_bed_kb = round(last["rss_mb"] * 1024 / max(res.beds, 1), 2)
+    res.traced_per_bed_kb = round(last["traced_mb"] * 1024 / max(res.beds, 1), 2)
 
 
 #: An infusion that raises an advisory at once (dopamine running).

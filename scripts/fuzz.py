@@ -3,12 +3,13 @@
     python scripts/fuzz.py [--examples 20000] [--seconds 600] [--tolerate-known] [--only core]
     python scripts/fuzz.py --atheris [--seconds 600]
 
-Hypothesis mode (default) runs ``tests/core`` (core interleavings and replay
-lines) with ``--examples`` examples per property (``STREAMPROC_FUZZ_EXAMPLES``),
-stopping after ``--seconds`` (pytest-timeout is not needed: each property is
-run in turn and the run stops when time is up). ``--tolerate-known`` lets the
-core property record the known alarm-id reuse bug instead of stopping at it,
-so that the long run can look for other bugs.
+Hypothesis mode (default) runs the properties of ``tests/core/test_core_fuzz.py``
+(core interleavings) and ``tests/apps/test_replay_fuzz.py`` (replay lines) with
+``--examples`` examples per property (``STREAMPROC_FUZZ_EXAMPLES``), stopping after
+``--seconds`` (pytest-timeout is not needed: each property is run in turn and the
+run stops when time is up). ``--tolerate-known`` lets the core property record
+the known alarm-id reuse bug instead of stopping at it, so that the long run can
+look for other bugs.
 
 Atheris mode (``pip install atheris``) fuzzes the recording-line path with
 coverage guidance: arbitrary bytes go to ``Replayer.feed_line`` (which must

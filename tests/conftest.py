@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.broker import MosquittoBroker, find_mosquitto
+from tests.system.broker import MosquittoBroker, find_mosquitto, shipped_broker
 
 # -- a real Mosquitto (tests/system/broker.py) -----------------------------------------
 
@@ -28,6 +28,17 @@ def mosquitto_bin() -> Path:
 def broker(mosquitto_bin: Path, tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A fresh Mosquitto on a free port of 127.0.0.1, always stopped (or killed) at teardown."""
     instance = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "mosquitto")
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture
+def secure_broker(mosquitto_bin: Path, tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """Mosquitto with the shipped config, password file and ACL (and throwaway certificates)."""
+    instance = shipped_broker(tmp_path, binary=mosquitto_bin)
     try:
         instance.start()
         yield instance

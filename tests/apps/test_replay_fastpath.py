@@ -81,18 +81,28 @@ def ward() -> tuple[bytes, ...]:
     return tuple(to_jsonl(merge(*beds)).splitlines())
 
 
+#: The ways of :func:`_hostile` that write the line's bytes themselves.
+_RAW_WAYS = frozenset({2, 11, 12, 13, 14, 15, 17, 18, 19, 21})
+
+
 def _hostile(rnd: random.Random, line: bytes) -> bytes:
     """One valid ``abp`` line made wrong in one of the ways the fast path must hand over."""
     rec = json.loads(line)
+    choice = rnd.randrange(22)
+    if choice in _RAW_WAYS:
+        return _hostile_bytes(rnd, choice, line, rec)
+    _hostile_record(rnd, choice, rec)
+    return json.dumps(rec, ensure_ascii=choice != 16).encode()
+
+
+def _hostile_record(rnd: random.Random, choice: int, rec: dict[str, Any]) -> None:
+    """The ways of :func:`_hostile` that change the decoded record (then written as JSON)."""
     p = rec["payload"]
     s = p["samples"]
-    choice = rnd.randrange(22)
     if choice == 0:
         p["samples"] = []
     elif choice == 1:
         s[rnd.randrange(len(s))] = rnd.choice([None, True, "1", [1], 600.0, -101.0, 2**70])
-    elif choice == 2:
-        return line.replace(b'"samples":[', b'"samples":[1e400,', 1)
     elif choice == 3:
         p["samples"] = s * 241  # more than service.max_samples
     elif choice == 4:
@@ -109,32 +119,34 @@ def _hostile(rnd: random.Random, line: bytes) -> bytes:
         rec["topic"] = rec["topic"].rsplit("/", 1)[0] + "/" + rnd.choice(["vitals", "x", "ack"])
     elif choice == 10:
         rec["topic"] = rnd.choice(["icu/+/b/abp", "icu/w/b/c/abp", "ICU/w/b/abp", "icu/w//abp"])
-    elif choice == 11:  # duplicate keys: the last one counts
-        return line[:-1] + b',"payload":{"t0":1732400000,"fs":125,"samples":[80,81]}}'
-    elif choice == 12:
-        return line[:-1] + b',"payload":"x"}'
-    elif choice == 13:
-        return line.replace(b'"payload":', b'"payload":"x","payload":', 1)
-    elif choice == 14:
-        return line.replace(b'"payload":{', b'"payload":{"x":' + b"[" * 500 + b"]" * 500 + b",", 1)
-    elif choice == 15:
-        return line.replace(b'"payload":{', b'"payload":{"note":"\xc0\xaf",', 1)  # not UTF-8
     elif choice == 16:
-        p["note"] = "caf\u00e9"  # UTF-8, not ASCII
-        return json.dumps(rec, ensure_ascii=False).encode()
-    elif choice == 17:
-        return b" \x0c" + line + b"\r"
-    elif choice == 18:
-        return line[: rnd.randrange(len(line))]
-    elif choice == 19:
-        return line.replace(b'"samples":[', b'"samples":[' + b"1.0," * 70_000, 1)  # too large
-    elif choice == 20:
+        p["note"] = "caf\u00e9"  # UTF-8, not ASCII (written with ensure_ascii=False)
+    else:  # 20
         p["samples"] = s[: rnd.choice([1, 2, 60])] * rnd.choice([1, 3])
-    else:
-        return (
-            b'{"payload":' + json.dumps(p).encode() + b',"topic":"' + rec["topic"].encode() + b'"}'
-        )
-    return json.dumps(rec).encode()
+
+
+def _hostile_bytes(rnd: random.Random, choice: int, line: bytes, rec: dict[str, Any]) -> bytes:
+    """The ways of :func:`_hostile` that write wrong bytes (not a re-encoded record)."""
+    if choice == 2:
+        return line.replace(b'"samples":[', b'"samples":[1e400,', 1)
+    if choice == 11:  # duplicate keys: the last one counts
+        return line[:-1] + b',"payload":{"t0":1732400000,"fs":125,"samples":[80,81]}}'
+    if choice == 12:
+        return line[:-1] + b',"payload":"x"}'
+    if choice == 13:
+        return line.replace(b'"payload":', b'"payload":"x","payload":', 1)
+    if choice == 14:
+        return line.replace(b'"payload":{', b'"payload":{"x":' + b"[" * 500 + b"]" * 500 + b",", 1)
+    if choice == 15:
+        return line.replace(b'"payload":{', b'"payload":{"note":"\xc0\xaf",', 1)  # not UTF-8
+    if choice == 17:
+        return b" \x0c" + line + b"\r"
+    if choice == 18:
+        return line[: rnd.randrange(len(line))]
+    if choice == 19:
+        return line.replace(b'"samples":[', b'"samples":[' + b"1.0," * 70_000, 1)  # too large
+    p = rec["payload"]  # 21: the payload before the topic
+    return b'{"payload":' + json.dumps(p).encode() + b',"topic":"' + rec["topic"].encode() + b'"}'
 
 
 def _mixed(seed: int) -> list[bytes]:

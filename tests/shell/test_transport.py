@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 
 import mqtt5
 import pytest
@@ -24,21 +22,7 @@ from streamproc.shell.transport_paho import (
     PublishRefusedError,
     Settings,
 )
-from tests.system.broker import MosquittoBroker, publish
-from tests.system.test_stack import DEMO_PASSWORDS, shipped_mosquitto_config
-
-
-@pytest.fixture
-def secure_broker(mosquitto_bin: Path, tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """Mosquitto with the shipped config, password file and ACL."""
-    conf = shipped_mosquitto_config(tmp_path / "config")
-    broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "broker", config_file=conf)
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
-
+from tests.system.broker import DEMO_PASSWORDS, MosquittoBroker, publish
 
 Connection = transport_paho.Connection | transport_mqtt5.Connection
 #: (implementation, MQTT 5?): paho speaks both versions, the mqtt5 transport MQTT 5 only.

@@ -7,6 +7,11 @@ in-memory database is saved), killed (SIGKILL: only what was autosaved
 survives), restarted on the same port and data directory, and paused/resumed
 (SIGSTOP/SIGCONT) to simulate a broker that hangs without closing sockets.
 
+:func:`shipped_broker` is the same broker running the shipped configuration
+(``config/mosquitto``: passwords, ACL, TLS listeners) from a temporary copy
+(:func:`shipped_mosquitto_config`); the ``secure_broker`` fixture of
+``tests/conftest.py`` starts one.
+
 :class:`Subscriber` is a paho-mqtt (v2 callback API) client running its network
 loop on a background thread; it records every message it receives (topic,
 payload bytes, retain flag, QoS) and lets a test wait for one with a bounded
@@ -40,6 +45,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.system.tls_helpers import make_pki
+
 __all__ = [
     "BrokerError",
     "MosquittoBroker",
@@ -48,10 +55,14 @@ __all__ = [
     "collect",
     "find_mosquitto",
     "free_port",
+    "processor_ca",
     "publish",
+    "shipped_broker",
+    "shipped_mosquitto_config",
 ]
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
 #: Where mosquitto is commonly installed when it is not on PATH (it lives in sbin).
 _CANDIDATES = (
     "/usr/sbin/mosquitto",
@@ -473,6 +484,94 @@ class MosquittoBroker:
 
 
 # -- clients ------------------------------------------------------------------
+
+
+# -- the shipped configuration (config/mosquitto) ----------------------------------------
+
+MOSQUITTO_DIR = REPO / "config" / "mosquitto"
+#: Where the compose file mounts config/mosquitto and the broker's certificates.
+CONTAINER_CONFIG_DIR = "/mosquitto/config"
+CONTAINER_CERTS_DIR = "/mosquitto/certs"
+#: The shipped listeners, in the order of mosquitto.conf (so of MosquittoBroker.ports):
+#: plain loopback, TLS for every client but the processor, TLS for the processor only.
+PLAIN, TLS, PROCESSOR_TLS = 0, 1, 2
+#: The password files the config names, and the committed demo copies of them.
+PASSWORD_FILES = {"passwd": "passwd.demo", "passwd-processor": "passwd-processor.demo"}
+#: The demo credentials of config/mosquitto/passwd.demo and passwd-processor.demo
+#: (documented there as DEMO ONLY). ward7 and ward8 are the gateways of those units.
+DEMO_PASSWORDS = {
+    "ward7": "ward7-demo-only",
+    "ward8": "ward8-demo-only",
+    "pump": "pump-demo-only",
+    "ehr": "ehr-demo-only",
+    "processor": "processor-demo-only",
+    "dashboard": "dashboard-demo-only",
+    "simulator": "simulator-demo-only",
+    "healthcheck": "healthcheck-demo-only",
+}
+
+
+def shipped_mosquitto_config(dest: Path, *, certs: Path | None = None) -> Path:
+    """Copy ``config/mosquitto`` to ``dest`` and return the copy's ``mosquitto.conf``.
+
+    The copy gets the demo password files under the names the config reads
+    (``passwd``, ``passwd-processor``: a site's own, never committed), its
+    ``password_file``, ``acl_file`` and certificate paths pointed at the copy,
+    and certificates: ``certs`` (``ca.crt``, ``server.crt``, ``server.key``), or
+    throwaway ones made in ``dest/certs`` (:func:`tests.system.tls_helpers.make_pki`).
+    The test harness rewrites the listeners, persistence and log itself.
+    """
+    shutil.copytree(MOSQUITTO_DIR, dest, ignore=shutil.ignore_patterns(*PASSWORD_FILES, "certs"))
+    for real, demo in PASSWORD_FILES.items():
+        shutil.copyfile(dest / demo, dest / real)
+    if certs is None:
+        certs = make_pki(dest / "certs").dir
+    conf = dest / "mosquitto.conf"
+    out: list[str] = []
+    rewritten: dict[str, int] = {"password_file": 0, "acl_file": 0}
+    for raw in conf.read_text().splitlines():
+        line = raw.replace(CONTAINER_CERTS_DIR, str(certs))
+        words = line.split()
+        if words and words[0] in rewritten:
+            name = Path(words[1]).name
+            assert words[1] == f"{CONTAINER_CONFIG_DIR}/{name}", line
+            line = f"{words[0]} {dest / name}"
+            rewritten[words[0]] += 1
+        out.append(line)
+    assert rewritten == {"password_file": 3, "acl_file": 3}, rewritten
+    conf.write_text("\n".join(out) + "\n")
+    return conf
+
+
+def shipped_broker(
+    root: Path,
+    *,
+    binary: str | Path | None = None,
+    certs: Path | None = None,
+    require_certificate: bool = False,
+) -> MosquittoBroker:
+    """A :class:`MosquittoBroker` (not started) on the shipped configuration.
+
+    The copy of ``config/mosquitto`` is made in ``root/config``
+    (:func:`shipped_mosquitto_config`, with ``certs`` or throwaway ones), the
+    broker's data and log go to ``root/broker``. ``require_certificate`` turns on
+    the TLS listeners' client-certificate check (off in the shipped file).
+    """
+    conf = shipped_mosquitto_config(root / "config", certs=certs)
+    if require_certificate:
+        text = conf.read_text()
+        assert text.count("require_certificate false") == 2
+        conf.write_text(text.replace("require_certificate false", "require_certificate true"))
+    return MosquittoBroker(binary=binary, workdir=root / "broker", config_file=conf)
+
+
+def processor_ca(broker: MosquittoBroker) -> Path:
+    """The CA file of a broker started from :func:`shipped_mosquitto_config` (made certs)."""
+    assert broker.config_file is not None
+    return broker.config_file.parent / "certs" / "ca.crt"
+
+
+# -- clients ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""Run the real ``streamproc run`` process against a test broker, and feed it."""
+"""Run the real ``streamproc run`` process against a test broker, and feed it.
+
+The one launcher of the service for tests, faults and benchmarks: :class:`ServiceProcess`
+(a running service), :func:`processor_service` (the same, as the compose file runs it:
+the processor account over TLS) and :func:`run_cli` (``python -m streamproc ...`` to its
+exit: start-up refusals).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,16 @@ from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 
-from tests.system.broker import MosquittoBroker, Received, Subscriber, free_port
+from tests.system.broker import (
+    DEMO_PASSWORDS,
+    PROCESSOR_TLS,
+    MosquittoBroker,
+    Received,
+    Subscriber,
+    free_port,
+    processor_ca,
+)
+from tests.system.tls_helpers import Pki
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,8 +49,10 @@ class ServiceProcess:
         instance: str = "test-1",
         args: Iterable[str] = (),
         log_pipe: bool = False,
+        python: str = sys.executable,
     ) -> None:
         self.broker = broker
+        self.python = python
         self.workdir = workdir
         self.instance = instance
         self.metrics_port = free_port()
@@ -62,7 +79,7 @@ class ServiceProcess:
         self._log = self.log_path.open("ab", buffering=0 if self.log_pipe else -1)
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "streamproc",
                 "run",
@@ -172,6 +189,54 @@ class ServiceProcess:
             self.kill()
 
 
+def processor_service(
+    broker: MosquittoBroker,
+    workdir: Path,
+    *,
+    ca: Path | None = None,
+    cert: Pki | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServiceProcess:
+    """`streamproc run` as the compose file runs it (start it): the processor account, over
+    TLS to its own listener of the shipped configuration, checked against ``ca`` (default:
+    the CA :func:`tests.system.broker.shipped_broker` made), presenting ``cert``'s client
+    certificate when given; ``env`` is applied last."""
+    tls = {
+        "STREAMPROC_USERNAME": "processor",
+        "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
+        "STREAMPROC_TLS_CA": str(ca if ca is not None else processor_ca(broker)),
+    }
+    if cert is not None:
+        tls["STREAMPROC_TLS_CERT"] = str(cert.client_cert)
+        tls["STREAMPROC_TLS_KEY"] = str(cert.client_key)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return ServiceProcess(
+        broker,
+        workdir,
+        env={**tls, **(env or {})},
+        args=["--broker", f"mqtts://127.0.0.1:{broker.ports[PROCESSOR_TLS]}"],
+    )
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """``python -m streamproc <args>`` to its exit (text output captured): the environment
+    without ``STREAMPROC_*``, the audit database in ``cwd``, then ``env``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    full["STREAMPROC_AUDIT_DB"] = str(cwd / "audit.sqlite3")
+    full.update(env or {})
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "streamproc", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def _copy_lines(source: Any, sink: Any) -> None:
     """Copy a child's output pipe to a file, line by line, until it closes."""
     with contextlib.suppress(OSError, ValueError):
@@ -221,4 +286,12 @@ def is_alarm(kind: str, **fields: Any) -> Any:
     return pred
 
 
-__all__ = ["Publisher", "ServiceProcess", "Subscriber", "alarm", "is_alarm"]
+__all__ = [
+    "Publisher",
+    "ServiceProcess",
+    "Subscriber",
+    "alarm",
+    "is_alarm",
+    "processor_service",
+    "run_cli",
+]

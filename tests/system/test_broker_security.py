@@ -2,7 +2,7 @@
 
 A real Mosquitto runs the shipped ``mosquitto.conf`` (the TLS-only profile),
 the demo password files and ``acl`` (paths rewritten to a temporary copy,
-throwaway certificates: :func:`tests.system.test_stack.shipped_mosquitto_config`).
+throwaway certificates: :func:`tests.system.broker.shipped_broker`, the ``secure_broker`` fixture).
 Clients are paho MQTT 5 clients (:class:`tests.system.broker.Subscriber`) logging in
 with the demo credentials: the processor over TLS on its own listener, the
 others on the loopback listener (the same password file, ACL and client-id
@@ -32,16 +32,17 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.scenario import load_scenario, render, scenario_dir
-from tests.system.broker import MosquittoBroker, Received, Subscriber
-from tests.system.service_helpers import ServiceProcess, alarm, is_alarm
-from tests.system.test_stack import (
+from tests.system.broker import (
     DEMO_PASSWORDS,
     PLAIN,
     PROCESSOR_TLS,
     TLS,
+    MosquittoBroker,
+    Received,
+    Subscriber,
     processor_ca,
-    shipped_mosquitto_config,
 )
+from tests.system.service_helpers import alarm, is_alarm, processor_service
 
 NOT_AUTHORIZED = 135
 INBOUND = ("abp", "vitals", "infusion", "patient", "labs", "ack")
@@ -67,18 +68,6 @@ ALARM = json.dumps(
         "bed": "b1",
     }
 )
-
-
-@pytest.fixture
-def secure_broker(mosquitto_bin: Path, tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """Mosquitto with the shipped config, password file and ACL."""
-    conf = shipped_mosquitto_config(tmp_path / "config")
-    broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "broker", config_file=conf)
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
 
 
 def login(
@@ -147,24 +136,6 @@ class Acks:
                     raise TimeoutError(f"{len(mids)} publishes not acknowledged in {timeout:g} s")
                 self._cond.wait(remaining)
             return [self.codes[m] for m in mids]
-
-
-def processor_service(
-    broker: MosquittoBroker, workdir: Path, env: dict[str, str] | None = None
-) -> ServiceProcess:
-    """`streamproc run` as the compose file runs it: the processor account, over TLS to
-    its own listener, checked against the stack's CA (start it)."""
-    return ServiceProcess(
-        broker,
-        workdir,
-        env={
-            "STREAMPROC_USERNAME": "processor",
-            "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
-            "STREAMPROC_TLS_CA": str(processor_ca(broker)),
-            **(env or {}),
-        },
-        args=["--broker", f"mqtts://127.0.0.1:{broker.ports[PROCESSOR_TLS]}"],
-    )
 
 
 def publish_as(

@@ -4,7 +4,7 @@ No Docker engine is needed: ``docker-compose.yml`` and ``prometheus.yml`` are
 parsed as YAML, the Dockerfile as text, and the shipped Mosquitto
 configuration (``config/mosquitto``) is run by a real ``mosquitto`` through
 :class:`tests.system.broker.MosquittoBroker`, with its password file and ACL copied
-to a temporary directory (:func:`shipped_mosquitto_config`). The compose
+to a temporary directory (:func:`tests.system.broker.shipped_broker`). The compose
 healthcheck of the broker and the README's TLS recipe are run too.
 """
 
@@ -22,79 +22,23 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.system.broker import MosquittoBroker, Subscriber
-from tests.system.tls_helpers import make_pki
+from tests.system.broker import (
+    CONTAINER_CERTS_DIR,
+    CONTAINER_CONFIG_DIR,
+    DEMO_PASSWORDS,
+    MOSQUITTO_DIR,
+    TLS,
+    MosquittoBroker,
+    Subscriber,
+    shipped_broker,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-MOSQUITTO_DIR = REPO / "config" / "mosquitto"
 MOSQUITTO_README = MOSQUITTO_DIR / "README.md"
 PROMETHEUS = REPO / "config" / "prometheus" / "prometheus.yml"
-
-#: The demo credentials of config/mosquitto/passwd.demo and passwd-processor.demo
-#: (documented there as DEMO ONLY). ward7 and ward8 are the gateways of those units.
-DEMO_PASSWORDS = {
-    "ward7": "ward7-demo-only",
-    "ward8": "ward8-demo-only",
-    "pump": "pump-demo-only",
-    "ehr": "ehr-demo-only",
-    "processor": "processor-demo-only",
-    "dashboard": "dashboard-demo-only",
-    "simulator": "simulator-demo-only",
-    "healthcheck": "healthcheck-demo-only",
-}
-
-#: Where the compose file mounts config/mosquitto and the broker's data volume.
-CONTAINER_CONFIG_DIR = "/mosquitto/config"
-CONTAINER_CERTS_DIR = "/mosquitto/certs"
-#: The shipped listeners, in the order of mosquitto.conf (so of MosquittoBroker.ports):
-#: plain loopback, TLS for every client but the processor, TLS for the processor only.
-PLAIN, TLS, PROCESSOR_TLS = 0, 1, 2
-#: The password files the config names, and the committed demo copies of them.
-PASSWORD_FILES = {"passwd": "passwd.demo", "passwd-processor": "passwd-processor.demo"}
-
-
-# -- helpers (also used by tests/system/test_broker_security.py) -----------------------
-
-
-def shipped_mosquitto_config(dest: Path, *, certs: Path | None = None) -> Path:
-    """Copy ``config/mosquitto`` to ``dest`` and return the copy's ``mosquitto.conf``.
-
-    The copy gets the demo password files under the names the config reads
-    (``passwd``, ``passwd-processor``: a site's own, never committed), its
-    ``password_file``, ``acl_file`` and certificate paths pointed at the copy,
-    and certificates: ``certs`` (``ca.crt``, ``server.crt``, ``server.key``), or
-    throwaway ones made in ``dest/certs`` (:func:`tests.system.tls_helpers.make_pki`).
-    The test harness rewrites the listeners, persistence and log itself.
-    """
-    shutil.copytree(MOSQUITTO_DIR, dest, ignore=shutil.ignore_patterns(*PASSWORD_FILES, "certs"))
-    for real, demo in PASSWORD_FILES.items():
-        shutil.copyfile(dest / demo, dest / real)
-    if certs is None:
-        certs = make_pki(dest / "certs").dir
-    conf = dest / "mosquitto.conf"
-    out: list[str] = []
-    rewritten: dict[str, int] = {"password_file": 0, "acl_file": 0}
-    for raw in conf.read_text().splitlines():
-        line = raw.replace(CONTAINER_CERTS_DIR, str(certs))
-        words = line.split()
-        if words and words[0] in rewritten:
-            name = Path(words[1]).name
-            assert words[1] == f"{CONTAINER_CONFIG_DIR}/{name}", line
-            line = f"{words[0]} {dest / name}"
-            rewritten[words[0]] += 1
-        out.append(line)
-    assert rewritten == {"password_file": 3, "acl_file": 3}, rewritten
-    conf.write_text("\n".join(out) + "\n")
-    return conf
-
-
-def processor_ca(broker: MosquittoBroker) -> Path:
-    """The CA file of a broker started from :func:`shipped_mosquitto_config` (made certs)."""
-    assert broker.config_file is not None
-    return broker.config_file.parent / "certs" / "ca.crt"
 
 
 def _compose() -> dict[str, Any]:
@@ -520,8 +464,7 @@ class TestMosquittoConfig:
     def test_shipped_config_starts(self, mosquitto_bin: Path, tmp_path: Path) -> None:
         """`mosquitto -c` on the shipped files (paths rewritten to a temp copy) starts,
         logs no error, and lets a demo user in."""
-        conf = shipped_mosquitto_config(tmp_path / "config")
-        broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "b", config_file=conf)
+        broker = shipped_broker(tmp_path, binary=mosquitto_bin)
         _start(broker)
         try:
             with Subscriber(
@@ -543,8 +486,7 @@ class TestMosquittoConfig:
         assert check[0] == "CMD-SHELL"
         command = check[1].replace("$$", "$")  # compose's escape for a literal $
         assert " -p 1883 " in command
-        conf = shipped_mosquitto_config(tmp_path / "config")
-        broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "b", config_file=conf)
+        broker = shipped_broker(tmp_path, binary=mosquitto_bin)
         _start(broker)
         try:
             command = command.replace(" -p 1883 ", f" -p {broker.port} ")
@@ -595,8 +537,7 @@ class TestMosquittoConfig:
         certs = tmp_path / "config" / "mosquitto" / "certs"
         assert {"ca.crt", "server.crt", "server.key"} <= {p.name for p in certs.iterdir()}
 
-        conf = shipped_mosquitto_config(tmp_path / "shipped", certs=certs)
-        broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "b", config_file=conf)
+        broker = shipped_broker(tmp_path / "shipped", binary=mosquitto_bin, certs=certs)
         _start(broker)
         try:
             assert len(broker.ports) == 3

@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamproc import __version__
 from streamproc.apps.dashboard.auth import AuthConfig, Authenticator, AuthError, Identity
+from streamproc.apps.dashboard.kinds import catalog
 from streamproc.core.protocol.escalation import DISCLAIMER
 from streamproc.core.protocol.messages import IDENT_RE, BedId, InvalidMessageError
 from streamproc.shell.logs import get_logger
@@ -92,10 +93,14 @@ MAX_ACK_BYTES: Final = 4096
 MAX_LOGIN_BYTES: Final = 4096
 #: How long ``POST /api/ack`` waits for the broker's PUBACK.
 ACK_TIMEOUT_S: Final = 5.0
-#: The page's files, served from the package (no build step, nothing external).
+#: The page's files, served from the package (no build step, nothing external): the
+#: page, its ES modules (``main.js`` imports the others) and its style.
 STATIC_FILES: Final = {
     "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
+    **dict.fromkeys(
+        ("main.js", "api.js", "account.js", "alarms.js", "render.js", "dom.js", "state.js"),
+        "text/javascript; charset=utf-8",
+    ),
     "style.css": "text/css; charset=utf-8",
 }
 _STATES: Final = frozenset({"active", "acknowledged", "cleared"})
@@ -585,6 +590,11 @@ def _printable(value: str) -> bool:
     return value.isprintable() and value.strip() == value
 
 
+async def _api_kinds(_request: Request) -> Response:
+    """The alarm kinds, priorities, triggers and audiences the page shows (kinds.py)."""
+    return JSONResponse(catalog(), headers={"cache-control": "no-cache"})
+
+
 def _load_static() -> dict[str, bytes]:
     folder = importlib.resources.files("streamproc.apps.dashboard").joinpath("static")
     return {name: folder.joinpath(name).read_bytes() for name in STATIC_FILES}
@@ -844,6 +854,7 @@ def create_app(
             Route("/api/state", api_state),
             Route("/api/ack", ack, methods=["POST"]),
             Route("/api/me", api_me),
+            Route("/api/kinds", _api_kinds),
             Route("/api/login", api_login, methods=["POST"]),
             Route("/api/logout", api_logout, methods=["POST"]),
             Route("/healthz", healthz),

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,21 +33,38 @@ from streamproc.apps.dashboard import (
     EventHub,
     MqttBridge,
     create_app,
+    kinds,
     serve_dashboard,
 )
 from streamproc.apps.dashboard.app import NotConnectedError, sse_message
 from streamproc.apps.dashboard.auth import AuthConfig, add_user
+from streamproc.core.monitor import (
+    HYPOTENSION,
+    LINE_DAMPED,
+    LINE_RINGING,
+    NO_PULSE,
+    SIGNAL_INVALID,
+    STALE,
+)
+from streamproc.core.protocol.alarms import AlarmState, Trigger
+from streamproc.core.protocol.escalation import AdvisoryKind
 from streamproc.core.protocol.messages import BedId
 from streamproc.wire.topics import TopicError
-from tests.system.broker import MosquittoBroker, Subscriber, free_port, publish
-from tests.system.test_stack import (
+from tests.system.broker import (
     DEMO_PASSWORDS,
     PROCESSOR_TLS,
+    MosquittoBroker,
+    Subscriber,
+    free_port,
     processor_ca,
-    shipped_mosquitto_config,
+    publish,
+    shipped_broker,
 )
 
 REPO = Path(__file__).resolve().parents[3]
+STATIC = REPO / "streamproc" / "apps" / "dashboard" / "static"
+#: The page's script modules (static/main.js imports the others).
+STATIC_JS = ("main.js", "api.js", "account.js", "alarms.js", "render.js", "dom.js", "state.js")
 DISCLAIMER = "Decision support only, not an order: confirm at the bedside."
 #: The test servers' sign-in token (the identity it gives is the server's station).
 TOKEN = "test-token-0123456789abcdef"  # noqa: S105 - the tests' own
@@ -565,20 +583,76 @@ class TestApiState:
         assert state["bridge"]["connected"] is False
 
     def test_page_and_assets(self, dashboard: DashboardServer) -> None:
-        """The page, its script and style come from the package, with a strict CSP."""
+        """The page, its script modules and style come from the package, with a strict CSP."""
         status, headers, body = dashboard.request("GET", "/")
         assert status == 200
         assert headers["content-type"].startswith("text/html")
         assert DISCLAIMER.encode() in body
+        assert b'<script type="module" src="/static/main.js">' in body
         assert "script-src 'self'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
-        for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        assets = [(name, "text/javascript") for name in STATIC_JS] + [("style.css", "text/css")]
+        for name, kind in assets:
             status, headers, body = dashboard.request("GET", f"/static/{name}")
             assert status == 200
             assert headers["content-type"].startswith(kind)
             assert body
         for bad in ("/static/nope.js", "/static/index.html", "/static/..%2Fapp.py"):
             assert dashboard.request("GET", bad)[0] == 404
+
+    def test_every_module_the_page_imports_is_served(self) -> None:
+        """Each ``import ... from "./x.js"`` of the page's modules names a served file, and
+        every served script is imported by one (main.js is the page's own)."""
+        imported = {"main.js"}
+        for name in STATIC_JS:
+            text = (STATIC / name).read_text()
+            imported |= set(re.findall(r'from "\./([a-z]+\.js)"', text))
+        assert imported == set(STATIC_JS)
+        assert {p.name for p in STATIC.glob("*.js")} == set(STATIC_JS)
+
+
+class TestKinds:
+    """The alarm kinds the page shows are the server's (``GET /api/kinds``, kinds.py)."""
+
+    def test_served_from_the_core_names(self, dashboard: DashboardServer) -> None:
+        """/api/kinds is kinds.catalog(): every kind the core raises with its label and
+        group, the core's priorities (rank, mark, word), triggers and audiences."""
+        status, body = dashboard.get_json("/api/kinds")
+        assert status == 200
+        assert body == json.loads(json.dumps(kinds.catalog()))
+        raised = {HYPOTENSION, STALE, SIGNAL_INVALID, LINE_DAMPED, LINE_RINGING, NO_PULSE}
+        raised |= {str(k) for k in AdvisoryKind}
+        assert set(body["kinds"]) == raised
+        assert body["kinds"]["hypotension"] == {"label": "Hypotension", "group": "patient"}
+        assert body["kinds"]["data_stale"]["group"] == "technical"
+        assert body["kinds"]["advisory_dopamine"]["group"] == "advisory"
+        assert body["hypotension"] == HYPOTENSION
+        assert body["priorities"] == {
+            "high": {"rank": 2, "mark": "!!!", "word": "HIGH"},
+            "medium": {"rank": 1, "mark": "!!", "word": "MEDIUM"},
+            "low": {"rank": 0, "mark": "!", "word": "LOW"},
+        }
+        assert body["triggers"] == {t.name.lower(): t.value for t in Trigger}
+        assert body["audiences"]["charge_nurse"] == "charge nurse"
+
+    def test_no_kind_written_in_javascript(self) -> None:
+        """No script of the page names a kind, a trigger (other than the alarm states,
+        which are the payload's contract), a priority or a label: they come from the
+        server, so a new kind changes nothing in JavaScript."""
+        catalog = kinds.catalog()
+        states = {s.value for s in AlarmState}
+        names = [*catalog["kinds"], *catalog["priorities"]]
+        names += [p["word"] for p in catalog["priorities"].values()]
+        triggers = set(catalog["triggers"].values()) - states
+        labels = [k["label"] for k in catalog["kinds"].values()]
+        for name in STATIC_JS:
+            text = (STATIC / name).read_text()
+            for word in names:
+                assert f'"{word}"' not in text, (name, word)
+            for trigger in triggers:
+                assert not re.search(f'[!=]== "{trigger}"', text), (name, trigger)
+            for label in labels:
+                assert f'"{label}"' not in text, (name, label)
 
 
 class TestEvents:
@@ -797,8 +871,7 @@ class TestShippedBrokerSecurity:
         self, mosquitto_bin: Path, tmp_path: Path
     ) -> None:
         """With the shipped passwords and ACL, the `dashboard` user reads the state and acks."""
-        conf = shipped_mosquitto_config(tmp_path / "config")
-        secure = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "mq", config_file=conf)
+        secure = shipped_broker(tmp_path, binary=mosquitto_bin)
         secure.start()
         try:
             processor = Subscriber(

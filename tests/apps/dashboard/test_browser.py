@@ -11,7 +11,9 @@ keyboard, and checks on the broker that the service moved the alarm to
 ``acknowledged`` by the signed-in user. A page of another origin that posts an
 acknowledgement with the browser's cookies changes nothing. Then it stops the
 service and expects the offline banner. The tablet test signs in with the
-token address the server prints (the demo's way).
+token address the server prints (the demo's way). The kinds test adds an alarm kind
+to the server's table only (``streamproc/apps/dashboard/kinds.py``, in a dashboard run
+in this process) and finds it named and grouped on the page.
 
 Skipped only when ``/usr/bin/chromium`` is absent (CI installs it: ``.ci/run``).
 The screenshot goes to ``test-artifacts/dashboard.png``; with
@@ -34,7 +36,9 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from simulators.scenario import load_scenario, merge, scenario_dir
+from streamproc.apps.dashboard import kinds
 from streamproc.apps.dashboard.auth import COOKIE, add_user
+from tests.apps.dashboard.test_app import DashboardServer, alarm_payload, put
 from tests.system.broker import MosquittoBroker, Subscriber
 from tests.system.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
 
@@ -363,3 +367,46 @@ class TestDashboardInBrowser:
                 _screenshot(page, "dashboard-tablet-broker-lost.png")
             finally:
                 browser.close()
+
+
+class TestKindsFromTheServer:
+    def test_a_new_kind_needs_no_javascript(
+        self, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A kind added to the server's table (kinds.py) and a label changed there show on
+        the page as the server says (name, technical group, badge): the page's scripts keep
+        no list of kinds of their own."""
+        new = "abp_transducer_moved"
+        labels = {new: "Transducer moved", "hypotension": "Hypotension (the server's words)"}
+        monkeypatch.setattr(kinds, "LABELS", {**kinds.LABELS, **labels})
+        monkeypatch.setattr(kinds, "GROUPS", {**kinds.GROUPS, new: "technical"})
+        put(broker, f"icu/ward7/bed05/alarms/{new}", alarm_payload("ward7", "bed05", new))
+        put(broker, "icu/ward7/bed03/alarms/hypotension", alarm_payload("ward7", "bed03"))
+        server = DashboardServer(broker.url, station="central-1", sign_in=False).start()
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page()
+                    errors: list[str] = []
+                    page.on("pageerror", lambda exc: errors.append(str(exc)))
+                    page.goto(server.printed_url)
+                    bed05 = page.locator('[data-bed="ward7/bed05"]')
+                    moved = bed05.locator(f'.group-technical li.alarm[data-kind="{new}"]')
+                    expect(moved.locator(".alarm-title")).to_have_text(
+                        "Transducer moved", timeout=10_000
+                    )
+                    expect(moved.locator(".badge-word")).to_have_text("TECHNICAL")
+                    hypo = page.locator(
+                        '[data-bed="ward7/bed03"] li.alarm[data-kind="hypotension"]'
+                    )
+                    expect(hypo.locator(".alarm-title")).to_have_text(
+                        "Hypotension (the server's words)"
+                    )
+                    expect(hypo.locator(".badge-word")).to_have_text("HIGH")
+                    expect(page.locator("#strip-list")).to_contain_text("Transducer moved")
+                    assert errors == []
+                finally:
+                    browser.close()
+        finally:
+            server.stop()

@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.system.broker import MosquittoBroker
-from tests.system.service_helpers import ServiceProcess
-from tests.system.test_broker_security import processor_service
-from tests.system.test_stack import shipped_mosquitto_config
+from tests.system.service_helpers import ServiceProcess, processor_service
 
 #: How long the refused processor is watched.
 WATCH_S = 8.0
-
-
-@pytest.fixture
-def secure_broker(mosquitto_bin: Path, tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """Mosquitto with the shipped config, password file and ACL."""
-    conf = shipped_mosquitto_config(tmp_path / "config")
-    broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "broker", config_file=conf)
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
 
 
 def refused_logins(broker: MosquittoBroker) -> int:

@@ -6,10 +6,7 @@ operator would start it.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,23 +14,9 @@ import pytest
 from streamproc.shell.config import ConfigError
 from streamproc.shell.service import parse_broker_url
 from tests.system.broker import MosquittoBroker, free_port
-from tests.system.service_helpers import ServiceProcess
+from tests.system.service_helpers import ServiceProcess, run_cli
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
-    env["STREAMPROC_AUDIT_DB"] = str(cwd / "audit.sqlite3")
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "streamproc", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
 
 
 class TestBrokerUrlWithoutScheme:
@@ -52,7 +35,7 @@ class TestBrokerUrlWithoutScheme:
         status 2 and the valid forms; it connects to nothing (no audit database is even
         created). A free port, not 1883: before the fix this connected to whatever
         listened there (the test then times out instead of touching a real broker)."""
-        proc = _run("run", "--broker", f"localhost:{free_port()}", cwd=tmp_path)
+        proc = run_cli("run", "--broker", f"localhost:{free_port()}", cwd=tmp_path)
         assert proc.returncode == 2, (proc.stdout, proc.stderr)
         assert "service.broker" in proc.stderr
         assert "mqtt://" in proc.stderr
@@ -61,19 +44,7 @@ class TestBrokerUrlWithoutScheme:
 
     def test_environment_too(self, tmp_path: Path) -> None:
         """STREAMPROC_BROKER without a scheme is refused the same way."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
-        env.update(
-            STREAMPROC_BROKER=f"127.0.0.1:{free_port()}", STREAMPROC_AUDIT_DB=str(tmp_path / "a")
-        )
-        proc = subprocess.run(
-            [sys.executable, "-m", "streamproc", "run"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
+        proc = run_cli("run", cwd=tmp_path, env={"STREAMPROC_BROKER": f"127.0.0.1:{free_port()}"})
         assert proc.returncode == 2
         assert "mqtts://" in proc.stderr
 
@@ -81,7 +52,7 @@ class TestBrokerUrlWithoutScheme:
         """`streamproc config --check` refuses a settings file with such a broker."""
         settings = tmp_path / "site.toml"
         settings.write_text('[service]\nbroker = "localhost"\n')
-        proc = _run("config", "--check", str(settings), cwd=tmp_path)
+        proc = run_cli("config", "--check", str(settings), cwd=tmp_path)
         assert proc.returncode == 2
         assert "service.broker" in proc.stderr
         assert "mqtts://" in proc.stderr
@@ -90,7 +61,7 @@ class TestBrokerUrlWithoutScheme:
     def test_demo_and_dashboard_too(self, tmp_path: Path, command: str) -> None:
         """`streamproc demo --broker` and `streamproc dashboard --broker` refuse it as well."""
         extra = ["--port", "0"] if command == "dashboard" else ["--no-dashboard"]
-        proc = _run(command, "--broker", f"localhost:{free_port()}", *extra, cwd=tmp_path)
+        proc = run_cli(command, "--broker", f"localhost:{free_port()}", *extra, cwd=tmp_path)
         assert proc.returncode == 2, (proc.stdout, proc.stderr)
         assert "mqtts://" in proc.stderr
 
@@ -131,7 +102,7 @@ class TestMetricsBind:
     def test_bad_host_refused(self, tmp_path: Path) -> None:
         """An empty or spaced address is a configuration error naming the setting."""
         port = str(free_port())
-        proc = _run(
+        proc = run_cli(
             "run", "--broker", "mqtt://127.0.0.1:1", "--metrics-port", port,
             "--set", "service.metrics_host= ", cwd=tmp_path,
         )  # fmt: skip

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +22,21 @@ import pytest
 
 from simulators.scenario import load_scenario, render, scenario_dir
 from streamproc.shell.service import tls_hint
-from tests.system.broker import MosquittoBroker, Subscriber
-from tests.system.service_helpers import ServiceProcess, alarm, is_alarm
-from tests.system.test_stack import DEMO_PASSWORDS, PROCESSOR_TLS, TLS, shipped_mosquitto_config
+from tests.system.broker import (
+    DEMO_PASSWORDS,
+    PROCESSOR_TLS,
+    TLS,
+    MosquittoBroker,
+    Subscriber,
+    shipped_broker,
+)
+from tests.system.service_helpers import (
+    ServiceProcess,
+    alarm,
+    is_alarm,
+    processor_service,
+    run_cli,
+)
 from tests.system.tls_helpers import Pki, make_pki
 
 SENDER = {"abp": "ward7", "vitals": "ward7", "infusion": "pump", "patient": "ehr"}
@@ -43,12 +52,9 @@ def tls_broker(
 ) -> MosquittoBroker:
     """The shipped (TLS-only) config with the test certificates; ``ports[TLS]`` is the
     listener of every client but the processor, ``ports[PROCESSOR_TLS]`` the processor's."""
-    conf = shipped_mosquitto_config(tmp_path / "config", certs=pki.dir)
-    if require_certificate:
-        text = conf.read_text()
-        assert text.count("require_certificate false") == 2
-        conf.write_text(text.replace("require_certificate false", "require_certificate true"))
-    broker = MosquittoBroker(binary=mosquitto_bin, workdir=tmp_path / "broker", config_file=conf)
+    broker = shipped_broker(
+        tmp_path, binary=mosquitto_bin, certs=pki.dir, require_certificate=require_certificate
+    )
     broker.start()
     assert len(broker.ports) == 3
     return broker
@@ -74,26 +80,6 @@ def tls_client(
         ca_certs=str(pki.ca), certfile=str(pki.client_cert), keyfile=str(pki.client_key)
     )
     return client
-
-
-def tls_service(
-    broker: MosquittoBroker, workdir: Path, *, ca: Path, cert: Pki | None = None
-) -> ServiceProcess:
-    env = {
-        "STREAMPROC_USERNAME": "processor",
-        "STREAMPROC_PASSWORD": DEMO_PASSWORDS["processor"],
-        "STREAMPROC_TLS_CA": str(ca),
-    }
-    if cert is not None:
-        env["STREAMPROC_TLS_CERT"] = str(cert.client_cert)
-        env["STREAMPROC_TLS_KEY"] = str(cert.client_key)
-    workdir.mkdir(parents=True, exist_ok=True)
-    return ServiceProcess(
-        broker,
-        workdir,
-        env=env,
-        args=["--broker", f"mqtts://127.0.0.1:{broker.ports[PROCESSOR_TLS]}"],
-    )
 
 
 def play_episode_over_tls(broker: MosquittoBroker, pki: Pki) -> None:
@@ -159,7 +145,7 @@ class TestTls:
         """TLS listener (server certificate checked against service.tls_ca, host name
         included) plus the processor's password: the 60/40 alarm reaches a dashboard that
         is itself on TLS, retained."""
-        service = tls_service(broker, tmp_path / "svc", ca=pki.ca).start()
+        service = processor_service(broker, tmp_path / "svc", ca=pki.ca).start()
         try:
             assert service.health()["broker_connected"]
             self.assert_alarm_over_tls(broker, pki)
@@ -175,12 +161,12 @@ class TestTls:
         naming service.tls_cert, and the service keeps running (it retries)."""
         broker = tls_broker(mosquitto_bin, tmp_path, pki, require_certificate=True)
         try:
-            service = tls_service(broker, tmp_path / "svc", ca=pki.ca, cert=pki).start()
+            service = processor_service(broker, tmp_path / "svc", ca=pki.ca, cert=pki).start()
             try:
                 self.assert_alarm_over_tls(broker, pki)
             finally:
                 service.close()
-            bare = tls_service(broker, tmp_path / "bare", ca=pki.ca)
+            bare = processor_service(broker, tmp_path / "bare", ca=pki.ca)
             bare.start(wait=False)
             try:
                 line = wait_log(bare, "broker_tls_failed")
@@ -210,7 +196,7 @@ class TestTls:
         """A CA that did not sign the broker's certificate: an error line saying the
         verification failed and to check service.tls_ca; the service stays up (degraded,
         retrying with backoff) and stops cleanly."""
-        service = tls_service(broker, tmp_path / "svc", ca=pki.other_ca)
+        service = processor_service(broker, tmp_path / "svc", ca=pki.other_ca)
         service.start(wait=False)
         try:
             line = wait_log(service, "broker_tls_failed")
@@ -233,19 +219,8 @@ class TestTls:
         the setting, at once (not a traceback, not a retry loop)."""
         missing = tmp_path / "nope.pem"
         env = {"STREAMPROC_TLS_CA": str(pki.ca), f"STREAMPROC_{setting}": str(missing)}
-        done = subprocess.run(
-            [sys.executable, "-m", "streamproc", "run", "--broker", "mqtts://127.0.0.1:1"],
-            env={**_clean_env(), **env, "STREAMPROC_AUDIT_DB": str(tmp_path / "a.sqlite3")},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = run_cli("run", "--broker", "mqtts://127.0.0.1:1", cwd=tmp_path, env=env, timeout=30)
         assert done.returncode == 2, done.stderr
         assert f"service.{setting.lower()}" in done.stderr
         assert str(missing) in done.stderr
         assert "Traceback" not in done.stderr
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}

@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1355,46 +1355,57 @@ def check_episodes(
         if state == "cleared" and ret is not None:
             clears.append((ret["alarm_id"], float(ret["ts"])))
         cleared = _same_transitions(clears)
-        first = float(raised[0]["ts"]) if raised else math.inf
-        legit = False
-        for _, ts in sorted(cleared, key=lambda c: c[1]):
-            ok = (
-                ep.clear_s is not None
-                and not legit
-                and ts >= first
-                and ts - ep.t0 >= ep.clear_s - TIME_TOL_S
-            )
-            if ok:
-                legit = True
-            else:
-                res.false_cleared += 1
-                res.problems.append(
-                    f"{ep.name}: false cleared at {ts - ep.t0:.1f} s of data"
-                    + ("" if math.isinf(first) else f" (raised at {first - ep.t0:.1f} s)")
-                )
-        if ep.clear_s is not None and not legit:
-            res.problems.append(f"{ep.name}: never cleared (the clean stream clears it)")
+        _check_clears(res, ep, cleared, float(raised[0]["ts"]) if raised else math.inf)
         note = f"ids {len(ids)}, raised {len(raised)}/{n_log}/{n_audit}, cleared {len(cleared)}"
         if raised:
-            at = float(raised[0]["ts"]) - ep.t0
-            held = float(raised[0]["ts"]) - float(raised[0]["onset_ts"])
-            note = f"raised at {at:.1f} s (held {held:.1f} s), {note}"
-            if ep.raise_s is not None and abs(at - ep.raise_s) > TIME_TOL_S:
-                res.problems.append(
-                    f"{ep.name}: raised at {at:.1f} s of data, the clean stream at "
-                    f"{ep.raise_s:.1f} s"
-                )
-            if ep.latest_s is not None and at > ep.latest_s:
-                res.problems.append(
-                    f"{ep.name}: raised at {at:.1f} s of data, after {ep.latest_s:.1f} s: data "
-                    "acknowledged to the broker before the restart was never processed"
-                )
-            if held < ep.min_hold_s:
-                res.problems.append(
-                    f"{ep.name}: raised {held:.1f} s of data after its onset, held "
-                    f"{ep.min_hold_s + 0.5:.1f} s in the clean stream"
-                )
+            note = f"{_check_raise(res, ep, raised[0])}, {note}"
         res.details[ep.name] = note
+
+
+def _check_clears(
+    res: FaultResult, ep: Episode, cleared: Iterable[tuple[str, float]], first: float
+) -> None:
+    """Count and name the false ``cleared`` transitions of ``ep`` (its first raise at
+    ``first``): only one, at or after the clean stream's clearing, is legitimate."""
+    legit = False
+    for _, ts in sorted(cleared, key=lambda c: c[1]):
+        ok = (
+            ep.clear_s is not None
+            and not legit
+            and ts >= first
+            and ts - ep.t0 >= ep.clear_s - TIME_TOL_S
+        )
+        if ok:
+            legit = True
+        else:
+            res.false_cleared += 1
+            res.problems.append(
+                f"{ep.name}: false cleared at {ts - ep.t0:.1f} s of data"
+                + ("" if math.isinf(first) else f" (raised at {first - ep.t0:.1f} s)")
+            )
+    if ep.clear_s is not None and not legit:
+        res.problems.append(f"{ep.name}: never cleared (the clean stream clears it)")
+
+
+def _check_raise(res: FaultResult, ep: Episode, raised: Mapping[str, Any]) -> str:
+    """Check when ``ep`` was first raised against the clean stream; the detail's words."""
+    at = float(raised["ts"]) - ep.t0
+    held = float(raised["ts"]) - float(raised["onset_ts"])
+    if ep.raise_s is not None and abs(at - ep.raise_s) > TIME_TOL_S:
+        res.problems.append(
+            f"{ep.name}: raised at {at:.1f} s of data, the clean stream at {ep.raise_s:.1f} s"
+        )
+    if ep.latest_s is not None and at > ep.latest_s:
+        res.problems.append(
+            f"{ep.name}: raised at {at:.1f} s of data, after {ep.latest_s:.1f} s: data "
+            "acknowledged to the broker before the restart was never processed"
+        )
+    if held < ep.min_hold_s:
+        res.problems.append(
+            f"{ep.name}: raised {held:.1f} s of data after its onset, held "
+            f"{ep.min_hold_s + 0.5:.1f} s in the clean stream"
+        )
+    return f"raised at {at:.1f} s (held {held:.1f} s)"
 
 
 # -- 10. processor SIGKILL at a random instant of a backlog --------------------------------
