@@ -1,9 +1,8 @@
 """``numba.njit`` as the compiled modules use it, and the interpreted mode they can run in.
 
-The compiled modules (``streamproc.core.signal._kernels``, ``streamproc.wire._numparse``) decorate
-their loops with :func:`jit`. Their callers look the loops up as module attributes
-(``_kernels.step_chunk(...)``) at each call, so which code runs is decided by what
-those attributes hold:
+The compiled modules (:data:`KERNEL_MODULES`) decorate their loops with :func:`jit`. Their
+callers look the loops up as module attributes (``_kernels.step_chunk(...)``) at each
+call, so which code runs is decided by what those attributes hold:
 
 * compiled (the default): numba's dispatchers, compiled on first use or loaded from
   numba's on-disk cache;
@@ -26,6 +25,7 @@ from types import ModuleType
 from typing import Any, Final, TypeVar, cast
 
 import numba
+import numba.extending
 
 __all__ = [
     "KERNEL_MODULES",
@@ -33,6 +33,7 @@ __all__ = [
     "generation",
     "interpreted",
     "jit",
+    "jitable",
     "load",
     "signatures",
     "use_compiled",
@@ -42,7 +43,11 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The modules whose functions :func:`jit` compiles (imported by :func:`use_interpreted`).
-KERNEL_MODULES: Final = ("streamproc.core.signal._kernels", "streamproc.wire._numparse")
+KERNEL_MODULES: Final = (
+    "streamproc.core.protocol._samples",
+    "streamproc.core.signal._kernels",
+    "streamproc.wire._numparse",
+)
 
 #: Per module: its compiled functions' names -> their dispatchers.
 _registry: dict[str, dict[str, Any]] = {}
@@ -76,6 +81,13 @@ def jit(fn: _F) -> _F:
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
     return cast("_F", disp)
+
+
+def jitable(fn: _F) -> _F:
+    """``numba.extending.register_jitable``: a plain Python function (called as such from
+    Python, nothing compiled) that the compiled loops compile into themselves when they
+    call it: a rule written once for both (``messages.chunk_fault``)."""
+    return numba.extending.register_jitable(fn)
 
 
 def _modules() -> list[ModuleType]:
