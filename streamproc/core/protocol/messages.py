@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeVar
 
 import msgspec
 import numpy as np
@@ -210,10 +210,14 @@ def chunk_fault(t0: float, fs: float, samples: npt.NDArray[np.float64]) -> int:
     return CHUNK_OK
 
 
+#: A time, or an array of times.
+_Times = TypeVar("_Times", float, npt.NDArray[np.float64])
+
+
 @jitable
-def sample_time(t0: float, fs: float, i: float) -> float:
+def sample_time(t0: _Times, fs: _Times, i: _Times) -> _Times:
     """Data time of sample ``i`` of a run of samples from ``t0`` at ``fs`` (``i`` may be
-    its length: the time just after it)."""
+    its length: the time just after it); of each, given arrays."""
     return t0 + i / fs
 
 

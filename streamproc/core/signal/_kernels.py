@@ -661,14 +661,14 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     k_out = 0
     max_jump = limits[L_MAX_JUMP]
     start = pending if pending >= 0 else found[0]
-    t_end = t0 + (start - delay) / fs
+    t_end = sample_time(t0, fs, start - delay)
     scratch = np.empty(max(LEVEL_HISTORY, confirm), np.float64)
     for k in range(first, found.size):
         begin = start
         start = found[k]
         n = start - begin
         t_start = t_end
-        t_end = t0 + (start - delay) / fs
+        t_end = sample_time(t0, fs, start - delay)
         if n > max_n:
             continue  # a pause or a lost signal, not a beat
         dbp, mean_p, sbp, low, plateau, next_foot, rise, turns, at_top = measure_beat(
