@@ -13,7 +13,8 @@ call, so which code runs is decided by what those attributes hold:
   (:func:`use_compiled`). The loops work on the callers' numpy arrays either way, so
   a switch between two calls changes nothing but the speed.
 
-Only the import system here: no I/O of its own, no clock, no threads.
+Only the import system here (and the stat of source files numba's cache is checked
+against): no other I/O, no clock, no threads.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, TypeVar, cast
 
@@ -28,6 +30,7 @@ import numba
 import numba.extending
 
 __all__ = [
+    "DEPENDENCIES",
     "KERNEL_MODULES",
     "cache_available",
     "generation",
@@ -47,6 +50,16 @@ KERNEL_MODULES: Final = (
     "streamproc.core.protocol._samples",
     "streamproc.core.signal._kernels",
     "streamproc.wire._numparse",
+)
+
+#: Modules whose source the compiled functions are built from beside their own module's:
+#: the packed state's layout and the rules they compile in (``messages.chunk_fault``...).
+#: numba's on-disk cache checks only a function's own file; :func:`jit` makes it check
+#: these too, so that a change to one of them compiles anew rather than loading stale code.
+DEPENDENCIES: Final = (
+    "streamproc.core.protocol.messages",
+    "streamproc.core.signal.state",
+    *KERNEL_MODULES,
 )
 
 #: Per module: its compiled functions' names -> their dispatchers.
@@ -80,7 +93,29 @@ def jit(fn: _F) -> _F:
             _uncached.append(f"{fn.__module__}.{fn.__name__}")
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
+        cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+        if cache_file is not None:  # (numba's ``IndexDataCacheFile``: its index's freshness)
+            cache_file._source_stamp = (cache_file._source_stamp, _dependencies_stamp())
     return cast("_F", disp)
+
+
+#: ``[stamp]`` once computed (:func:`_dependencies_stamp`).
+_stamp: list[tuple[tuple[float, int], ...]] = []
+
+
+def _dependencies_stamp() -> tuple[tuple[float, int], ...]:
+    """Modification time and size of each of :data:`DEPENDENCIES`' source files."""
+    if not _stamp:
+        stamps = []
+        for name in DEPENDENCIES:
+            spec = importlib.util.find_spec(name)
+            origin = None if spec is None else spec.origin
+            if origin is None:  # pragma: no cover - our own modules, from files
+                raise ImportError(f"no source file for {name}")
+            st = Path(origin).stat()
+            stamps.append((st.st_mtime, st.st_size))
+        _stamp.append(tuple(stamps))
+    return _stamp[0]
 
 
 def jitable(fn: _F) -> _F:
