@@ -8,7 +8,10 @@ search. Written as numpy calls they cost a dozen Python-level calls per chunk
 call does all of them. ``beat_measures`` does the same for the per-beat sums.
 
 Every function here is pure: arrays in, arrays out, no state kept between
-calls (the caller carries it). ``.py_func`` of each is the same code run by the
+calls (the caller carries it, packed as ``streamproc.core.signal.state`` declares:
+the slot indices used here are that module's). The rules of a chunk they apply
+(validity, sample times, continuity) are ``streamproc.core.protocol.messages``',
+compiled in. ``.py_func`` of each is the same code run by the
 interpreter; the tests check the compiled and interpreted versions agree.
 """
 
