@@ -93,9 +93,12 @@ def jit(fn: _F) -> _F:
             _uncached.append(f"{fn.__module__}.{fn.__name__}")
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
+        # numba's ``IndexDataCacheFile`` keeps the stamp its index must match (the
+        # function's own file's): there is no public hook for more files
         cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
-        if cache_file is not None:  # (numba's ``IndexDataCacheFile``: its index's freshness)
-            cache_file._source_stamp = (cache_file._source_stamp, _dependencies_stamp())
+        if cache_file is not None:
+            index = vars(cache_file)
+            index["_source_stamp"] = (index["_source_stamp"], _dependencies_stamp())
     return cast("_F", disp)
 
 
