@@ -31,7 +31,13 @@ import numpy as np
 
 from streamproc.core.engine import Engine
 from streamproc.core.protocol.alarms import AlarmEvent
-from streamproc.core.protocol.messages import MAX_SAMPLES_PER_CHUNK, AbpChunk, BedId, Message
+from streamproc.core.protocol.messages import (
+    MAX_SAMPLES_PER_CHUNK,
+    AbpChunk,
+    BedId,
+    Message,
+    sample_time,
+)
 from streamproc.shell.config import StreamprocConfig
 from streamproc.wire.codec import (
     CodecError,
@@ -202,7 +208,7 @@ class Replayer:
                 self._feed(line)
                 continue
             t0, n = rec.t0, rec.n
-            ts = t0 + (n - 1) / rec.fs  # (``AbpChunk.ts``)
+            ts = sample_time(t0, rec.fs, n - 1)  # (``AbpChunk.ts``)
             if self._tick_due_before(t0):  # (as ``_take``: the batch first)
                 if off:
                     self._hand_over(batch)

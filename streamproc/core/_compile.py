@@ -1,9 +1,8 @@
 """``numba.njit`` as the compiled modules use it, and the interpreted mode they can run in.
 
-The compiled modules (``streamproc.core.signal._kernels``, ``streamproc.wire._numparse``) decorate
-their loops with :func:`jit`. Their callers look the loops up as module attributes
-(``_kernels.step_chunk(...)``) at each call, so which code runs is decided by what
-those attributes hold:
+The compiled modules (:data:`KERNEL_MODULES`) decorate their loops with :func:`jit`. Their
+callers look the loops up as module attributes (``_kernels.step_chunk(...)``) at each
+call, so which code runs is decided by what those attributes hold:
 
 * compiled (the default): numba's dispatchers, compiled on first use or loaded from
   numba's on-disk cache;
@@ -14,7 +13,8 @@ those attributes hold:
   (:func:`use_compiled`). The loops work on the callers' numpy arrays either way, so
   a switch between two calls changes nothing but the speed.
 
-Only the import system here: no I/O of its own, no clock, no threads.
+Only the import system here (and the stat of source files numba's cache is checked
+against): no other I/O, no clock, no threads.
 """
 
 from __future__ import annotations
@@ -22,17 +22,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, TypeVar, cast
 
 import numba
+import numba.extending
 
 __all__ = [
+    "DEPENDENCIES",
     "KERNEL_MODULES",
     "cache_available",
     "generation",
     "interpreted",
     "jit",
+    "jitable",
     "load",
     "signatures",
     "use_compiled",
@@ -42,7 +46,21 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The modules whose functions :func:`jit` compiles (imported by :func:`use_interpreted`).
-KERNEL_MODULES: Final = ("streamproc.core.signal._kernels", "streamproc.wire._numparse")
+KERNEL_MODULES: Final = (
+    "streamproc.core.protocol._samples",
+    "streamproc.core.signal._kernels",
+    "streamproc.wire._numparse",
+)
+
+#: Modules whose source the compiled functions are built from beside their own module's:
+#: the packed state's layout and the rules they compile in (``messages.chunk_fault``...).
+#: numba's on-disk cache checks only a function's own file; :func:`jit` makes it check
+#: these too, so that a change to one of them compiles anew rather than loading stale code.
+DEPENDENCIES: Final = (
+    "streamproc.core.protocol.messages",
+    "streamproc.core.signal.state",
+    *KERNEL_MODULES,
+)
 
 #: Per module: its compiled functions' names -> their dispatchers.
 _registry: dict[str, dict[str, Any]] = {}
@@ -75,7 +93,39 @@ def jit(fn: _F) -> _F:
             _uncached.append(f"{fn.__module__}.{fn.__name__}")
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
+        # numba's ``IndexDataCacheFile`` keeps the stamp its index must match (the
+        # function's own file's): there is no public hook for more files
+        cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+        if cache_file is not None:
+            index = vars(cache_file)
+            index["_source_stamp"] = (index["_source_stamp"], _dependencies_stamp())
     return cast("_F", disp)
+
+
+#: ``[stamp]`` once computed (:func:`_dependencies_stamp`).
+_stamp: list[tuple[tuple[float, int], ...]] = []
+
+
+def _dependencies_stamp() -> tuple[tuple[float, int], ...]:
+    """Modification time and size of each of :data:`DEPENDENCIES`' source files."""
+    if not _stamp:
+        stamps = []
+        for name in DEPENDENCIES:
+            spec = importlib.util.find_spec(name)
+            origin = None if spec is None else spec.origin
+            if origin is None:  # pragma: no cover - our own modules, from files
+                raise ImportError(f"no source file for {name}")
+            st = Path(origin).stat()
+            stamps.append((st.st_mtime, st.st_size))
+        _stamp.append(tuple(stamps))
+    return _stamp[0]
+
+
+def jitable(fn: _F) -> _F:
+    """``numba.extending.register_jitable``: a plain Python function (called as such from
+    Python, nothing compiled) that the compiled loops compile into themselves when they
+    call it: a rule written once for both (``messages.chunk_fault``)."""
+    return numba.extending.register_jitable(fn)
 
 
 def _modules() -> list[ModuleType]:

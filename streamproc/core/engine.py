@@ -26,16 +26,13 @@ from streamproc.core.monitor import (
 )
 from streamproc.core.protocol.alarms import Alarm, AlarmEvent, Priority, Trigger
 from streamproc.core.protocol.messages import (
-    MAX_SAMPLES_PER_CHUNK,
-    PRESSURE_LIMITS,
-    TS_LIMITS,
     AbpChunk,
     Ack,
     BedId,
     Message,
 )
 from streamproc.core.protocol.settings import Settings
-from streamproc.core.signal import _kernels
+from streamproc.core.signal import _kernels, state
 from streamproc.core.signal.lanes import Lanes
 from streamproc.core.signal.ordering import DropNotice, Drops
 
@@ -171,11 +168,8 @@ class Engine:
         self.open_alarms: dict[Priority, int] = {}
         #: The beds' slots for ``receive_chunks`` (``_kernels.step_chunks``).
         self._lanes = Lanes()
-        lim = np.empty(_kernels.LIM_SIZE, np.float64)
-        lim[_kernels.LIM_T0_LO], lim[_kernels.LIM_T0_HI] = TS_LIMITS
-        lim[_kernels.LIM_X_LO], lim[_kernels.LIM_X_HI] = PRESSURE_LIMITS
-        lim[_kernels.LIM_MAX_N] = MAX_SAMPLES_PER_CHUNK
-        lim[_kernels.LIM_STALE_S] = self.settings.monitor.stale_s
+        lim = np.empty(state.LIM_SIZE, np.float64)
+        lim[state.LIM_STALE_S] = self.settings.monitor.stale_s
         self._lim = lim
 
     @property
@@ -403,12 +397,12 @@ class Engine:
                 self._lim,
                 stop,
             )
-            code = int(stop[_kernels.STOP_CODE]) if k < n else _kernels.STEP_DONE
+            code = int(stop[state.STOP_CODE]) if k < n else _kernels.STEP_DONE
             end = k if code == _kernels.CHUNK_REFUSED else min(k + 1, n)  # taken: [i, end)
             if end > i:
                 self._stats.messages += end - i
                 self._advance(float(nows[i:end].max()))
-                touched = lanes.touched[: stop[_kernels.STOP_TOUCHED]]
+                touched = lanes.touched[: stop[state.STOP_TOUCHED]]
                 for s, now, ts in zip(
                     touched.tolist(),
                     nows[lanes.last_i[touched]].tolist(),

@@ -45,9 +45,10 @@ from streamproc.core.protocol.messages import (
     Profile,
     Vitals,
     VitalsSource,
+    continues,
 )
 from streamproc.core.protocol.settings import Settings
-from streamproc.core.signal import _kernels, beats
+from streamproc.core.signal import _kernels, beats, state
 from streamproc.core.signal.beats import BeatDetector
 from streamproc.core.signal.ordering import ChunkOrder, DropNotice, DropReason, Drops
 
@@ -74,9 +75,9 @@ LINE_DAMPED: Final = "abp_line_damped"
 LINE_RINGING: Final = "abp_line_ringing"
 NO_PULSE: Final = "abp_no_pulse"
 
-#: ``_kernels.LINE_*`` -> the technical alarm that says so, its priority and its words.
+#: ``state.LINE_*`` -> the technical alarm that says so, its priority and its words.
 _LINE_ALARMS: Final = {
-    _kernels.LINE_DAMPED: (
+    state.LINE_DAMPED: (
         LINE_DAMPED,
         Priority.MEDIUM,
         "line damped",
@@ -87,7 +88,7 @@ _LINE_ALARMS: Final = {
             "usable; the systolic reads low and the diastolic high."
         ),
     ),
-    _kernels.LINE_RINGING: (
+    state.LINE_RINGING: (
         LINE_RINGING,
         Priority.LOW,
         "line ringing",
@@ -97,7 +98,7 @@ _LINE_ALARMS: Final = {
             "fast-flush test, re-zero. The mean pressure is still usable."
         ),
     ),
-    _kernels.LINE_NO_PULSE: (
+    state.LINE_NO_PULSE: (
         NO_PULSE,
         Priority.HIGH,
         "no pulse on the trace",
@@ -166,36 +167,36 @@ class Sustained:
 
     @property
     def start(self) -> float | None:
-        v = float(self._timers[self._row, _kernels.T_START])
+        v = float(self._timers[self._row, state.T_START])
         return None if math.isnan(v) else v
 
     @property
     def last(self) -> float | None:
-        v = float(self._timers[self._row, _kernels.T_LAST])
+        v = float(self._timers[self._row, state.T_LAST])
         return None if math.isnan(v) else v
 
     @property
     def accum(self) -> float:
-        return float(self._timers[self._row, _kernels.T_ACCUM])
+        return float(self._timers[self._row, state.T_ACCUM])
 
     def observe(self, holds: bool, ts: float, dt: float, max_gap: float) -> None:
         t = self._timers[self._row]
         if not holds:
             t[:] = _RESET
             return
-        start, last = t[_kernels.T_START], t[_kernels.T_LAST]
+        start, last = t[state.T_START], t[state.T_LAST]
         if math.isnan(start) or (not math.isnan(last) and ts - dt - last > max_gap):
-            t[_kernels.T_START] = ts - dt
-            t[_kernels.T_ACCUM] = 0.0
-        t[_kernels.T_ACCUM] += dt
-        t[_kernels.T_LAST] = ts
+            t[state.T_START] = ts - dt
+            t[state.T_ACCUM] = 0.0
+        t[state.T_ACCUM] += dt
+        t[state.T_LAST] = ts
 
     def reset(self) -> None:
         self._timers[self._row] = _RESET
 
     def held(self, duration: float) -> bool:
         t = self._timers[self._row]
-        return not math.isnan(t[_kernels.T_START]) and t[_kernels.T_ACCUM] >= duration - 1e-9
+        return not math.isnan(t[state.T_START]) and t[state.T_ACCUM] >= duration - 1e-9
 
 
 _RESET: Final = (math.nan, math.nan, 0.0)
@@ -211,32 +212,32 @@ def _new_timers(rows: int) -> FloatArray:
 def _params(settings: Settings) -> FloatArray:
     """``_kernels.advance_beats``'s parameters (``P_*``) from ``settings``."""
     hs, ms = settings.hypotension, settings.monitor
-    par = np.empty(_kernels.P_SIZE, np.float64)
-    par[_kernels.P_WINDOW_S] = hs.rolling_window_s
-    par[_kernels.P_MIN_BEATS] = hs.min_beats_in_window
-    par[_kernels.P_CONTINUITY_S] = _BEAT_CONTINUITY_S
-    par[_kernels.P_GAP_S] = hs.max_invalid_gap_s
-    par[_kernels.P_CRITICAL_MAP] = hs.critical_map
-    par[_kernels.P_CLEAR_MARGIN] = hs.clear_margin
-    par[_kernels.P_HOLD_S] = hs.hold_s
-    par[_kernels.P_CRITICAL_HOLD_S] = hs.critical_hold_s
-    par[_kernels.P_CLEAR_HOLD_S] = hs.clear_hold_s
-    par[_kernels.P_VALID_CLEAR_S] = ms.signal_valid_clear_s
-    par[_kernels.P_TREND_STEP_S] = ms.trend_step_s
-    par[_kernels.P_WORSEN] = settings.alarms.worsen_mmhg
-    par[_kernels.P_RANK_MEDIUM] = Priority.MEDIUM.rank
-    par[_kernels.P_RANK_HIGH] = Priority.HIGH.rank
-    par[_kernels.P_SIGNAL_INVALID_S] = ms.signal_invalid_s
+    par = np.empty(state.P_SIZE, np.float64)
+    par[state.P_WINDOW_S] = hs.rolling_window_s
+    par[state.P_MIN_BEATS] = hs.min_beats_in_window
+    par[state.P_CONTINUITY_S] = _BEAT_CONTINUITY_S
+    par[state.P_GAP_S] = hs.max_invalid_gap_s
+    par[state.P_CRITICAL_MAP] = hs.critical_map
+    par[state.P_CLEAR_MARGIN] = hs.clear_margin
+    par[state.P_HOLD_S] = hs.hold_s
+    par[state.P_CRITICAL_HOLD_S] = hs.critical_hold_s
+    par[state.P_CLEAR_HOLD_S] = hs.clear_hold_s
+    par[state.P_VALID_CLEAR_S] = ms.signal_valid_clear_s
+    par[state.P_TREND_STEP_S] = ms.trend_step_s
+    par[state.P_WORSEN] = settings.alarms.worsen_mmhg
+    par[state.P_RANK_MEDIUM] = Priority.MEDIUM.rank
+    par[state.P_RANK_HIGH] = Priority.HIGH.rank
+    par[state.P_SIGNAL_INVALID_S] = ms.signal_invalid_s
     bs = settings.beats
-    par[_kernels.P_LINE_BEATS] = bs.line_beats
-    par[_kernels.P_LINE_ENTER] = bs.line_enter_beats
-    par[_kernels.P_LINE_LEAVE] = bs.line_leave_beats
-    par[_kernels.P_DAMPED_SHARPNESS] = bs.damped_max_sharpness
-    par[_kernels.P_RINGING_TURNS] = bs.ringing_min_turns
-    par[_kernels.P_PULSE_PP] = bs.pulse_min_pp_mmhg
-    par[_kernels.P_LINE_REF_S] = bs.line_reference_s
-    par[_kernels.P_NARROW_PP] = bs.damped_narrow_pp_fraction
-    par[_kernels.P_SLOW_PEAK] = bs.damped_slow_peak_factor
+    par[state.P_LINE_BEATS] = bs.line_beats
+    par[state.P_LINE_ENTER] = bs.line_enter_beats
+    par[state.P_LINE_LEAVE] = bs.line_leave_beats
+    par[state.P_DAMPED_SHARPNESS] = bs.damped_max_sharpness
+    par[state.P_RINGING_TURNS] = bs.ringing_min_turns
+    par[state.P_PULSE_PP] = bs.pulse_min_pp_mmhg
+    par[state.P_LINE_REF_S] = bs.line_reference_s
+    par[state.P_NARROW_PP] = bs.damped_narrow_pp_fraction
+    par[state.P_SLOW_PEAK] = bs.damped_slow_peak_factor
     par.flags.writeable = False
     return par
 
@@ -255,7 +256,7 @@ def alarm_id_number(alarm_id: str) -> int | None:
 
 
 class _Slot:
-    """A monitor's value kept in its compiled path's state (``_kernels.M_*``; NaN: None)."""
+    """A monitor's value kept in its compiled path's state (``state.M_*``; NaN: None)."""
 
     __slots__ = ("index",)
 
@@ -325,15 +326,15 @@ class BedMonitor:
 
     # latest values, kept in the compiled path's state (``_mst``)
     #: Rolling value of the target's metric (or the standing numeric's).
-    value = _Slot(_kernels.M_VALUE)
-    map = _Slot(_kernels.M_MAP)
-    sbp = _Slot(_kernels.M_SBP)
-    dbp = _Slot(_kernels.M_DBP)
-    hr = _Slot(_kernels.M_HR)
+    value = _Slot(state.M_VALUE)
+    map = _Slot(state.M_MAP)
+    sbp = _Slot(state.M_SBP)
+    dbp = _Slot(state.M_DBP)
+    hr = _Slot(state.M_HR)
     #: Data time of the latest pressure observation.
-    obs_ts = _Slot(_kernels.M_OBS_TS)
+    obs_ts = _Slot(state.M_OBS_TS)
     #: End of the last valid beat, or where the waveform (re)started.
-    valid_ref = _Slot(_kernels.M_VALID_REF)
+    valid_ref = _Slot(state.M_VALID_REF)
 
     def __init__(
         self,
@@ -353,26 +354,26 @@ class BedMonitor:
         self.detector = BeatDetector(settings.beats)
         # the compiled per-beat path's state (``_kernels.advance_beats``): the rolling
         # window (end, MAP, SBP, DBP, HR of its valid beats), the hold timers, its slots
-        self._win: FloatArray = np.empty((_WINDOW_ROWS, _kernels.W_COLUMNS), np.float64)
-        # and in one packed array (``_kernels.MF_*``): the hold timers, the latest values
-        # (``_kernels.M_*``), the parameters, the context of the decisions
-        self._mf: FloatArray = np.empty(_kernels.MF_SIZE, np.float64)
-        self._timers = self._mf[_kernels.MF_TIMERS : _kernels.MF_MST].reshape(
-            _kernels.T_ROWS, _kernels.T_COLUMNS
+        self._win: FloatArray = np.empty((_WINDOW_ROWS, state.W_COLUMNS), np.float64)
+        # and in one packed array (``state.MF_*``): the hold timers, the latest values
+        # (``state.M_*``), the parameters, the context of the decisions
+        self._mf: FloatArray = np.empty(state.MF_SIZE, np.float64)
+        self._timers = self._mf[state.MF_TIMERS : state.MF_MST].reshape(
+            state.T_ROWS, state.T_COLUMNS
         )
         self._timers[:] = _RESET
-        self._mst = self._mf[_kernels.MF_MST : _kernels.MF_PAR]
+        self._mst = self._mf[state.MF_MST : state.MF_PAR]
         self._mst[:] = math.nan
-        self._mst[_kernels.M_WIN_N] = 0.0
-        self._mst[_kernels.M_LINE] = _kernels.LINE_OK
-        self._mf[_kernels.MF_PAR : _kernels.MF_CTX] = _params(settings)
-        self._ctx = self._mf[_kernels.MF_CTX : _kernels.MF_LINE]
-        lq = self._mf[_kernels.MF_LINE :]
+        self._mst[state.M_WIN_N] = 0.0
+        self._mst[state.M_LINE] = state.LINE_OK
+        self._mf[state.MF_PAR : state.MF_CTX] = _params(settings)
+        self._ctx = self._mf[state.MF_CTX : state.MF_LINE]
+        lq = self._mf[state.MF_LINE :]
         lq[:] = 0.0
-        lq[_kernels.LQ_LAST_END : _kernels.LQ_COUNT] = math.nan  # (and no reference yet)
-        #: The line's state the open alarms show (``_kernels.LINE_*``; the compiled
+        lq[state.LQ_LAST_END : state.LQ_COUNT] = math.nan  # (and no reference yet)
+        #: The line's state the open alarms show (``state.LINE_*``; the compiled
         #: judgement's is ``_mst[M_LINE]``).
-        self._line = _kernels.LINE_OK
+        self._line = state.LINE_OK
         #: Whether ``_ctx`` holds ``_context()``: False once something it reads has changed.
         self._ctx_ok = False
         #: Bumped by every call that may change what :meth:`chunk_state` gives
@@ -393,11 +394,11 @@ class BedMonitor:
         self.alarms: dict[str, Alarm] = {}
         self._id_ms: dict[str, int] = {}  # last id number issued per alarm kind
         # hold timers on data time
-        self.below = Sustained(self._timers, _kernels.T_BELOW)
-        self.critical = Sustained(self._timers, _kernels.T_CRITICAL)
-        self.recovered = Sustained(self._timers, _kernels.T_RECOVERED)
-        self.sbp_at_target = Sustained(self._timers, _kernels.T_SBP_AT_TARGET)
-        self.valid_run = Sustained(self._timers, _kernels.T_VALID_RUN)
+        self.below = Sustained(self._timers, state.T_BELOW)
+        self.critical = Sustained(self._timers, state.T_CRITICAL)
+        self.recovered = Sustained(self._timers, state.T_RECOVERED)
+        self.sbp_at_target = Sustained(self._timers, state.T_SBP_AT_TARGET)
+        self.valid_run = Sustained(self._timers, state.T_VALID_RUN)
         self.standing: _Standing | None = None
         self.last_wave_ts: float | None = None
         self.last_data_now: float | None = None
@@ -478,8 +479,7 @@ class BedMonitor:
                 or self._holding
                 or seg.learning
                 or msg.seq is not None
-                or msg.fs != seg.fs
-                or math.fabs(msg.t0 - seg.expected_t0) > seg.tolerance
+                or not continues(msg.t0, msg.fs, seg.fs, seg.expected_t0)
             ):  # not simply the next chunk: the data-time rules decide
                 self._arrange(msg, now, out)
                 return out
@@ -566,8 +566,7 @@ class BedMonitor:
             and seg.learning
             and bool(self._young)
             and self._young[0].t0 == seg.t0
-            and msg.fs == seg.fs
-            and math.fabs(msg.t_end - seg.t0) <= seg.tolerance
+            and continues(seg.t0, seg.fs, msg.fs, msg.t_end)
         )
 
     def _restart_segment(self, msg: AbpChunk, now: float, out: list[AlarmEvent]) -> None:
@@ -744,14 +743,14 @@ class BedMonitor:
 
     def sbp_suspended(self) -> str | None:
         """Why an SBP target's readings are not judged now (the line's state), or None."""
-        if self._line == _kernels.LINE_OK or self.target()[0] != "sbp":
+        if self._line == state.LINE_OK or self.target()[0] != "sbp":
             return None
         return _LINE_ALARMS[self._line][2]
 
     def _line_shown(self) -> int:
         """``_line`` when the open line alarms show it (-1 when not: an alarm adopted
         from before a restart, say, that the judgement has not seen)."""
-        want = None if self._line == _kernels.LINE_OK else _LINE_ALARMS[self._line][0]
+        want = None if self._line == state.LINE_OK else _LINE_ALARMS[self._line][0]
         alarms = self.alarms
         if any(k in alarms for k in _LINE_KINDS if k != want) or (
             want is not None and want not in alarms
@@ -763,15 +762,15 @@ class BedMonitor:
         """The compiled judgement (``_kernels.judge_line``) changed the line's state at ``ts``
         (or the open alarms do not show it): its technical alarms follow, and on an SBP
         target the decisions it suspends say so."""
-        new = int(self._mst[_kernels.M_LINE])
+        new = int(self._mst[state.M_LINE])
         self._line = new
         self._ctx_ok = False
-        keep = None if new == _kernels.LINE_OK else _LINE_ALARMS[new][0]
+        keep = None if new == state.LINE_OK else _LINE_ALARMS[new][0]
         for kind in _LINE_KINDS:
             if kind != keep:
                 self._clear(kind, ts, out)
         suspended = self.sbp_suspended()
-        if new != _kernels.LINE_OK:
+        if new != state.LINE_OK:
             kind, priority, _, reason = _LINE_ALARMS[new]
             extra = {}
             if suspended is not None:
@@ -797,10 +796,10 @@ class BedMonitor:
     @property
     def window(self) -> FloatArray:
         """The rolling window's valid beats: rows of end, MAP, SBP, DBP, HR."""
-        return self._win[: int(self._mst[_kernels.M_WIN_N]), : _kernels.W_VALUES]
+        return self._win[: int(self._mst[state.M_WIN_N]), : state.W_VALUES]
 
     def _refresh_context(self) -> None:
-        """Put :meth:`_context` where the compiled path reads it (``_kernels.MF_CTX``)."""
+        """Put :meth:`_context` where the compiled path reads it (``state.MF_CTX``)."""
         self._ctx[:] = self._context()
         self._ctx_ok = True
 
@@ -860,27 +859,27 @@ class BedMonitor:
 
         The compiled path takes the beats that change nothing the protocol
         decides (most of them); it stopped after ``rows[i - 1]`` because a
-        decision may change there (``_kernels.M_DECIDE``), or for room in the
+        decision may change there (``state.M_DECIDE``), or for room in the
         window. The beat is decided here, by the same code as every other
         observation, and the compiled path takes the next beats.
         """
         n = rows.shape[0]
         mst = self._mst
         while True:
-            decide = mst[_kernels.M_DECIDE]
+            decide = mst[state.M_DECIDE]
             if decide:
-                end = float(rows[i - 1, _kernels.B_END])
-                if int(mst[_kernels.M_LINE]) != self._line_shown():
+                end = float(rows[i - 1, state.B_END])
+                if int(mst[state.M_LINE]) != self._line_shown():
                     self._line_changed(end, out)
                 if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
                     self._clear(SIGNAL_INVALID, end, out)
                 if decide == _kernels.DECIDE_OBSERVED:
                     metric, target = self.target()
-                    value, mp = float(mst[_kernels.M_VALUE]), float(mst[_kernels.M_MAP])
+                    value, mp = float(mst[state.M_VALUE]), float(mst[state.M_MAP])
                     self._decide(end, value, mp, metric, target, out, waveform=True)
             elif i < n:  # the window is full (a fast rhythm): room for more beats
                 win = self._win
-                self._win = np.empty((2 * win.shape[0], _kernels.W_COLUMNS), np.float64)
+                self._win = np.empty((2 * win.shape[0], state.W_COLUMNS), np.float64)
                 self._win[: win.shape[0]] = win
             if i >= n:
                 return
@@ -1436,7 +1435,7 @@ def warm_up() -> None:
     mon = BedMonitor(BedId("warm", "up"), Settings())
     for chunk in beats.warm_up_chunks():
         mon.receive(chunk, chunk.ts)
-    rows = np.zeros((1, _kernels.B_COLUMNS), np.float64)
+    rows = np.zeros((1, state.B_COLUMNS), np.float64)
     mon._refresh_context()
     _kernels.advance_beats(rows, 0, mon._win, mon._mf, mon.counts)
     _warm.append(True)

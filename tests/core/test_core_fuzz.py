@@ -54,7 +54,7 @@ from streamproc.core.protocol.messages import (
     VitalsSource,
 )
 from streamproc.core.protocol.settings import Settings
-from streamproc.core.signal import _kernels
+from streamproc.core.signal import state
 from tests.fuzzing import count_example, fuzz_settings
 
 T0 = 1_732_400_000.0
@@ -303,16 +303,16 @@ def check_bounded(engine: Engine, settings: Settings, chunk_max: int) -> None:
         seg = getattr(mon.detector, "_segment", None)
         if seg is not None:
             h, learn_n, refr, max_beat_n, confirm = seg.ipar.tolist()
-            w = seg.sf.size - _kernels.SF_LEVELS - 2 * (_kernels.LV_SUSP + confirm)
+            w = seg.sf.size - state.SF_LEVELS - 2 * (state.LV_SUSP + confirm)
             ist = seg.istate
             limit = max_beat_n + w + learn_n + chunk_max + 4
-            y_len = int(ist[_kernels.Y_LEN])
+            y_len = int(ist[state.Y_LEN])
             assert y_len <= limit, f"{mon.bed}: {y_len} filtered samples held > {limit}"
             # buffers grow to at most twice what one chunk needed
             assert seg.ybuf.size <= max(512, 2 * limit)
             assert seg.ssf.size <= max(512, 2 * (learn_n + chunk_max))
             # the sliding maximum's deque holds at most h + 1 values
-            assert int(ist[_kernels.DQ_LEN]) <= h + 1
+            assert int(ist[state.DQ_LEN]) <= h + 1
             assert seg.dq.shape[0] <= max(64, 2 * (h + 1 + learn_n + chunk_max + 1))
             assert seg.rows.shape[0] <= max(8, 2 * ((learn_n + chunk_max) // refr + 2))
 

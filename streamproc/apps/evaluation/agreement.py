@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamproc.core.engine import Engine
-from streamproc.core.protocol.messages import AbpChunk, BedId
+from streamproc.core.protocol.messages import AbpChunk, BedId, sample_time
 from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal.beats import Beat, BeatDetector
 from streamproc.wire.recordings import read_abp
@@ -174,7 +174,9 @@ def _engine_pass(
     for a, b in _runs(~np.isnan(samples)):
         runs.append((a / fs, b / fs))
         for i in range(a, b, n_chunk):
-            chunk = AbpChunk(_EPOCH + i / fs, fs, samples[i : min(i + n_chunk, b)].copy())
+            chunk = AbpChunk(
+                sample_time(_EPOCH, fs, i), fs, samples[i : min(i + n_chunk, b)].copy()
+            )
             engine.receive(bed, chunk, chunk.ts)
             beats.extend(detector.feed(chunk))
             rolling.append((chunk.ts - _EPOCH, engine.monitor(bed).status().map))

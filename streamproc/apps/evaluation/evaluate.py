@@ -59,7 +59,7 @@ from streamproc.apps.replay import Replayer
 from streamproc.core.engine import Engine
 from streamproc.core.monitor import HYPOTENSION, SIGNAL_INVALID, STALE
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
-from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals
+from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals, sample_time
 from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal.beats import BeatDetector
 from streamproc.shell.config import ConfigError, StreamprocConfig, load_config, parse_assignment
@@ -605,7 +605,7 @@ class _ObservingEngine(Engine):
                 start = end
             return out
         out = super().receive_chunks(beds, t0=t0, fs=fs, ends=ends, samples=samples, nows=nows)
-        ts = t0 + (np.diff(ends, prepend=0) - 1) / fs  # (each chunk's ``AbpChunk.ts``)
+        ts = sample_time(t0, fs, np.diff(ends, prepend=0) - 1.0)  # (each ``AbpChunk.ts``)
         for bed, lo, hi in zip(beds, t0.tolist(), ts.tolist(), strict=True):
             self._extend_span(bed, lo, hi)
         return out

@@ -14,13 +14,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Final, NoReturn, TypeVar
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core.signal import _kernels
+from streamproc.core._compile import jitable
+from streamproc.core.protocol import _samples
 
 __all__ = [
     "DRUG_NAMES",
@@ -39,6 +40,9 @@ __all__ = [
     "RateUnit",
     "Vitals",
     "VitalsSource",
+    "chunk_fault",
+    "continues",
+    "sample_time",
 ]
 
 IDENT_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -171,12 +175,69 @@ class BedId:
         return f"{self.unit}/{self.bed}"
 
 
+#: Sampling rates a chunk may have, Hz.
+FS_LIMITS: Final = (1.0, 2000.0)
+_FS_LO, _FS_HI = FS_LIMITS
+_X_LO, _X_HI = PRESSURE_LIMITS
+
+# What ``chunk_fault`` finds wrong with a chunk (the first that applies).
+CHUNK_OK: Final = 0
+CHUNK_T0: Final = 1  # ``t0`` is no time between ``TS_LIMITS``
+CHUNK_FS: Final = 2  # ``fs`` is outside ``FS_LIMITS``
+CHUNK_EMPTY: Final = 3  # no samples
+CHUNK_LONG: Final = 4  # more than ``MAX_SAMPLES_PER_CHUNK``
+CHUNK_SAMPLES: Final = 5  # a sample outside ``PRESSURE_LIMITS`` (or not a number)
+
+
+@jitable
+def chunk_fault(t0: float, fs: float, samples: npt.NDArray[np.float64]) -> int:
+    """What is wrong with a chunk of ``samples`` from ``t0`` at ``fs``: ``CHUNK_OK``, or
+    the first ``CHUNK_*`` fault.
+
+    The rule :class:`AbpChunk` validates itself by, and ``_kernels.step_chunks`` takes a
+    chunk by (compiled into it). Every check is written so that NaN fails it.
+    """
+    if not _TS_LO <= t0 <= _TS_HI:
+        return CHUNK_T0
+    if not _FS_LO <= fs <= _FS_HI:
+        return CHUNK_FS
+    if samples.size == 0:
+        return CHUNK_EMPTY
+    if samples.size > MAX_SAMPLES_PER_CHUNK:
+        return CHUNK_LONG
+    if not _samples.all_within(samples, _X_LO, _X_HI):  # (one compiled pass)
+        return CHUNK_SAMPLES
+    return CHUNK_OK
+
+
+#: A time, or an array of times.
+_Times = TypeVar("_Times", float, npt.NDArray[np.float64])
+
+
+@jitable
+def sample_time(t0: _Times, fs: _Times, i: _Times) -> _Times:
+    """Data time of sample ``i`` of a run of samples from ``t0`` at ``fs`` (``i`` may be
+    its length: the time just after it); of each, given arrays."""
+    return t0 + i / fs
+
+
+@jitable
+def continues(t0: float, fs: float, run_fs: float, run_end: float) -> bool:
+    """Whether a chunk from ``t0`` at ``fs`` continues a run of samples at ``run_fs``
+    that ends at ``run_end`` (``sample_time`` of its length): the same rate, and a
+    start within half a sample of that end."""
+    return fs == run_fs and not abs(t0 - run_end) > 0.5 / run_fs
+
+
+_NO_SAMPLES: Final[npt.NDArray[np.float64]] = np.empty(0, np.float64)
+
+
 class AbpChunk(msgspec.Struct, frozen=True, eq=False, gc=False):
-    """A run of arterial-pressure samples, ``samples[i]`` taken at ``t0 + i / fs``.
+    """A run of arterial-pressure samples, ``samples[i]`` taken at ``sample_time(t0, fs, i)``.
 
     A frozen ``msgspec.Struct`` rather than a dataclass: it is built once per
     chunk, the most frequent message, and a Struct is built five times faster
-    (it validates itself the same way, in ``__post_init__``).
+    (it validates itself the same way, in ``__post_init__``: by :func:`chunk_fault`).
     """
 
     t0: float
@@ -185,41 +246,47 @@ class AbpChunk(msgspec.Struct, frozen=True, eq=False, gc=False):
     seq: int | None = None
 
     def __post_init__(self) -> None:
-        # (every check is written so that NaN fails it: a comparison with NaN is false)
-        if not _TS_LO <= self.t0 <= _TS_HI:
-            _check_ts("t0", self.t0)
-        if not 1.0 <= self.fs <= 2000.0:
-            raise InvalidMessageError("fs", f"must be between 1 and 2000 Hz, got {self.fs!r}")
         s = self.samples
-        if (
-            not isinstance(s, np.ndarray)
-            or s.ndim != 1
-            or (s.dtype is not _FLOAT64 and s.dtype != np.float64)
-        ):
-            raise InvalidMessageError("samples", "must be a one-dimensional float64 array")
-        if s.size == 0:
-            raise InvalidMessageError("samples", "must not be empty")
-        if s.size > MAX_SAMPLES_PER_CHUNK:
-            raise InvalidMessageError(
-                "samples", f"has {s.size} samples, more than {MAX_SAMPLES_PER_CHUNK}"
-            )
-        lo, hi = PRESSURE_LIMITS
-        # one compiled pass whose comparisons NaN (and inf) also fail
-        if not _kernels.all_within(s, lo, hi):
-            if not np.isfinite(s).all():
-                raise InvalidMessageError("samples", "must all be finite numbers (no NaN/inf/null)")
-            raise InvalidMessageError("samples", f"must lie between {lo:g} and {hi:g} mmHg")
+        typed = (
+            isinstance(s, np.ndarray)
+            and s.ndim == 1
+            and (s.dtype is _FLOAT64 or s.dtype == np.float64)
+        )
+        fault = chunk_fault(self.t0, self.fs, s if typed else _NO_SAMPLES)
+        if fault != CHUNK_OK:
+            _refuse(fault, self.t0, self.fs, s, typed=typed)
         s.flags.writeable = False
 
     @property
     def t_end(self) -> float:
         """Time one sample period after the last sample."""
-        return self.t0 + self.samples.size / self.fs
+        return sample_time(self.t0, self.fs, self.samples.size)
 
     @property
     def ts(self) -> float:
         """Data time of the newest sample."""
-        return self.t0 + (self.samples.size - 1) / self.fs
+        return sample_time(self.t0, self.fs, self.samples.size - 1)
+
+
+def _refuse(fault: int, t0: float, fs: float, samples: object, *, typed: bool) -> NoReturn:
+    """Raise the :class:`InvalidMessageError` that says what ``fault`` (``chunk_fault``) is."""
+    if fault == CHUNK_T0:
+        _check_ts("t0", t0)
+    if fault == CHUNK_FS:
+        raise InvalidMessageError("fs", f"must be between 1 and 2000 Hz, got {fs!r}")
+    if not typed:
+        raise InvalidMessageError("samples", "must be a one-dimensional float64 array")
+    if fault == CHUNK_EMPTY:
+        raise InvalidMessageError("samples", "must not be empty")
+    if fault == CHUNK_LONG:
+        size = np.asarray(samples).size
+        raise InvalidMessageError(
+            "samples", f"has {size} samples, more than {MAX_SAMPLES_PER_CHUNK}"
+        )
+    if not np.isfinite(np.asarray(samples)).all():
+        raise InvalidMessageError("samples", "must all be finite numbers (no NaN/inf/null)")
+    lo, hi = PRESSURE_LIMITS
+    raise InvalidMessageError("samples", f"must lie between {lo:g} and {hi:g} mmHg")
 
 
 @dataclass(frozen=True, slots=True)

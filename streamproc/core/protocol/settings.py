@@ -35,7 +35,7 @@ class InvalidSettingError(ValueError):
         super().__init__(f"setting {key}: {reason}")
 
 
-#: Most beats the line-quality judgement keeps (``_kernels.LINE_MAX_BEATS``).
+#: Most beats the line-quality judgement keeps (``signal.state.LINE_MAX_BEATS``).
 _LINE_MAX_BEATS = 32
 
 

@@ -8,7 +8,10 @@ search. Written as numpy calls they cost a dozen Python-level calls per chunk
 call does all of them. ``beat_measures`` does the same for the per-beat sums.
 
 Every function here is pure: arrays in, arrays out, no state kept between
-calls (the caller carries it). ``.py_func`` of each is the same code run by the
+calls (the caller carries it, packed as ``streamproc.core.signal.state`` declares:
+the slot indices used here are that module's). The rules of a chunk they apply
+(validity, sample times, continuity) are ``streamproc.core.protocol.messages``',
+compiled in. ``.py_func`` of each is the same code run by the
 interpreter; the tests check the compiled and interpreted versions agree.
 """
 
@@ -20,10 +23,171 @@ import numpy as np
 from numba.typed import List
 
 from streamproc.core._compile import jit
+from streamproc.core.protocol.messages import CHUNK_OK, chunk_fault, continues, sample_time
+from streamproc.core.signal.state import (
+    B0,
+    B_DBP,
+    B_END,
+    B_HR,
+    B_MAP,
+    B_ONSET,
+    B_QUALITY,
+    B_RISE,
+    B_SBP,
+    B_TO_PEAK,
+    B_TURNS,
+    C_ACK_VALUE,
+    C_ALARM,
+    C_FLAG_AT,
+    C_FLAG_SBP,
+    C_LAST,
+    C_LINE,
+    C_METRIC_SBP,
+    C_RANK,
+    C_REFRACTORY,
+    C_SIGNAL_INVALID,
+    C_TARGET,
+    C_TREND_TS,
+    C_WAKE,
+    DQ_HEAD,
+    DQ_LEN,
+    FP_DELAY,
+    FP_FRAC,
+    FP_FS,
+    FP_JUMP_TOLERANCE,
+    FP_MIN_RR,
+    FP_MIN_UP,
+    FP_T0,
+    IP_CONFIRM,
+    IP_H,
+    IP_LEARN_N,
+    IP_MAX_N,
+    IP_REFR,
+    L_BAND_MMHG,
+    L_BAND_PP,
+    L_MAX_DBP,
+    L_MAX_HR,
+    L_MAX_JUMP,
+    L_MAX_MAP,
+    L_MAX_PLATEAU,
+    L_MAX_PP,
+    L_MAX_SBP,
+    L_MIN_DBP,
+    L_MIN_HR,
+    L_MIN_MAP,
+    L_MIN_PP,
+    L_MIN_SBP,
+    L_NO_PULSE_MAP,
+    L_PULSE_PP,
+    L_TURN_PP,
+    LAST_CROSS,
+    LEARNED,
+    LEVEL_HISTORY,
+    LIM_STALE_S,
+    LINE_CLASSES,
+    LINE_DAMPED,
+    LINE_NO_PULSE,
+    LINE_OK,
+    LINE_RINGING,
+    LQ_COUNT,
+    LQ_HEAD,
+    LQ_LAST_END,
+    LQ_N,
+    LQ_REF_MAP,
+    LQ_REF_PEAK,
+    LQ_REF_PP,
+    LQ_RING,
+    LV_HIST,
+    LV_NHIST,
+    LV_NSUSP,
+    LV_SUSP,
+    M_DBP,
+    M_DECIDE,
+    M_HR,
+    M_LINE,
+    M_MAP,
+    M_OBS_TS,
+    M_SBP,
+    M_VALID_REF,
+    M_VALUE,
+    M_WIN_N,
+    MF_CTX,
+    MF_LINE,
+    MF_MST,
+    MF_PAR,
+    MF_SIZE,
+    MF_TIMERS,
+    N_END,
+    P_CLEAR_HOLD_S,
+    P_CLEAR_MARGIN,
+    P_CONTINUITY_S,
+    P_CRITICAL_HOLD_S,
+    P_CRITICAL_MAP,
+    P_DAMPED_SHARPNESS,
+    P_GAP_S,
+    P_HOLD_S,
+    P_LINE_BEATS,
+    P_LINE_ENTER,
+    P_LINE_LEAVE,
+    P_LINE_REF_S,
+    P_MIN_BEATS,
+    P_NARROW_PP,
+    P_PULSE_PP,
+    P_RANK_HIGH,
+    P_RANK_MEDIUM,
+    P_RINGING_TURNS,
+    P_SIGNAL_INVALID_S,
+    P_SLOW_PEAK,
+    P_TREND_STEP_S,
+    P_VALID_CLEAR_S,
+    P_WINDOW_S,
+    P_WORSEN,
+    PENDING,
+    PREV_ABOVE,
+    Q_JUMP,
+    Q_NEGATIVE,
+    Q_NO_PULSE,
+    Q_OUT_OF_RANGE,
+    Q_PREMATURE,
+    Q_SATURATED,
+    Q_SQUARE_WAVE,
+    Q_VALID,
+    ROWS_I,
+    ROWS_N,
+    SF_LEVELS,
+    SI_PAR,
+    SI_SIZE,
+    SP_COEF,
+    SP_FPAR,
+    SP_LIMITS,
+    SP_SIZE,
+    STOP_CODE,
+    STOP_TOUCHED,
+    T_ACCUM,
+    T_BELOW,
+    T_COLUMNS,
+    T_CRITICAL,
+    T_LAST,
+    T_RECOVERED,
+    T_SBP_AT_TARGET,
+    T_START,
+    T_VALID_RUN,
+    TAIL_K,
+    W_DBP,
+    W_END,
+    W_HR,
+    W_MAP,
+    W_SBP,
+    W_SORTED,
+    W_VALUES,
+    Y_LAST,
+    Y_LEN,
+    Z0,
+    Z1,
+)
 
 __all__ = [
     "advance_beats",
-    "all_within",
     "classify",
     "detect",
     "detect_beats",
@@ -36,27 +200,6 @@ __all__ = [
     "table_new",
     "table_set",
 ]
-
-
-# Integer state slots of a segment (``istate``).
-N_END = 0  # samples of the segment seen so far
-LEARNED = 1  # 1 once the learning window is complete
-PREV_ABOVE = 2  # 1 when the last sample was above the threshold
-LAST_CROSS = 3  # segment index of the last accepted crossing
-PENDING = 4  # onset of the beat in progress (-1: none); ``detect_beats`` only
-B0 = 5  # segment index of ``ybuf[0]``
-DQ_HEAD = 6  # the sliding maximum's deque: head slot in its ring
-DQ_LEN = 7  # and length
-Y_LEN = 8  # filtered samples held in ``ybuf``
-ROWS_N = 9  # beats ``step_chunk`` wrote to ``rows``
-ROWS_I = 10  # and how many of them ``advance_beats`` took
-TAIL_K = 11  # slot of ``c_tail`` holding the running sum ``w`` samples back
-I_SIZE = 12
-# Float state slots (``fstate``).
-Z0 = 0  # biquad state
-Z1 = 1
-C_LAST = 2  # running sum of positive slopes at the last sample
-Y_LAST = 3  # filtered value of the last sample
 
 
 @jit
@@ -415,45 +558,6 @@ def measure_beat(  # noqa: PLR0917 - a beat and its bands, flat for the compiler
     return foot, total / length, top, low, near / length, y[e], rise, float(turns), at_top - s
 
 
-# Beat quality codes of ``classify`` (the order of ``beats.BeatQuality``'s checks).
-Q_VALID = 0
-Q_NEGATIVE = 1
-Q_SATURATED = 2
-Q_SQUARE_WAVE = 3
-Q_OUT_OF_RANGE = 4
-Q_JUMP = 5
-Q_PREMATURE = 6
-Q_NO_PULSE = 7
-
-# Slots of ``classify``'s ``limits`` (from ``BeatSettings``).
-L_MAX_SBP = 0
-L_MAX_PLATEAU = 1
-L_MIN_SBP = 2
-L_MIN_DBP = 3
-L_MAX_DBP = 4
-L_MIN_MAP = 5
-L_MAX_MAP = 6
-L_MIN_PP = 7
-L_MAX_PP = 8
-L_MIN_HR = 9
-L_MAX_HR = 10
-L_MAX_JUMP = 11
-L_BAND_MMHG = 12
-L_BAND_PP = 13
-L_TURN_PP = 14
-L_PULSE_PP = 15
-L_NO_PULSE_MAP = 16
-L_SIZE = 17
-
-#: Values a level check keeps as its reference (the median of these).
-LEVEL_HISTORY = 8
-# Layout of a level check's state (float64): counts, then the values.
-LV_NHIST = 0
-LV_NSUSP = 1
-LV_HIST = 2  # LEVEL_HISTORY values
-LV_SUSP = LV_HIST + LEVEL_HISTORY  # ``confirm`` values
-
-
 @jit
 def _median_of(values: np.ndarray, scratch: np.ndarray) -> float:
     """Median of ``values`` (insertion-sorted into ``scratch``: there are a few)."""
@@ -522,20 +626,6 @@ def judge_level(  # noqa: PLR0917 - the check's parameters, flat for the compile
     return True
 
 
-# Columns of ``classify``'s result rows.
-B_ONSET = 0
-B_END = 1
-B_SBP = 2
-B_DBP = 3
-B_MAP = 4
-B_HR = 5
-B_QUALITY = 6
-B_RISE = 7  # steepest rise of the upstroke, mmHg/s
-B_TURNS = 8  # changes of direction (``measure_beat``)
-B_TO_PEAK = 9  # time from the onset to the systolic maximum, s
-B_COLUMNS = 10
-
-
 @jit
 def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     y: np.ndarray,
@@ -574,14 +664,14 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
     k_out = 0
     max_jump = limits[L_MAX_JUMP]
     start = pending if pending >= 0 else found[0]
-    t_end = t0 + (start - delay) / fs
+    t_end = sample_time(t0, fs, start - delay)
     scratch = np.empty(max(LEVEL_HISTORY, confirm), np.float64)
     for k in range(first, found.size):
         begin = start
         start = found[k]
         n = start - begin
         t_start = t_end
-        t_end = t0 + (start - delay) / fs
+        t_end = sample_time(t0, fs, start - delay)
         if n > max_n:
             continue  # a pause or a lost signal, not a beat
         dbp, mean_p, sbp, low, plateau, next_foot, rise, turns, at_top = measure_beat(
@@ -637,120 +727,15 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
 # The monitor's per-beat steps (``monitor.BedMonitor``): rolling window, medians,
 # hold timers, and whether the beat needs the protocol's decisions at all.
 
-# Rows of the hold-timer array; columns start, last, accum (NaN start: not holding).
-T_VALID_RUN = 0
-T_BELOW = 1
-T_CRITICAL = 2
-T_RECOVERED = 3
-T_SBP_AT_TARGET = 4
-T_ROWS = 5
-T_START = 0
-T_LAST = 1
-T_ACCUM = 2
-T_COLUMNS = 3
-
-# Columns of the rolling window: its beats (end, MAP, SBP, DBP, HR) in order of end,
-# then each value column kept sorted on its own (``W_SORTED`` after it), for the medians.
-W_END = 0
-W_MAP = 1
-W_SBP = 2
-W_DBP = 3
-W_HR = 4
-W_VALUES = 5
-W_SORTED = 4  # column c's values, sorted, are in column c + W_SORTED
-W_COLUMNS = 9
-
-# Monitor state slots (``mst``): the monitor's latest values (NaN: none yet), kept
-# here so that the compiled path updates them without handing them back.
-M_WIN_N = 0  # beats in the rolling window
-M_VALID_REF = 1  # end of the last valid beat, or where the waveform (re)started
-M_MAP = 2  # the last medians computed (or a numeric's values)
-M_SBP = 3
-M_DBP = 4
-M_HR = 5
-M_VALUE = 6  # the target metric's value, and its data time
-M_OBS_TS = 7
-M_DECIDE = 8  # why ``advance_beats`` stopped: 0 all taken; DECIDE_BEAT; DECIDE_OBSERVED
-M_LINE = 9  # the line's state as ``judge_line`` judges it (``LINE_*``)
-M_SIZE = 10
+# Why ``advance_beats`` stopped (``mst[M_DECIDE]``; 0: every beat taken).
 DECIDE_BEAT = 1  # the last beat taken needs decisions (window not yet full)
 DECIDE_OBSERVED = 2  # the last beat taken needs decisions on its observation
 
-# Context slots (``ctx``): what the decisions depend on, from the monitor's Python state.
-C_METRIC_SBP = 0  # 1 when the target is on SBP, 0 on MAP
-C_TARGET = 1
-C_SIGNAL_INVALID = 2  # 1 when the signal-invalid alarm is open
-C_ALARM = 3  # hypotension alarm: ALARM_NONE / ALARM_ACTIVE / ALARM_ACKED / ALARM_OTHER
-C_RANK = 4  # its priority's rank
-C_ACK_VALUE = 5  # the value it was acknowledged at (NaN: none)
-C_REFRACTORY = 6  # 1 on the refractory step
-C_FLAG_SBP = 7  # the advisories' flags as last evaluated
-C_FLAG_AT = 8
-C_WAKE = 9  # data time from which a re-announcement may be due (inf: none)
-C_TREND_TS = 10  # data time of the last trend point (NaN: none)
-C_LINE = 11  # the line state the monitor's alarms show (``LINE_*``)
-C_SIZE = 12
+# The hypotension alarm as the decisions see it (``ctx[C_ALARM]``).
 ALARM_NONE = 0
 ALARM_ACTIVE = 1
 ALARM_ACKED = 2
 ALARM_OTHER = 3
-
-# Parameter slots (``par``), from the settings.
-P_WINDOW_S = 0
-P_MIN_BEATS = 1
-P_CONTINUITY_S = 2
-P_GAP_S = 3
-P_CRITICAL_MAP = 4
-P_CLEAR_MARGIN = 5
-P_HOLD_S = 6
-P_CRITICAL_HOLD_S = 7
-P_CLEAR_HOLD_S = 8
-P_VALID_CLEAR_S = 9
-P_TREND_STEP_S = 10
-P_WORSEN = 11
-P_RANK_MEDIUM = 12
-P_RANK_HIGH = 13
-P_SIGNAL_INVALID_S = 14
-P_LINE_BEATS = 15  # the line-quality judgement's settings (``judge_line``)
-P_LINE_ENTER = 16
-P_LINE_LEAVE = 17
-P_DAMPED_SHARPNESS = 18
-P_RINGING_TURNS = 19
-P_PULSE_PP = 20
-P_LINE_REF_S = 21
-P_NARROW_PP = 22
-P_SLOW_PEAK = 23
-P_SIZE = 24
-
-# The line's state (``M_LINE``, ``C_LINE``): what its recent beats say of it.
-LINE_OK = 0
-LINE_DAMPED = 1  # over-damped or clotting: slow upstroke, narrow pulse; the mean holds
-LINE_RINGING = 2  # under-damped: the pulse rings (systolic over-read)
-LINE_NO_PULSE = 3  # no arterial pulse on the trace
-# What one beat says of the line (``beat_line_class``); -1: nothing (an artifact beat).
-LINE_CLASSES = 4
-#: Most beats the judgement keeps (``BeatSettings.line_beats``).
-LINE_MAX_BEATS = 32
-# Layout of the judgement's state (``MF_LINE``): the beats' classes in a ring, and the
-# count of each class among them.
-LQ_N = 0  # beats in the ring
-LQ_HEAD = 1  # slot of the oldest
-LQ_LAST_END = 2  # end of the last beat judged (NaN: none)
-LQ_REF_PP = 3  # the reference the line's fine beats leave: pulse pressure, MAP,
-LQ_REF_MAP = 4  # time to the systolic peak (NaN: none yet)
-LQ_REF_PEAK = 5
-LQ_COUNT = 6  # LINE_CLASSES counts
-LQ_RING = LQ_COUNT + LINE_CLASSES
-LQ_SIZE = LQ_RING + LINE_MAX_BEATS
-
-# A monitor's float arrays packed in one (``mf``), as ``advance_beats`` and
-# ``step_chunk`` take them: numba's call costs grow with the number of arguments.
-MF_TIMERS = 0  # the hold timers, T_ROWS x T_COLUMNS
-MF_MST = MF_TIMERS + T_ROWS * T_COLUMNS
-MF_PAR = MF_MST + M_SIZE
-MF_CTX = MF_PAR + P_SIZE
-MF_LINE = MF_CTX + C_SIZE  # the line-quality judgement's state (``LQ_*``)
-MF_SIZE = MF_LINE + LQ_SIZE
 
 
 @jit
@@ -1085,36 +1070,7 @@ def advance_beats(
     return i
 
 
-# ``detect_beats``'s integer parameters (``ipar``) and float parameters (``fpar``).
-IP_H = 0
-IP_LEARN_N = 1
-IP_REFR = 2
-IP_MAX_N = 3
-IP_CONFIRM = 4
-IP_SIZE = 5
-FP_FRAC = 0
-FP_MIN_UP = 1
-FP_T0 = 2
-FP_FS = 3
-FP_DELAY = 4
-FP_MIN_RR = 5
-FP_JUMP_TOLERANCE = 6
-FP_SIZE = 7
-F_SIZE = 4  # ``fstate``'s slots (Z0 .. Y_LAST)
-
-# A segment's small arrays packed in three, as ``detect_beats`` and ``step_chunk``
 # take them (numba's call costs grow with the number of arguments):
-# ``sp`` its float parameters: the filter's ``coef``, ``fpar``, the quality ``limits``;
-SP_COEF = 0
-SP_FPAR = SP_COEF + 5
-SP_LIMITS = SP_FPAR + FP_SIZE
-SP_SIZE = SP_LIMITS + L_SIZE
-# ``si`` its integers: ``istate`` then ``ipar``;
-SI_PAR = I_SIZE
-SI_SIZE = SI_PAR + IP_SIZE
-# ``sf`` its float state: ``fstate``, the rhythm and MAP-jump level checks' rows
-# (``LV_SUSP + confirm`` each), then ``c_tail`` (the rest).
-SF_LEVELS = F_SIZE
 
 
 @jit
@@ -1288,30 +1244,9 @@ def step_chunk(  # noqa: PLR0917 - a segment's and a monitor's state, packed for
     return STEP_DONE
 
 
-@jit
-def all_within(x: np.ndarray, lo: float, hi: float) -> bool:
-    """Whether every value of ``x`` lies in ``[lo, hi]`` (NaN does not)."""
-    for v in x:  # noqa: SIM110 - an explicit loop: numba compiles it, not a generator
-        if not (v >= lo and v <= hi):
-            return False
-    return True
-
-
-# ``step_chunks``' limits (``lim``): what a chunk must satisfy to be taken there.
-LIM_T0_LO = 0
-LIM_T0_HI = 1
-LIM_X_LO = 2
-LIM_X_HI = 3
-LIM_MAX_N = 4
-LIM_STALE_S = 5
-LIM_SIZE = 6
-
 # What ``step_chunks`` leaves in ``stop[STOP_CODE]`` for the chunk at the index it
 # returns (when that is not the end): ``CHUNK_REFUSED``, or the ``STEP_*`` code.
 CHUNK_REFUSED = -2  # nothing done: the caller takes the chunk the ordinary way
-STOP_CODE = 0
-STOP_TOUCHED = 1  # how many slots ``touched`` lists
-STOP_SIZE = 2
 
 
 @jit
@@ -1340,12 +1275,11 @@ def step_chunks(  # noqa: PLR0917 - many beds' state, packed for the compiler
     segment's and monitor's arrays are ``table[slot]``: ``(sp, si, sf, ssf, dq,
     ybuf, rows, win, mf)``. A slot with ``armed[slot] == 0`` is one whose next
     chunk needs Python first; ``last_ts[slot]`` is its monitor's last waveform
-    time. ``lim`` holds what a chunk must satisfy (``LIM_*``: the bounds of
-    ``t0`` and of the samples, the most samples, the staleness limit).
+    time. ``lim`` holds the staleness limit (``LIM_*``).
 
     Chunks from ``start`` on are taken while each is one the monitor would
-    take with nothing to do in Python: a valid chunk that continues its
-    segment (within half a sample, same ``fs``; not after a staleness gap),
+    take with nothing to do in Python: a valid chunk (``messages.chunk_fault``)
+    that continues its segment (``messages.continues``; not after a staleness gap),
     fits the buffers and leaves ``step_chunk`` with ``STEP_DONE``. Returns the
     index ``k`` of the first chunk that is not (``ends.size`` when all are);
     ``stop[STOP_CODE]`` says why: ``CHUNK_REFUSED`` (nothing was done with it)
@@ -1358,34 +1292,21 @@ def step_chunks(  # noqa: PLR0917 - many beds' state, packed for the compiler
     """
     n = ends.size
     nt = 0
-    lo = lim[LIM_X_LO]
-    hi = lim[LIM_X_HI]
     for i in range(start, n):
         a = ends[i - 1] if i > 0 else 0
         b = ends[i]
-        m = b - a
         s = slots[i]
         t0 = t0s[i]
         fs = fss[i]
-        # (written so that NaN fails every check, as in ``AbpChunk``; ``fs`` needs
-        # none: a chunk is taken only at its segment's rate, valid when it began)
-        if (
-            s < 0
-            or armed[s] == 0
-            or not (t0 >= lim[LIM_T0_LO] and t0 <= lim[LIM_T0_HI])
-            or m < 1
-            or m > lim[LIM_MAX_N]
-            or not all_within(x[a:b], lo, hi)
-        ):
+        if s < 0 or armed[s] == 0 or chunk_fault(t0, fs, x[a:b]) != CHUNK_OK:
             return _stopped(stop, CHUNK_REFUSED, nt, i)
         sp, si, sf, ssf, dq, ybuf, rows, win, mf = table[s]
         seg_fs = sp[SP_FPAR + FP_FS]
-        expected = sp[SP_FPAR + FP_T0] + si[N_END] / seg_fs
-        if fs != seg_fs or abs(t0 - expected) > 0.5 / seg_fs:
+        if not continues(t0, fs, seg_fs, sample_time(sp[SP_FPAR + FP_T0], seg_fs, si[N_END])):
             return _stopped(stop, CHUNK_REFUSED, nt, i)  # a new segment: the caller's
         if t0 - last_ts[s] > lim[LIM_STALE_S]:
             return _stopped(stop, CHUNK_REFUSED, nt, i)  # a restart after a gap
-        ts = t0 + (m - 1) / fs
+        ts = sample_time(t0, fs, b - a - 1)
         code = step_chunk(x[a:b], sp, si, sf, ssf, dq, ybuf, rows, win, mf, counts, ts)
         if code == STEP_ROOM:
             return _stopped(stop, CHUNK_REFUSED, nt, i)  # the caller grows a buffer

@@ -74,7 +74,6 @@ Pure: no I/O, no logging, no clock.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -82,9 +81,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core.protocol.messages import AbpChunk
+from streamproc.core.protocol.messages import AbpChunk, continues, sample_time
 from streamproc.core.protocol.settings import BeatSettings
-from streamproc.core.signal import _kernels
+from streamproc.core.signal import _kernels, state
 
 __all__ = ["Beat", "BeatDetector", "BeatQuality", "beats_from_rows", "warm_up", "warm_up_chunks"]
 
@@ -131,19 +130,19 @@ _GROWTH: Final = 1.25
 
 _STEP_ROOM: Final = _kernels.STEP_ROOM
 
-#: ``_kernels.Q_*`` code -> verdict.
+#: ``state.Q_*`` code -> verdict.
 _QUALITY: Final = {
-    _kernels.Q_VALID: BeatQuality.VALID,
-    _kernels.Q_NEGATIVE: BeatQuality.NEGATIVE,
-    _kernels.Q_SATURATED: BeatQuality.SATURATED,
-    _kernels.Q_SQUARE_WAVE: BeatQuality.SQUARE_WAVE,
-    _kernels.Q_OUT_OF_RANGE: BeatQuality.OUT_OF_RANGE,
-    _kernels.Q_JUMP: BeatQuality.JUMP,
-    _kernels.Q_PREMATURE: BeatQuality.PREMATURE,
-    _kernels.Q_NO_PULSE: BeatQuality.NO_PULSE,
+    state.Q_VALID: BeatQuality.VALID,
+    state.Q_NEGATIVE: BeatQuality.NEGATIVE,
+    state.Q_SATURATED: BeatQuality.SATURATED,
+    state.Q_SQUARE_WAVE: BeatQuality.SQUARE_WAVE,
+    state.Q_OUT_OF_RANGE: BeatQuality.OUT_OF_RANGE,
+    state.Q_JUMP: BeatQuality.JUMP,
+    state.Q_PREMATURE: BeatQuality.PREMATURE,
+    state.Q_NO_PULSE: BeatQuality.NO_PULSE,
 }
 
-_NO_ROWS: Final[FloatArray] = np.empty((0, _kernels.B_COLUMNS), np.float64)
+_NO_ROWS: Final[FloatArray] = np.empty((0, state.B_COLUMNS), np.float64)
 _NO_ROWS.flags.writeable = False
 
 
@@ -158,24 +157,24 @@ def beats_from_rows(rows: FloatArray) -> list[Beat]:
 @functools.lru_cache(maxsize=16)
 def _limits(st: BeatSettings) -> FloatArray:
     """The quality limits of ``st`` in ``_kernels.classify``'s layout (``L_*``)."""
-    lim = np.empty(_kernels.L_SIZE, np.float64)
-    lim[_kernels.L_MAX_SBP] = st.max_sbp
-    lim[_kernels.L_MAX_PLATEAU] = st.max_plateau_fraction
-    lim[_kernels.L_MIN_SBP] = st.min_sbp
-    lim[_kernels.L_MIN_DBP] = st.min_dbp
-    lim[_kernels.L_MAX_DBP] = st.max_dbp
-    lim[_kernels.L_MIN_MAP] = st.min_map
-    lim[_kernels.L_MAX_MAP] = st.max_map
-    lim[_kernels.L_MIN_PP] = st.min_pulse_pressure
-    lim[_kernels.L_MAX_PP] = st.max_pulse_pressure
-    lim[_kernels.L_MIN_HR] = st.min_hr
-    lim[_kernels.L_MAX_HR] = st.max_hr
-    lim[_kernels.L_MAX_JUMP] = st.max_jump_fraction
-    lim[_kernels.L_BAND_MMHG] = st.plateau_band_mmhg
-    lim[_kernels.L_BAND_PP] = st.plateau_band_pp_fraction
-    lim[_kernels.L_TURN_PP] = st.turn_fraction
-    lim[_kernels.L_PULSE_PP] = st.pulse_min_pp_mmhg
-    lim[_kernels.L_NO_PULSE_MAP] = st.no_pulse_below_map
+    lim = np.empty(state.L_SIZE, np.float64)
+    lim[state.L_MAX_SBP] = st.max_sbp
+    lim[state.L_MAX_PLATEAU] = st.max_plateau_fraction
+    lim[state.L_MIN_SBP] = st.min_sbp
+    lim[state.L_MIN_DBP] = st.min_dbp
+    lim[state.L_MAX_DBP] = st.max_dbp
+    lim[state.L_MIN_MAP] = st.min_map
+    lim[state.L_MAX_MAP] = st.max_map
+    lim[state.L_MIN_PP] = st.min_pulse_pressure
+    lim[state.L_MAX_PP] = st.max_pulse_pressure
+    lim[state.L_MIN_HR] = st.min_hr
+    lim[state.L_MAX_HR] = st.max_hr
+    lim[state.L_MAX_JUMP] = st.max_jump_fraction
+    lim[state.L_BAND_MMHG] = st.plateau_band_mmhg
+    lim[state.L_BAND_PP] = st.plateau_band_pp_fraction
+    lim[state.L_TURN_PP] = st.turn_fraction
+    lim[state.L_PULSE_PP] = st.pulse_min_pp_mmhg
+    lim[state.L_NO_PULSE_MAP] = st.no_pulse_below_map
     lim.flags.writeable = False
     return lim
 
@@ -264,7 +263,6 @@ class _Segment:
         "sp",
         "ssf",
         "t0",
-        "tolerance",
         "ybuf",
     )
 
@@ -273,8 +271,7 @@ class _Segment:
         self.fs = fs
         self.n_end = 0  # samples seen (``istate[N_END]``, kept here too for a cheap check)
         self.learning = True  # until the learning window is complete (``istate[LEARNED]``)
-        self.expected_t0 = t0
-        self.tolerance = 0.5 / fs  # a chunk this close to ``expected_t0`` continues
+        self.expected_t0 = t0  # where the next chunk must start (``messages.continues``)
         cutoff = min(settings.lowpass_hz, _MAX_CUTOFF_FRACTION * fs)
         # 2nd-order Bessel: a flat group delay keeps the pulse's shape, and its
         # step response barely overshoots (0.4%), so a flush plateau stays
@@ -284,49 +281,43 @@ class _Segment:
         w = max(round(settings.ssf_window_s * fs), 1)
         h = max(round(settings.threshold_window_s * fs), 1) | 1  # odd: exact causal maximum
         confirm = max(settings.jump_confirm_beats, 1)
-        # the compiled loops' parameters and carried state, packed (``_kernels.SP_*``,
+        # the compiled loops' parameters and carried state, packed (``state.SP_*``,
         # ``SI_*``, ``SF_*``; see ``_kernels.detect``)
-        self.sp: FloatArray = np.concatenate(
-            (
-                coef,
-                (
-                    settings.threshold_fraction,
-                    settings.min_upstroke_mmhg,
-                    t0,
-                    fs,
-                    delay,
-                    settings.min_rr_fraction,
-                    settings.jump_confirm_fraction,
-                ),
-                _limits(settings),
-            )
-        )
-        self.si = np.zeros(_kernels.SI_SIZE, np.int64)
-        self.istate = self.si[: _kernels.SI_PAR]
-        self.ipar = self.si[_kernels.SI_PAR :]
-        self.istate[_kernels.PREV_ABOVE] = 1
-        self.istate[_kernels.LAST_CROSS] = -(1 << 62)
-        self.istate[_kernels.PENDING] = -1  # no beat in progress
-        self.ipar[:] = (
-            h,
-            min(max(round(settings.learning_s * fs), 1), h),  # learning samples
-            max(round(settings.refractory_s * fs), w + 1),  # refractory samples
-            round(settings.max_beat_s * fs),
-            confirm,
-        )
+        self.sp: FloatArray = np.empty(state.SP_SIZE, np.float64)
+        self.sp[state.SP_COEF : state.SP_FPAR] = coef
+        fpar = self.sp[state.SP_FPAR : state.SP_LIMITS]
+        fpar[state.FP_FRAC] = settings.threshold_fraction
+        fpar[state.FP_MIN_UP] = settings.min_upstroke_mmhg
+        fpar[state.FP_T0] = t0
+        fpar[state.FP_FS] = fs
+        fpar[state.FP_DELAY] = delay
+        fpar[state.FP_MIN_RR] = settings.min_rr_fraction
+        fpar[state.FP_JUMP_TOLERANCE] = settings.jump_confirm_fraction
+        self.sp[state.SP_LIMITS : state.SP_SIZE] = _limits(settings)
+        self.si = np.zeros(state.SI_SIZE, np.int64)
+        self.istate = self.si[state.SI_STATE : state.SI_PAR]
+        self.ipar = self.si[state.SI_PAR : state.SI_SIZE]
+        self.istate[state.PREV_ABOVE] = 1
+        self.istate[state.LAST_CROSS] = -(1 << 62)
+        self.istate[state.PENDING] = -1  # no beat in progress
+        self.ipar[state.IP_H] = h
+        self.ipar[state.IP_LEARN_N] = min(max(round(settings.learning_s * fs), 1), h)
+        self.ipar[state.IP_REFR] = max(round(settings.refractory_s * fs), w + 1)
+        self.ipar[state.IP_MAX_N] = round(settings.max_beat_s * fs)
+        self.ipar[state.IP_CONFIRM] = confirm
         # filter state, the two plausibility checks' states (``_kernels.judge_level``:
         # rhythm, MAP jumps), the last w running sums of the slopes
         self.sf: FloatArray = np.zeros(
-            _kernels.SF_LEVELS + 2 * (_kernels.LV_SUSP + confirm) + w, np.float64
+            state.SF_LEVELS + 2 * (state.LV_SUSP + confirm) + w, np.float64
         )
-        self.sf[_kernels.Z0 : _kernels.Z1 + 1] = zi_unit * first
+        self.sf[state.SF_FSTATE + state.Z0 : state.SF_FSTATE + state.Z1 + 1] = zi_unit * first
         # buffers the compiled loops write to (lengths in ``istate``), grown when needed:
         # filtered samples, slope sums, the sliding maximum's deque of (segment index,
         # slope sum), the beats a chunk completed
         self.ybuf: FloatArray = np.empty(0, np.float64)
         self.ssf: FloatArray = np.empty(0, np.float64)
         self.dq: FloatArray = np.empty((0, 2), np.float64)
-        self.rows: FloatArray = np.empty((0, _kernels.B_COLUMNS), np.float64)
+        self.rows: FloatArray = np.empty((0, state.B_COLUMNS), np.float64)
         self.arrays = self._arrays()
 
     def _arrays(
@@ -338,9 +329,9 @@ class _Segment:
     def grow(self, n: int) -> None:
         """Make room in every buffer for a chunk of ``n`` samples (``_kernels.has_room``)."""
         ist = self.istate
-        learned = bool(ist[_kernels.LEARNED])
-        scanned = n if learned else int(ist[_kernels.N_END]) + n
-        y_len = int(ist[_kernels.Y_LEN])
+        learned = bool(ist[state.LEARNED])
+        scanned = n if learned else int(ist[state.N_END]) + n
+        y_len = int(ist[state.Y_LEN])
         if self.ybuf.size < y_len + n:
             grown = np.empty(int((y_len + n) * _GROWTH), np.float64)
             grown[:y_len] = self.ybuf[:y_len]
@@ -349,16 +340,16 @@ class _Segment:
             grown = np.empty(int(scanned * _GROWTH), np.float64)
             grown[: self.ssf.size] = self.ssf  # (the learning window's slope sums)
             self.ssf = grown
-        head, size = int(ist[_kernels.DQ_HEAD]), int(ist[_kernels.DQ_LEN])
-        need_dq = min(size + scanned, int(self.ipar[_kernels.IP_H])) + 1
+        head, size = int(ist[state.DQ_HEAD]), int(ist[state.DQ_LEN])
+        need_dq = min(size + scanned, int(self.ipar[state.IP_H])) + 1
         if self.dq.shape[0] < need_dq:
             grown = np.empty((int(need_dq * _GROWTH), 2), np.float64)
             grown[:size] = self.dq[head : head + size]
             self.dq = grown
-            ist[_kernels.DQ_HEAD] = 0
-        need_rows = scanned // int(self.ipar[_kernels.IP_REFR]) + 2
+            ist[state.DQ_HEAD] = 0
+        need_rows = scanned // int(self.ipar[state.IP_REFR]) + 2
         if self.rows.shape[0] < need_rows:
-            self.rows = np.empty((int(need_rows * _GROWTH), _kernels.B_COLUMNS), np.float64)
+            self.rows = np.empty((int(need_rows * _GROWTH), state.B_COLUMNS), np.float64)
         self.arrays = self._arrays()
 
     def took(self, n: int) -> None:
@@ -369,17 +360,17 @@ class _Segment:
         whole window at once, shrinks to what a chunk like this one needs.
         """
         self.n_end += n
-        self.expected_t0 = self.t0 + self.n_end / self.fs
-        if self.learning and self.si[_kernels.LEARNED]:
+        self.expected_t0 = sample_time(self.t0, self.fs, self.n_end)
+        if self.learning and self.si[state.LEARNED]:
             self.learning = False
             self.ssf = np.empty(0, np.float64)
-            head, size = int(self.istate[_kernels.DQ_HEAD]), int(self.istate[_kernels.DQ_LEN])
-            need = min(size + n, int(self.ipar[_kernels.IP_H])) + 1
+            head, size = int(self.istate[state.DQ_HEAD]), int(self.istate[state.DQ_LEN])
+            need = min(size + n, int(self.ipar[state.IP_H])) + 1
             if self.dq.shape[0] > int(need * _GROWTH):
                 dq = np.empty((int(need * _GROWTH), 2), np.float64)
                 dq[:size] = self.dq[head : head + size]
                 self.dq = dq
-                self.istate[_kernels.DQ_HEAD] = 0
+                self.istate[state.DQ_HEAD] = 0
             self.arrays = self._arrays()
 
     def feed(self, x: FloatArray) -> FloatArray:
@@ -421,11 +412,7 @@ class BeatDetector:
     def segment(self, chunk: AbpChunk) -> _Segment:
         """The segment ``chunk`` belongs to: the current one, or a new one it starts."""
         seg = self._segment
-        if (
-            seg is None
-            or chunk.fs != seg.fs
-            or math.fabs(chunk.t0 - seg.expected_t0) > seg.tolerance
-        ):
+        if seg is None or not continues(chunk.t0, chunk.fs, seg.fs, seg.expected_t0):
             seg = _Segment(self.settings, chunk.t0, chunk.fs, float(chunk.samples[0]))
             self._segment = seg
         return seg
@@ -439,8 +426,8 @@ class BeatDetector:
         next one must start (what :meth:`step` records of each chunk it takes)."""
         seg = self._segment
         if seg is not None:
-            seg.n_end = n_end = int(seg.istate[_kernels.N_END])
-            seg.expected_t0 = seg.t0 + n_end / seg.fs
+            seg.n_end = n_end = int(seg.istate[state.N_END])
+            seg.expected_t0 = sample_time(seg.t0, seg.fs, n_end)
 
     def stepped_rows(self) -> tuple[FloatArray, int]:
         """After :meth:`step`: the chunk's beats (``classify`` rows) and how many were taken."""
@@ -448,7 +435,7 @@ class BeatDetector:
         if seg is None:
             raise RuntimeError("stepped_rows() before any step()")
         ist = seg.istate
-        return seg.rows[: int(ist[_kernels.ROWS_N])], int(ist[_kernels.ROWS_I])
+        return seg.rows[: int(ist[state.ROWS_N])], int(ist[state.ROWS_I])
 
     def step(
         self, chunk: AbpChunk, ts: float, win: FloatArray, mf: FloatArray, counts: FloatArray
@@ -462,11 +449,7 @@ class BeatDetector:
         """
         seg = self._segment
         x = chunk.samples
-        if (
-            seg is None
-            or chunk.fs != seg.fs
-            or math.fabs(chunk.t0 - seg.expected_t0) > seg.tolerance
-        ):
+        if seg is None or not continues(chunk.t0, chunk.fs, seg.fs, seg.expected_t0):
             seg = self.segment(chunk)
         while True:
             code: int = _kernels.step_chunk(x, *seg.arrays, win, mf, counts, ts)
@@ -475,7 +458,7 @@ class BeatDetector:
                     seg.took(x.size)
                 else:  # ``took``, inlined for the usual chunk
                     n_end = seg.n_end = seg.n_end + x.size
-                    seg.expected_t0 = seg.t0 + n_end / seg.fs
+                    seg.expected_t0 = sample_time(seg.t0, seg.fs, n_end)
                 return code
             seg.grow(x.size)
 

@@ -20,6 +20,7 @@ from streamproc.core import _compile
 from streamproc.core.monitor import BedMonitor, ChunkArrays, FloatArray, SegmentArrays
 from streamproc.core.protocol.messages import BedId
 from streamproc.core.signal import _kernels
+from streamproc.core.signal.state import STOP_SIZE
 
 __all__ = ["Lanes"]
 
@@ -77,7 +78,7 @@ class Lanes:
         self.last_i: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self.mark: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self.touched: npt.NDArray[np.int64] = np.zeros(0, np.int64)
-        self.stop: npt.NDArray[np.int64] = np.zeros(_kernels.STOP_SIZE, np.int64)
+        self.stop: npt.NDArray[np.int64] = np.zeros(STOP_SIZE, np.int64)
         #: Numbers the kernel's calls (``mark``): a slot is listed once per call.
         self.epoch = 0
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
-from streamproc.core.protocol.messages import AbpChunk, BedId
+from streamproc.core.protocol.messages import AbpChunk, BedId, continues, sample_time
 
 if TYPE_CHECKING:
     from streamproc.core.signal.beats import _Segment
@@ -167,7 +167,8 @@ class ChunkOrder:
                 if k >= chunk.samples.size:  # taken before the restart
                     yield chunk, DropReason.DUPLICATE
                     return
-                chunk = AbpChunk(chunk.t0 + k / chunk.fs, chunk.fs, chunk.samples[k:], seq)
+                t0 = sample_time(chunk.t0, chunk.fs, k)
+                chunk = AbpChunk(t0, chunk.fs, chunk.samples[k:], seq)
             yield chunk, None
             return
         end = seg.expected_t0
@@ -234,7 +235,7 @@ class ChunkOrder:
 
     def _note_take(self, chunk: AbpChunk, seg: _Segment) -> None:
         """``chunk`` is taken: remember the segment it ends, if it does not continue it."""
-        if chunk.fs != seg.fs or math.fabs(chunk.t0 - seg.expected_t0) > seg.tolerance:
+        if not continues(chunk.t0, chunk.fs, seg.fs, seg.expected_t0):
             self._spans.append((seg.t0, seg.expected_t0))
 
     def _old(self, chunk: AbpChunk, seg: _Segment) -> DropReason:
@@ -256,8 +257,8 @@ class ChunkOrder:
         k = round((seg.expected_t0 - chunk.t0) * chunk.fs)
         if not 0 < k < chunk.samples.size:
             return None
-        t0 = chunk.t0 + k / chunk.fs
-        if math.fabs(t0 - seg.expected_t0) > seg.tolerance:
+        t0 = sample_time(chunk.t0, chunk.fs, k)
+        if not continues(t0, chunk.fs, seg.fs, seg.expected_t0):
             return None
         return AbpChunk(t0, chunk.fs, chunk.samples[k:], chunk.seq)
 

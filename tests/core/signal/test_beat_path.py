@@ -21,7 +21,7 @@ from streamproc.apps.replay import replay_lines
 from streamproc.core.monitor import BedMonitor
 from streamproc.core.protocol.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
 from streamproc.core.protocol.settings import Settings
-from streamproc.core.signal import _kernels
+from streamproc.core.signal import _kernels, state
 from streamproc.shell.config import load_config
 from tests.core.signal.test_kernels import INTERPRETED
 
@@ -58,8 +58,8 @@ def _force_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def always(self: BedMonitor) -> np.ndarray:
         ctx = context(self)
-        ctx[_kernels.C_ALARM] = _kernels.ALARM_OTHER
-        ctx[_kernels.C_SIGNAL_INVALID] = 1.0
+        ctx[state.C_ALARM] = _kernels.ALARM_OTHER
+        ctx[state.C_SIGNAL_INVALID] = 1.0
         return ctx
 
     monkeypatch.setattr(BedMonitor, "_context", always)
@@ -109,10 +109,10 @@ class TestWindow:
         x = synthesize_abp(duration_s=60, sbp=118.0, dbp=64.0, hr=75.0, seed=5)
         mon.receive(AbpChunk(T0, 125.0, x), T0 + 60)
         win = mon.window
-        assert win[-1, _kernels.W_END] - win[0, _kernels.W_END] <= 10.0
+        assert win[-1, state.W_END] - win[0, state.W_END] <= 10.0
         assert len(win) >= 10
-        assert mon.map == float(np.median(win[:, _kernels.W_MAP]))
-        assert mon.sbp == float(np.median(win[:, _kernels.W_SBP]))
+        assert mon.map == float(np.median(win[:, state.W_MAP]))
+        assert mon.sbp == float(np.median(win[:, state.W_SBP]))
         assert mon.hr == pytest.approx(75.0, rel=0.05)
 
     def test_grows_for_a_fast_rhythm(self) -> None:
@@ -141,8 +141,8 @@ class TestCompiledMatchesInterpreted:
         assert _replay(path) == compiled
 
     def test_every_kernel_is_interpreted_above(self) -> None:
-        """The lists name every compiled function (but the chunk check ``AbpChunk`` makes
-        and the plumbing of ``step_chunks``' table, which computes nothing)."""
+        """The lists name every compiled function (but the plumbing of ``step_chunks``'
+        table, which computes nothing)."""
         compiled = {name for name, f in vars(_kernels).items() if hasattr(f, "py_func")}
-        plumbing = {"all_within", "table_new", "table_append", "table_set"}
+        plumbing = {"table_new", "table_append", "table_set"}
         assert compiled == {*INTERPRETED, *MONITOR_KERNELS, *plumbing}

@@ -13,7 +13,7 @@ from simulators.waveform import synthesize_abp
 from streamproc.core import _compile
 from streamproc.core.protocol.messages import AbpChunk
 from streamproc.core.protocol.settings import BeatSettings
-from streamproc.core.signal import _kernels
+from streamproc.core.signal import _kernels, state
 from streamproc.core.signal.beats import BeatDetector, _Segment, warm_up
 
 FS = 125.0
@@ -81,11 +81,11 @@ def _reference_onsets(x: np.ndarray, seg: _Segment, frac: float, min_up: float) 
     """Stages 1-4 of ``_kernels.detect`` written plainly: every slope sum, a brute-force maximum."""
     coef, _, _, _, ipar, fstate, _, _, c_tail = _kernels._segment_views(seg.sp, seg.si, seg.sf)
     b0_, b1_, b2_, a1_, a2_ = coef.tolist()
-    z0, z1 = float(fstate[_kernels.Z0]), float(fstate[_kernels.Z1])
+    z0, z1 = float(fstate[state.Z0]), float(fstate[state.Z1])
     h, learn_n, refr = (
-        int(ipar[_kernels.IP_H]),
-        int(ipar[_kernels.IP_LEARN_N]),
-        int(ipar[_kernels.IP_REFR]),
+        int(ipar[state.IP_H]),
+        int(ipar[state.IP_LEARN_N]),
+        int(ipar[state.IP_REFR]),
     )
     w = c_tail.size
     y = []
@@ -135,11 +135,11 @@ def _detected_onsets(x: np.ndarray, seg: _Segment, cuts: list[int]) -> list[int]
                 seg.ssf,
                 seg.dq,
                 seg.ybuf,
-                int(ipar[_kernels.IP_H]),
-                int(ipar[_kernels.IP_LEARN_N]),
-                int(ipar[_kernels.IP_REFR]),
-                float(fpar[_kernels.FP_FRAC]),
-                float(fpar[_kernels.FP_MIN_UP]),
+                int(ipar[state.IP_H]),
+                int(ipar[state.IP_LEARN_N]),
+                int(ipar[state.IP_REFR]),
+                float(fpar[state.FP_FRAC]),
+                float(fpar[state.FP_MIN_UP]),
             )
             out.extend(found.tolist())
     return out
@@ -208,7 +208,7 @@ class TestBuffers:
             det.feed(AbpChunk(T0 + k, FS, x[k * 125 : (k + 1) * 125].copy()))
         seg = det._segment
         assert seg is not None
-        assert int(seg.istate[_kernels.Y_LEN]) < 400
+        assert int(seg.istate[state.Y_LEN]) < 400
 
 
 class TestWarmUp:
