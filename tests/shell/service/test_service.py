@@ -13,8 +13,8 @@ import pytest
 
 from simulators.scenario import Scenario, load_scenario, render, scenario_dir
 from streamproc.shell.audit import AuditLog
-from streamproc.shell.config import ConfigError
-from streamproc.shell.service import Backoff, parse_broker_url
+from streamproc.shell.backoff import Backoff
+from streamproc.shell.config import ConfigError, parse_broker_url
 from tests.system.broker import MosquittoBroker, Subscriber
 from tests.system.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
 
@@ -104,13 +104,13 @@ class TestOutbox:
             a = Alarm(BedId("w", f"b{i}"), "hypotension", 100.0 + i)
             events.append(a.apply(Trigger.RAISE, 160.0 + i, priority=Priority.HIGH))
         for ev in events:
-            svc._enqueue_alarm(ev)
-        assert [item.topic for item in svc._outbox] == [
+            svc.outbox.enqueue_alarm(ev)
+        assert [item.topic for item in svc.outbox.queue] == [
             f"icu/w/b{i}/alarms/hypotension" for i in (2, 3, 4)
         ]
-        assert svc.outbox_dropped == 2
-        svc._republish_retained()
-        topics = [item.topic for item in svc._outbox]
+        assert svc.outbox.dropped == 2
+        svc.outbox.republish_retained()
+        topics = [item.topic for item in svc.outbox.queue]
         assert topics[:2] == ["icu/w/b0/alarms/hypotension", "icu/w/b1/alarms/hypotension"]
         assert sorted(topics) == sorted(set(topics))
 

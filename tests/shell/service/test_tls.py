@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from simulators.scenario import load_scenario, render, scenario_dir
-from streamproc.shell.service import tls_hint
+from streamproc.shell.service.broker import tls_hint
 from tests.system.broker import MosquittoBroker, Subscriber
 from tests.system.service_helpers import ServiceProcess, alarm, is_alarm
 from tests.system.test_stack import DEMO_PASSWORDS, PROCESSOR_TLS, TLS, shipped_mosquitto_config
