@@ -5,7 +5,7 @@
     python benchmarks/soak_memory.py --churn [--rounds 4] [--ids 50000] [--max-beds 2000]
 
 ``--churn`` measures id churn instead: the live service's per-message path
-(``Service.process_batch``: decode, core, publish queue, audit-free) and its
+(``Ingress.process_batch``: decode, core, publish queue, audit-free) and its
 tick and summary passes, in-process and without a broker (what would be
 published is dropped), take ``--rounds`` x ``--ids`` bed ids never seen before
 (one art-line reading each, every other one a dopamine infusion too, whose
