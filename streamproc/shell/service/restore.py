@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -79,26 +80,8 @@ async def restore(
     got = _Retained()
     await _Reader(link, queues, got).read()
     retained = got.alarms
-    republish: list[AlarmEvent] = []
-    for ev in retained:
-        if link.serves is not None and not link.serves(ev.bed.unit):
-            continue  # another instance's care unit
-        mine = latest.get(ev.alarm_id)
-        if mine is None or ev.ts >= mine.ts:
-            latest[ev.alarm_id] = ev
-    for ev in latest.values():
-        known = next((r for r in retained if r.alarm_id == ev.alarm_id), None)
-        if known is None or known.ts < ev.ts:
-            republish.append(ev)  # decided but never published before the restart
-    # one open alarm per bed and kind: the newest
-    per_kind: dict[tuple[object, str], AlarmEvent] = {}
-    for ev in sorted(latest.values(), key=lambda e: e.ts):
-        if ev.state is not AlarmState.CLEARED:
-            per_kind[(ev.bed, ev.kind)] = ev
-    # the cleared ones too: their ids are never issued again (a re-delivered
-    # retained context message may raise the same kind at the same data time)
-    cleared = [ev for ev in latest.values() if ev.state is AlarmState.CLEARED]
-    n = engine.restore([*cleared, *per_kind.values()], link.clock.wall(), activity=got.activity)
+    republish = _merge(latest, retained, link.serves)
+    n = engine.restore(_to_adopt(latest), link.clock.wall(), activity=got.activity)
     # what is retained for the beds monitored now is theirs: emptied if they are evicted
     for bed, topics in got.topics.items():
         if engine.get(bed) is not None:
@@ -116,6 +99,39 @@ async def restore(
         beds=len(engine),
         last_data_known=len(got.activity),
     )
+
+
+def _merge(
+    latest: dict[str, AlarmEvent],
+    retained: list[AlarmEvent],
+    serves: Callable[[str], bool] | None,
+) -> list[AlarmEvent]:
+    """Merge the retained states of the served units into ``latest`` (by alarm id, the
+    newer wins); the ones to republish: decided but never published before the restart."""
+    for ev in retained:
+        if serves is not None and not serves(ev.bed.unit):
+            continue  # another instance's care unit
+        mine = latest.get(ev.alarm_id)
+        if mine is None or ev.ts >= mine.ts:
+            latest[ev.alarm_id] = ev
+    republish: list[AlarmEvent] = []
+    for ev in latest.values():
+        known = next((r for r in retained if r.alarm_id == ev.alarm_id), None)
+        if known is None or known.ts < ev.ts:
+            republish.append(ev)  # decided but never published before the restart
+    return republish
+
+
+def _to_adopt(latest: dict[str, AlarmEvent]) -> list[AlarmEvent]:
+    """The cleared states, then one open alarm per bed and kind (the newest)."""
+    per_kind: dict[tuple[object, str], AlarmEvent] = {}
+    for ev in sorted(latest.values(), key=lambda e: e.ts):
+        if ev.state is not AlarmState.CLEARED:
+            per_kind[(ev.bed, ev.kind)] = ev
+    # the cleared ones too: their ids are never issued again (a re-delivered
+    # retained context message may raise the same kind at the same data time)
+    cleared = [ev for ev in latest.values() if ev.state is AlarmState.CLEARED]
+    return [*cleared, *per_kind.values()]
 
 
 class _Reader:
