@@ -5,7 +5,7 @@
     python benchmarks/soak_memory.py --churn [--rounds 4] [--ids 50000] [--max-beds 2000]
 
 ``--churn`` measures id churn instead: the live service's per-message path
-(``Service.process_batch``: decode, core, publish queue, audit-free) and its
+(``Ingress.process_batch``: decode, core, publish queue, audit-free) and its
 tick and summary passes, in-process and without a broker (what would be
 published is dropped), take ``--rounds`` x ``--ids`` bed ids never seen before
 (one art-line reading each, every other one a dopamine infusion too, whose
@@ -316,7 +316,9 @@ def churn(
 
     from streamproc.shell.config import load_config  # noqa: PLC0415
     from streamproc.shell.logs import configure_logging  # noqa: PLC0415
-    from streamproc.shell.service import SLICE_BEDS, Service, _Inbound  # noqa: PLC0415
+    from streamproc.shell.service import SLICE_BEDS, Service  # noqa: PLC0415
+    from streamproc.shell.service.clock import Clock  # noqa: PLC0415
+    from streamproc.shell.service.queues import Arrived  # noqa: PLC0415
 
     configure_logging(json=True, level="error", stream=io.StringIO())
     clock = [T0]
@@ -328,20 +330,18 @@ def churn(
             "service.audit_db": "",
         },
     )
-    svc = Service(cfg, clock=lambda: clock[0])
+    svc = Service(cfg, clock=Clock(wall=lambda: clock[0]))
     engine = svc.engine
-    forget = getattr(svc, "_forget_evicted", lambda: None)  # (absent before the fix)
 
     def published() -> None:
         """What the publisher would have sent, sent."""
-        svc._outbox.clear()
-        svc._summary_box.clear()
+        svc.queues.outbox.clear()
+        svc.queues.summary_box.clear()
 
     def tick() -> None:
         for events in engine.tick_slices(clock[0], SLICE_BEDS):
-            svc._publish_events(events)
-            forget()
-        asyncio.run(svc._publish_summaries())
+            svc.outbox.take(events)
+        asyncio.run(svc.summaries.publish())
         published()
 
     series: list[dict[str, float]] = []
@@ -354,11 +354,11 @@ def churn(
                 n += 1
                 bed = f"icu/churn/r{r}b{i:06d}"
                 body = b'{"ts":%.3f,"source":"art","sbp":120,"dbp":70}' % clock[0]
-                batch.append(_Inbound(f"{bed}/vitals", body, clock[0]))
+                batch.append(Arrived(f"{bed}/vitals", body, clock[0]))
                 if i % 2:  # an open alarm at once (an advisory): its eviction closes it
                     body = INFUSION % clock[0]
-                    batch.append(_Inbound(f"{bed}/infusion", body, clock[0]))
-            svc.process_batch(batch)
+                    batch.append(Arrived(f"{bed}/infusion", body, clock[0]))
+            svc.ingress.process_batch(batch)
             clock[0] += 0.1
             if start % 1_000 == 0:
                 tick()
@@ -372,8 +372,8 @@ def churn(
             "beds": len(engine),
             "evicted": engine.stats.beds_evicted,
             "alarms_evicted": engine.stats.alarms_evicted,
-            "retained_beds": len(svc._retained),
-            "summary_beds": len(svc._summaries),
+            "retained_beds": len(svc.outbox.retained),
+            "summary_beds": len(svc.summaries.shown),
         }
         series.append(row)
         if not quiet:

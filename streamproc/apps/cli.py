@@ -129,7 +129,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
     from streamproc.apps.demo import run_demo  # noqa: PLC0415 - keeps other commands light
-    from streamproc.shell.service import parse_broker_url  # noqa: PLC0415
+    from streamproc.shell.config import parse_broker_url  # noqa: PLC0415
 
     if args.broker:
         try:

@@ -16,11 +16,19 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from streamproc.core.protocol.settings import InvalidSettingError, Settings
 from streamproc.shell.sharding import Shard, ShardError, parse_units
 
-__all__ = ["ConfigError", "ServiceSettings", "StreamprocConfig", "load_config"]
+__all__ = [
+    "BrokerAddress",
+    "ConfigError",
+    "ServiceSettings",
+    "StreamprocConfig",
+    "load_config",
+    "parse_broker_url",
+]
 
 ENV_PREFIX = "STREAMPROC_"
 #: What a broker URL may look like (said by every error about one).
@@ -34,6 +42,36 @@ class ConfigError(ValueError):
         self.key = key
         self.reason = reason
         super().__init__(f"config {key}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the broker is: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS)."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883).
+
+    A URL without a scheme (``localhost``, ``broker:1883``) is refused: guessing
+    plain MQTT would send the credentials in clear to whatever listens there.
+    """
+    if "://" not in url:
+        raise ConfigError("service.broker", f"{url!r} has no scheme: use {BROKER_URL_FORMS}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError("service.broker", f"{url!r}: use {BROKER_URL_FORMS}")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ConfigError("service.broker", f"bad port in {url!r}") from None
+    if not parts.hostname:
+        raise ConfigError("service.broker", f"no host in {url!r}")
+    return BrokerAddress(parts.hostname, port, tls)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,7 +123,7 @@ class ServiceSettings:
                 "service.transport", f'must be "mqtt5" or "paho", got {self.transport!r}'
             )
         if self.broker and "://" not in self.broker:
-            # never guessed as plain MQTT (service.parse_broker_url checks the rest)
+            # never guessed as plain MQTT (parse_broker_url checks the rest)
             reason = f"{self.broker!r} has no scheme: use {BROKER_URL_FORMS}"
             raise ConfigError("service.broker", reason)
         if not 0 <= self.metrics_port <= 65535:

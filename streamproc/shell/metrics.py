@@ -1,12 +1,12 @@
 """Prometheus metrics and the small HTTP endpoint that serves them.
 
-:class:`Metrics` owns its own :class:`prometheus_client.CollectorRegistry`
+:class:`ServiceMetrics` owns its own :class:`prometheus_client.CollectorRegistry`
 (never the process-global one), so tests and several service instances in
 one process do not collide. Every metric is a public attribute the shell
 moves directly (``metrics.broker_connected.set(1)``); the few that need a
-translation from core types have a method (:meth:`Metrics.observe_alarm`,
-:meth:`Metrics.rejected`, :meth:`Metrics.message_in`,
-:meth:`Metrics.sync_engine`, :meth:`Metrics.alarms_open_from`).
+translation from core types have a method (:meth:`ServiceMetrics.observe_alarm`,
+:meth:`ServiceMetrics.rejected`, :meth:`ServiceMetrics.message_in`,
+:meth:`ServiceMetrics.sync_engine`, :meth:`ServiceMetrics.alarms_open_from`).
 
 :func:`serve_metrics` is a deliberately small HTTP/1.1 server on
 :func:`asyncio.start_server` (no extra dependency): ``GET /metrics`` and
@@ -48,7 +48,7 @@ __all__ = [
     "PREFIX",
     "REQUEST_TIMEOUT_S",
     "HealthCheck",
-    "Metrics",
+    "ServiceMetrics",
     "render",
     "serve_metrics",
 ]
@@ -140,7 +140,7 @@ class BatchHistogram:
         )
 
 
-class Metrics:
+class ServiceMetrics:
     """Every metric streamproc exports, in a registry of its own."""
 
     def __init__(self, *, version: str = __version__) -> None:
@@ -397,7 +397,7 @@ def _delta(total: int, seen: int) -> int:
     return total - seen if total >= seen else total
 
 
-def render(metrics: Metrics) -> bytes:
+def render(metrics: ServiceMetrics) -> bytes:
     """The Prometheus text exposition of ``metrics``."""
     return generate_latest(metrics.registry)
 
@@ -470,7 +470,7 @@ def _health_response(health: HealthCheck) -> _Response:
     return _Response(200 if ok else 503, data, _JSON)
 
 
-def _route(head: bytes, metrics: Metrics, health: HealthCheck) -> tuple[_Response, bool]:
+def _route(head: bytes, metrics: ServiceMetrics, health: HealthCheck) -> tuple[_Response, bool]:
     """The response to a complete request head, and whether it was a HEAD request."""
     line = head.split(b"\r\n", 1)[0]
     try:
@@ -507,7 +507,7 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes | _Response:
 async def _handle(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    metrics: Metrics,
+    metrics: ServiceMetrics,
     health: HealthCheck,
 ) -> None:
     try:
@@ -534,7 +534,7 @@ async def _handle(
 
 
 async def serve_metrics(
-    metrics: Metrics,
+    metrics: ServiceMetrics,
     host: str,
     port: int,
     health: HealthCheck,

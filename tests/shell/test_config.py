@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.shell.config import ConfigError, default_toml, load_config, parse_assignment
+from streamproc.shell.config import (
+    ConfigError,
+    default_toml,
+    load_config,
+    parse_assignment,
+    parse_broker_url,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,3 +127,27 @@ class TestLoadConfig:
             parse_assignment("nonsense=1")
         with pytest.raises(ConfigError, match=r"section\.key=value"):
             parse_assignment("hold_s")
+
+
+class TestBrokerUrl:
+    @pytest.mark.parametrize(
+        ("url", "host", "port", "tls"),
+        [
+            ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, False),
+            ("mqtt://broker", "broker", 1883, False),
+            ("mqtts://broker", "broker", 8883, True),
+            ("mqtts://broker:8884", "broker", 8884, True),
+        ],
+    )
+    def test_parse(self, url: str, host: str, port: int, tls: bool) -> None:
+        """mqtt:// and mqtts:// URLs with their default ports."""
+        addr = parse_broker_url(url)
+        assert (addr.host, addr.port, addr.tls) == (host, port, tls)
+
+    @pytest.mark.parametrize(
+        "url", ["http://x:1", "mqtt://:1883", "mqtt://x:notaport", "localhost", "broker:1884"]
+    )
+    def test_bad(self, url: str) -> None:
+        """Anything else is a configuration error naming service.broker."""
+        with pytest.raises(ConfigError, match=r"service\.broker"):
+            parse_broker_url(url)

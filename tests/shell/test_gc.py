@@ -11,7 +11,7 @@ import pytest
 from simulators.waveform import synthesize_abp
 from streamproc.core.engine import Engine
 from streamproc.core.protocol.messages import AbpChunk, Ack, BedId, Drug, Infusion, RateUnit
-from streamproc.shell.service import GcPolicy
+from streamproc.shell.service.health import GcPolicy
 
 T0 = 1_700_000_000.0
 

@@ -16,7 +16,7 @@ from streamproc import __version__
 from streamproc.core.engine import Engine
 from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.protocol.messages import BedId
-from streamproc.shell.metrics import MAX_REQUEST_BYTES, Metrics, render, serve_metrics
+from streamproc.shell.metrics import MAX_REQUEST_BYTES, ServiceMetrics, render, serve_metrics
 from streamproc.wire.codec import ERROR_CODES, INBOUND_KINDS
 
 BED = BedId("ICU1", "B07")
@@ -44,14 +44,14 @@ def _event(
 
 class TestMetrics:
     def test_own_registry_so_instances_do_not_collide(self) -> None:
-        a, b = Metrics(), Metrics()
+        a, b = ServiceMetrics(), ServiceMetrics()
         a.message_in("abp")
         assert a.value("messages_in_total", {"kind": "abp"}) == 1
         assert b.value("messages_in_total", {"kind": "abp"}) == 0
         assert a.registry is not b.registry
 
     def test_messages_in_by_kind(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         for kind in INBOUND_KINDS:
             assert m.value("messages_in_total", {"kind": kind}) == 0
         m.message_in("abp")
@@ -63,7 +63,7 @@ class TestMetrics:
         assert get("streamproc_messages_in_total", {"kind": "labs"}) == 0
 
     def test_rejected_reasons_preinitialised(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         for code in ERROR_CODES:
             assert m.value("messages_rejected_total", {"reason": code}) == 0
         m.rejected("not_json")
@@ -75,7 +75,7 @@ class TestMetrics:
         assert 'streamproc_messages_rejected_total{reason="too_deep"} 0.0' in text
 
     def test_observe_alarm_counts_transitions(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         m.observe_alarm(_event())
         m.observe_alarm(_event())
         m.observe_alarm(_event(state=AlarmState.CLEARED, priority=Priority.MEDIUM))
@@ -85,7 +85,7 @@ class TestMetrics:
         assert m.value("alarms_total", labels) == 1
 
     def test_alarms_open_from_engine(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         for prio in Priority:
             assert m.value("alarms_open", {"priority": prio.value}) == 0
         engine = Engine()
@@ -106,14 +106,14 @@ class TestMetrics:
         assert m.value("alarms_open", {"priority": "high"}) == 0
 
     def test_set_alarms_open(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         m.set_alarms_open({Priority.HIGH: 3, "low": 1})
         m.set_alarms_open({Priority.LOW: 2})
         assert m.value("alarms_open", {"priority": "high"}) == 0
         assert m.value("alarms_open", {"priority": "low"}) == 2
 
     def test_sync_engine_moves_counters_by_the_increase(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         m.sync_engine(10, 8, 3, 0)
         m.sync_engine(15, 12, 4, 1)
         assert m.value("beats_total") == 15
@@ -135,7 +135,7 @@ class TestMetrics:
         done = 1_000.0
         arrived = [done - 0.0001 * k * k for k in range(n)]
         arrived[0] = done + 0.5  # arrived "after" done: a clock step
-        a, b = Metrics(), Metrics()
+        a, b = ServiceMetrics(), ServiceMetrics()
         a.observe_batch(done, arrived)
         b.observe_latencies(done - np.asarray(arrived))
         ha, hb = a.processing_latency_seconds, b.processing_latency_seconds
@@ -144,14 +144,14 @@ class TestMetrics:
         assert sum(ha._counts.tolist()) == n
 
     def test_sync_engine_counts_alarms_closed_by_eviction(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         assert m.value("alarms_evicted_total") == 0
         m.sync_engine(0, 0, 2, 1, alarms_evicted=2)
         m.sync_engine(0, 0, 2, 2, alarms_evicted=3)
         assert m.value("alarms_evicted_total") == 3
 
     def test_plain_counters_and_gauges(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         m.broker_connected.set(1)
         m.broker_reconnects_total.inc()
         m.ingress_queue_depth.set(7)
@@ -168,7 +168,7 @@ class TestMetrics:
         assert m.value("dead_letters_total") == 1
 
     def test_latency_histogram(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         m.observe_latency(0.00004)
         m.observe_latency(0.003)
         m.observe_latency(-1.0)  # clock skew clamps to zero
@@ -180,12 +180,12 @@ class TestMetrics:
         assert m.value("processing_latency_seconds_bucket", {"le": "+Inf"}) == 4
 
     def test_build_info(self) -> None:
-        m = Metrics()
+        m = ServiceMetrics()
         assert m.value("build_info", {"version": __version__}) == 1
-        assert Metrics(version="9.9").value("build_info", {"version": "9.9"}) == 1
+        assert ServiceMetrics(version="9.9").value("build_info", {"version": "9.9"}) == 1
 
     def test_render_is_text_exposition(self) -> None:
-        text = render(Metrics()).decode()
+        text = render(ServiceMetrics()).decode()
         assert "# TYPE streamproc_messages_in_total counter" in text
         assert "# TYPE streamproc_processing_latency_seconds histogram" in text
         assert "# TYPE streamproc_alarms_open gauge" in text
@@ -237,10 +237,10 @@ def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def _with_server(
-    check: Callable[[int, Metrics], Awaitable[None]], health: Health = _healthy
+    check: Callable[[int, ServiceMetrics], Awaitable[None]], health: Health = _healthy
 ) -> None:
     async def main() -> None:
-        metrics = Metrics()
+        metrics = ServiceMetrics()
         server = await serve_metrics(metrics, "127.0.0.1", 0, health)
         try:
             port = server.sockets[0].getsockname()[1]
@@ -259,7 +259,7 @@ def _get(path: str, method: str = "GET") -> bytes:
 
 class TestEndpoint:
     def test_metrics(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             metrics.message_in("abp", 3)
             status, headers, body = _parse(await _exchange(port, _get("/metrics")))
             assert status == 200
@@ -271,7 +271,7 @@ class TestEndpoint:
         _with_server(check)
 
     def test_head_has_no_body(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, headers, body = _parse(await _exchange(port, _get("/metrics", "HEAD")))
             assert status == 200
             assert int(headers["content-length"]) > 0
@@ -280,14 +280,14 @@ class TestEndpoint:
         _with_server(check)
 
     def test_query_string_ignored(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, _, _ = _parse(await _exchange(port, _get("/metrics?name[]=x")))
             assert status == 200
 
         _with_server(check)
 
     def test_healthz_ok(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, headers, body = _parse(await _exchange(port, _get("/healthz")))
             assert status == 200
             assert headers["content-type"] == "application/json"
@@ -297,7 +297,7 @@ class TestEndpoint:
 
     @pytest.mark.parametrize("health", [_degraded, _broken])
     def test_healthz_degraded(self, health: Health) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, _, body = _parse(await _exchange(port, _get("/healthz")))
             assert status == 503
             doc = json.loads(body)
@@ -310,7 +310,7 @@ class TestEndpoint:
         _with_server(check, health)
 
     def test_unknown_path_404(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, _, _ = _parse(await _exchange(port, _get("/nope")))
             assert status == 404
             status, _, _ = _parse(await _exchange(port, _get("/")))
@@ -320,7 +320,7 @@ class TestEndpoint:
 
     @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
     def test_other_methods_405(self, method: str) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, headers, _ = _parse(await _exchange(port, _get("/metrics", method)))
             assert status == 405
             assert headers["allow"] == "GET, HEAD"
@@ -342,7 +342,7 @@ class TestEndpoint:
         ],
     )
     def test_garbage_400(self, request_bytes: bytes) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             status, _, _ = _parse(await _exchange(port, request_bytes))
             assert status == 400
 
@@ -351,14 +351,14 @@ class TestEndpoint:
     def test_truncated_request_400(self) -> None:
         """A client that sends part of a line and stops sending gets 400."""
 
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             raw = await _exchange(port, b"NOT HTTP", half_close=True)
             assert _parse(raw)[0] == 400
 
         _with_server(check)
 
     def test_oversized_head_rejected(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             big = b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * (MAX_REQUEST_BYTES + 100)
             status, _, _ = _parse(await _exchange(port, big + b"\r\n\r\n"))
             assert status == 431
@@ -372,7 +372,7 @@ class TestEndpoint:
         """A client that opens a connection and never finishes its request is let go."""
         monkeypatch.setattr(streamproc.shell.metrics, "REQUEST_TIMEOUT_S", 0.05)
 
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /metrics HTTP/1.1\r\n")
             async with asyncio.timeout(5):
@@ -384,7 +384,7 @@ class TestEndpoint:
         _with_server(check)
 
     def test_client_that_disconnects_does_not_hurt(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             for _ in range(3):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(b"GET /met")
@@ -399,7 +399,7 @@ class TestEndpoint:
         _with_server(check)
 
     def test_concurrent_requests(self) -> None:
-        async def check(port: int, metrics: Metrics) -> None:
+        async def check(port: int, metrics: ServiceMetrics) -> None:
             raws = await asyncio.gather(*(_exchange(port, _get("/healthz")) for _ in range(20)))
             assert {_parse(raw)[0] for raw in raws} == {200}
 
@@ -441,7 +441,7 @@ class TestDroppedMessages:
 
     def test_reasons_preinitialised(self) -> None:
         """Every drop reason shows up as 0 before any drop."""
-        m = Metrics()
+        m = ServiceMetrics()
         for reason in ("duplicate", "late"):
             assert m.value("messages_dropped_total", {"reason": reason}) == 0
 
@@ -450,7 +450,7 @@ class TestDroppedMessages:
         from streamproc.core.protocol.messages import AbpChunk  # noqa: PLC0415 - only this test
 
         eng = Engine(data_clock=True)
-        m = Metrics()
+        m = ServiceMetrics()
         x = np.full(125, 80.0)
         first = AbpChunk(1.7e9, 125.0, x)
         second = AbpChunk(1.7e9 + 1.0, 125.0, x)

@@ -52,8 +52,9 @@ from streamproc.apps.dashboard.auth import AuthConfig, Authenticator, AuthError,
 from streamproc.apps.dashboard.kinds import catalog
 from streamproc.core.protocol.escalation import DISCLAIMER
 from streamproc.core.protocol.messages import IDENT_RE, BedId, InvalidMessageError
+from streamproc.shell.backoff import Backoff
+from streamproc.shell.config import parse_broker_url
 from streamproc.shell.logs import get_logger
-from streamproc.shell.service import Backoff, parse_broker_url
 from streamproc.wire.topics import (
     DEFAULT_ROOT,
     STATUS_LEVEL,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.shell.config import ConfigError
-from streamproc.shell.service import parse_broker_url
+from streamproc.shell.config import ConfigError, parse_broker_url
 from tests.system.broker import MosquittoBroker, free_port
 from tests.system.service_helpers import ServiceProcess, run_cli
 

@@ -13,8 +13,6 @@ import pytest
 
 from simulators.scenario import Scenario, load_scenario, render, scenario_dir
 from streamproc.shell.audit import AuditLog
-from streamproc.shell.config import ConfigError
-from streamproc.shell.service import Backoff, parse_broker_url
 from tests.system.broker import MosquittoBroker, Subscriber
 from tests.system.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
 
@@ -43,76 +41,6 @@ def gateway(broker: MosquittoBroker) -> Iterator[Publisher]:
         yield pub
     finally:
         pub.close()
-
-
-class TestBrokerUrl:
-    @pytest.mark.parametrize(
-        ("url", "host", "port", "tls"),
-        [
-            ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, False),
-            ("mqtt://broker", "broker", 1883, False),
-            ("mqtts://broker", "broker", 8883, True),
-            ("mqtts://broker:8884", "broker", 8884, True),
-        ],
-    )
-    def test_parse(self, url: str, host: str, port: int, tls: bool) -> None:
-        """mqtt:// and mqtts:// URLs with their default ports."""
-        addr = parse_broker_url(url)
-        assert (addr.host, addr.port, addr.tls) == (host, port, tls)
-
-    @pytest.mark.parametrize(
-        "url", ["http://x:1", "mqtt://:1883", "mqtt://x:notaport", "localhost", "broker:1884"]
-    )
-    def test_bad(self, url: str) -> None:
-        """Anything else is a configuration error naming service.broker."""
-        with pytest.raises(ConfigError, match=r"service\.broker"):
-            parse_broker_url(url)
-
-
-class TestBackoff:
-    def test_grows_with_jitter_and_resets(self) -> None:
-        """Full jitter under an exponential cap; reset after a good connection."""
-        seen: list[tuple[float, float]] = []
-
-        def rng(lo: float, hi: float) -> float:
-            seen.append((lo, hi))
-            return hi
-
-        b = Backoff(base=0.5, cap=4.0, rng=rng)
-        delays = [b.next() for _ in range(6)]
-        assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-        assert all(lo == 0.0 for lo, _ in seen)
-        b.reset()
-        assert b.next() == 0.5
-
-
-class TestOutbox:
-    def test_bounded_and_republished(self) -> None:
-        """Past queue_max the oldest queued transition gives way (counted); after a
-        reconnect every alarm topic's latest state goes out first, once."""
-        from streamproc.core.protocol.alarms import Alarm, Priority, Trigger  # noqa: PLC0415
-        from streamproc.core.protocol.messages import BedId  # noqa: PLC0415
-        from streamproc.shell.config import load_config  # noqa: PLC0415
-        from streamproc.shell.service import Service  # noqa: PLC0415
-
-        cfg = load_config(
-            environ={}, overrides={"service.broker": "mqtt://127.0.0.1:1", "service.queue_max": 3}
-        )
-        svc = Service(cfg)
-        events = []
-        for i in range(5):
-            a = Alarm(BedId("w", f"b{i}"), "hypotension", 100.0 + i)
-            events.append(a.apply(Trigger.RAISE, 160.0 + i, priority=Priority.HIGH))
-        for ev in events:
-            svc._enqueue_alarm(ev)
-        assert [item.topic for item in svc._outbox] == [
-            f"icu/w/b{i}/alarms/hypotension" for i in (2, 3, 4)
-        ]
-        assert svc.outbox_dropped == 2
-        svc._republish_retained()
-        topics = [item.topic for item in svc._outbox]
-        assert topics[:2] == ["icu/w/b0/alarms/hypotension", "icu/w/b1/alarms/hypotension"]
-        assert sorted(topics) == sorted(set(topics))
 
 
 class TestLive:

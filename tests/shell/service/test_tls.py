@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from simulators.scenario import load_scenario, render, scenario_dir
-from streamproc.shell.service import tls_hint
+from streamproc.shell.service.broker import tls_hint
 from tests.system.broker import (
     DEMO_PASSWORDS,
     PROCESSOR_TLS,

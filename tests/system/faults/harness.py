@@ -55,7 +55,7 @@ from simulators.scenario import (
 from streamproc.core.protocol.settings import Settings
 from streamproc.shell.audit import AuditError, AuditLog
 from streamproc.shell.config import ServiceSettings
-from streamproc.shell.service import AUDIT_RETRY_S
+from streamproc.shell.service.audit_link import AUDIT_RETRY_S
 from tests.system.broker import MosquittoBroker, Received, Subscriber
 from tests.system.service_helpers import Publisher, ServiceProcess, alarm, is_alarm
 
