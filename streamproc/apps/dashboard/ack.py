@@ -43,7 +43,8 @@ class Acknowledge:
         self.publish = publish
         self.root = root
 
-    async def __call__(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
+        """202 with the published topic and payload, or the error saying why not."""
         # who, from where: before the body is even read
         try:
             identity = self.guard.writer(request, "sign in to acknowledge")

@@ -378,15 +378,15 @@ def create_app(
     guard = Guard(authn)
     pages = Pages(guard)
     api = Api(state, hub, guard)
+    events = EventStream(state, hub, guard, heartbeat_s)
+    ack = Acknowledge(state, guard, bridge.publish_ack, root)
     app = Starlette(
         routes=[
             Route("/", pages.index),
             Route("/static/{name}", pages.static_file),
-            Route("/events", EventStream(state, hub, guard, heartbeat_s)),
+            Route("/events", events.get),
             Route("/api/state", api.snapshot),
-            Route(
-                "/api/ack", Acknowledge(state, guard, bridge.publish_ack, root), methods=["POST"]
-            ),
+            Route("/api/ack", ack.post, methods=["POST"]),
             Route("/api/me", api.me),
             Route("/api/kinds", api.kinds),
             Route("/api/login", api.login, methods=["POST"]),

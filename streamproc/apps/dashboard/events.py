@@ -112,7 +112,8 @@ class EventStream:
         self.guard = guard
         self.heartbeat_s = heartbeat_s
 
-    async def __call__(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
+        """The stream's response (a refusal if the request may not read)."""
         try:
             self.guard.reader(request)
         except AuthError as exc:
