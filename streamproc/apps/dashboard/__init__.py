@@ -8,14 +8,9 @@ shows is decision support for clinicians, never orders.
 
 from __future__ import annotations
 
-from streamproc.apps.dashboard.app import (
-    DashboardState,
-    EventHub,
-    MqttBridge,
-    bind_socket,
-    create_app,
-    serve_dashboard,
-)
+from streamproc.apps.dashboard.app import MqttBridge, bind_socket, create_app, serve_dashboard
+from streamproc.apps.dashboard.events import EventHub
+from streamproc.apps.dashboard.state import DashboardState
 
 __all__ = [
     "DashboardState",

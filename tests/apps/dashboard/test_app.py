@@ -36,8 +36,9 @@ from streamproc.apps.dashboard import (
     kinds,
     serve_dashboard,
 )
-from streamproc.apps.dashboard.app import NotConnectedError, sse_message
 from streamproc.apps.dashboard.auth import AuthConfig, add_user
+from streamproc.apps.dashboard.events import sse_message
+from streamproc.apps.dashboard.state import NotConnectedError
 from streamproc.core.monitor import (
     HYPOTENSION,
     LINE_DAMPED,
