@@ -61,7 +61,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulators.waveform import apply_artifact, synthesize_abp
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.alarms import AlarmState, Trigger
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -145,7 +146,7 @@ def run(
     rng = np.random.default_rng(0)
     which = [i % len(tpl) for i in range(beds)]
     offset = [int(rng.integers(0, n_tpl // per_chunk)) * per_chunk for _ in range(beds)]
-    engine = Engine(max_beds=max(beds, 1), data_clock=True)
+    engine = Engine(max_beds=max(beds, 1), clock=Clock.DATA)
     profiles = list(Profile)
     drugs = list(Drug)
 
@@ -191,15 +192,23 @@ def run(
                 piece = np.concatenate((piece, x[: per_chunk - piece.size]))
             chunk = AbpChunk(now_base, FS, np.ascontiguousarray(piece))
             samples_fed += per_chunk
-            out = engine.receive(bed, chunk, chunk.ts)
+            out = engine.receive(Batch([(bed, chunk, chunk.ts)]))
             # context messages, spread over the beds and time
             phase = (k + b) % 600
             ts = chunk.ts
             if phase == 0:
                 out += engine.receive(
-                    bed,
-                    Patient(ts, profile=profiles[b % len(profiles)], weight_kg=70.0 + b % 30),
-                    ts,
+                    Batch(
+                        [
+                            (
+                                bed,
+                                Patient(
+                                    ts, profile=profiles[b % len(profiles)], weight_kg=70.0 + b % 30
+                                ),
+                                ts,
+                            )
+                        ]
+                    ),
                 )
             elif phase == 100:
                 # NE always; one other drug at a time, the previous one stopped
@@ -209,14 +218,16 @@ def run(
                 for d, on in ((prev, False), (Drug.NOREPINEPHRINE, True), (drug, True)):
                     unit = RateUnit.U_MIN if d is Drug.VASOPRESSIN else RateUnit.MCG_KG_MIN
                     rate = 0.03 if d is Drug.VASOPRESSIN else 0.05 * (1 + cycle % 4)
-                    out += engine.receive(bed, Infusion(ts, d, rate, unit, running=on), ts)
+                    out += engine.receive(
+                        Batch([(bed, Infusion(ts, d, rate, unit, running=on), ts)])
+                    )
             elif phase == 200:
                 out += engine.receive(
-                    bed, Labs(ts, lactate=1.0 + (k // 600) % 4, urine_ml_kg_h=0.4), ts
+                    Batch([(bed, Labs(ts, lactate=1.0 + (k // 600) % 4, urine_ml_kg_h=0.4), ts)])
                 )
             elif phase == 300:
                 out += engine.receive(
-                    bed, Vitals(ts, VitalsSource.NIBP, sbp=100.0, dbp=60.0, hr=80.0), ts
+                    Batch([(bed, Vitals(ts, VitalsSource.NIBP, sbp=100.0, dbp=60.0, hr=80.0), ts)])
                 )
             for ev in out:
                 events += 1
@@ -226,7 +237,7 @@ def run(
             # acknowledge what was raised a little later
             if phase == 450 and bed in open_ids:
                 for aid in open_ids.pop(bed):
-                    engine.receive(bed, Ack(ts, aid, by="soak"), ts)
+                    engine.receive(Batch([(bed, Ack(ts, aid, by="soak"), ts)]))
         end_t = sim_t + chunk_s
         while next_tick <= end_t:
             for ev in engine.tick(T0 + next_tick):

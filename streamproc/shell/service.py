@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import math
 import random
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from streamproc import __version__
-from streamproc.core.engine import BED_EVICTED, BedActivity, Engine
+from streamproc.core.engine import BED_EVICTED, Batch, BedActivity, Engine
 from streamproc.core.monitor import BedMonitor
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState
 from streamproc.core.protocol.messages import Ack, BedId, Message
@@ -1322,7 +1323,8 @@ class Service:
     def process_batch(self, batch: list[_Inbound]) -> None:
         """Decode and hand one batch to the core; publish what it decides."""
         svc = self.config.service
-        events: list[AlarmEvent] = []
+        taken = Batch()
+        sent: list[_Inbound] = []  # the items of ``taken``
         metrics = self.metrics
         serves_unit = self._serves
         max_future = svc.max_future_s
@@ -1356,11 +1358,9 @@ class Service:
             kinds[topic.kind] = kinds.get(topic.kind, 0) + 1
             if topic.kind == "abp" and msg.ts > newest:
                 newest = msg.ts
-            try:
-                events.extend(self.engine.receive(topic.bed, msg, item.arrived))
-            except Exception:  # a core bug on one message must not stop the ward
-                self.internal_errors += 1
-                log.exception("internal_error", topic=item.topic[:200], kind=topic.kind)
+            taken.add(topic.bed, msg, item.arrived)
+            sent.append(item)
+        events = self._to_core(taken, sent)
         for kind, n in kinds.items():
             metrics.message_in(kind, n)
         self.processed += len(batch)
@@ -1377,6 +1377,26 @@ class Service:
             self._drop_log.report(self.engine.take_drop_notices(), st.dropped, done)
         self._publish_events(events)
         self._forget_evicted()
+
+    def _to_core(self, batch: Batch, items: list[_Inbound]) -> list[AlarmEvent]:
+        """``batch`` (of ``items``) to the core: its transitions. A core bug on one message
+        must not stop the ward: it is logged and the messages after it are taken."""
+        events: list[AlarmEvent] = []
+        while True:
+            try:
+                done = self.engine.receive(batch)
+            except Exception:
+                k = batch.taken
+                events += batch.decided
+                self.internal_errors += 1
+                topic = items[k].topic
+                kind = parse_inbound(topic, self.root).kind
+                log.exception("internal_error", topic=topic[:200], kind=kind)
+                items = items[k + 1 :]
+                rest = zip(batch.beds, batch.messages, batch.nows, strict=True)
+                batch = Batch(itertools.islice(rest, k + 1, None))  # type: ignore[arg-type]
+            else:
+                return events + done if events else done
 
     def _note_lag(self, now: float, lag: float) -> None:
         """Export how far behind the data the core is; say so when it is falling behind."""

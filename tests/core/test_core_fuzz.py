@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from simulators.waveform import apply_artifact, synthesize_abp
-from streamproc.core.engine import Engine
-from streamproc.core.monitor import HYPOTENSION, BedMonitor
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import HYPOTENSION, BedMonitor, Clock
 from streamproc.core.protocol.alarms import TRANSITIONS, AlarmEvent, AlarmState, Trigger
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -329,7 +329,7 @@ def run_program(
     prog: list[tuple[int, tuple[Any, ...]]], *, data_clock: bool, max_beds: int
 ) -> Tracker:
     settings = Settings()
-    engine = Engine(settings, max_beds=max_beds, data_clock=data_clock)
+    engine = Engine(settings, max_beds=max_beds, clock=Clock.DATA if data_clock else Clock.WALL)
     tracker = Tracker()
     cursors = {b: BedCursor(T0 + 10.0 * i) for i, b in enumerate(BEDS)}
     clock = T0  # the processor's clock (live mode)
@@ -344,7 +344,9 @@ def run_program(
             tracker.check(engine.tick(clock))
         elif op == "restart":
             # a new process adopts the open alarms last published
-            engine = Engine(settings, max_beds=max_beds, data_clock=data_clock)
+            engine = Engine(
+                settings, max_beds=max_beds, clock=Clock.DATA if data_clock else Clock.WALL
+            )
             engine.restore(tracker.retained_events(), clock)
             created = len(engine) + engine.stats.beds_evicted
             # a bed evicted while restoring has its open alarms closed by the next output
@@ -362,7 +364,7 @@ def run_program(
             before = {m.bed for m in engine.beds()}
             if not isinstance(msg, Ack) and bed not in before:
                 created += 1
-            events = engine.receive(bed, msg, now)
+            events = engine.receive(Batch([(bed, msg, now)]))
             tracker.check(events)
             after = {m.bed for m in engine.beds()}
             for gone in before - after:
@@ -475,7 +477,7 @@ def test_alarm_id_not_reused_when_reraised_at_same_ts() -> None:
     seen = []
     for running in (True, False, True):
         events = engine.receive(
-            bed, Infusion(ts, Drug.DOPAMINE, 5.0, RateUnit.MCG_KG_MIN, running), ts
+            Batch([(bed, Infusion(ts, Drug.DOPAMINE, 5.0, RateUnit.MCG_KG_MIN, running), ts)])
         )
         seen += [(e.alarm_id, e.trigger.value) for e in events]
     note_ids = [i for i, t in seen if t == "raised"]
@@ -492,7 +494,7 @@ def test_window_bounded_after_time_goes_back() -> None:
     unbounded for as long as the jump) and the "rolling 10 s" median keeps the
     beats from before the jump.
     """
-    engine = Engine(data_clock=True)
+    engine = Engine(clock=Clock.DATA)
     bed = BedId("u", "b")
     x = wave("normal")
     t = T0
@@ -500,7 +502,7 @@ def test_window_bounded_after_time_goes_back() -> None:
         if k == 20:
             t = T0 - 3600.0  # the gateway's clock goes back one hour
         chunk = AbpChunk(t, FS, np.array(x[k * 125 : (k + 1) * 125]))
-        engine.receive(bed, chunk, chunk.ts)
+        engine.receive(Batch([(bed, chunk, chunk.ts)]))
         t = chunk.t_end
     settings = engine.settings
     limit = int(settings.hypotension.rolling_window_s * settings.beats.max_hr / 60.0) + 2
