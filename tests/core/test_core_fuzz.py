@@ -326,10 +326,10 @@ class BedCursor:
 
 
 def run_program(
-    prog: list[tuple[int, tuple[Any, ...]]], *, data_clock: bool, max_beds: int
+    prog: list[tuple[int, tuple[Any, ...]]], *, timers: Clock, max_beds: int
 ) -> Tracker:
     settings = Settings()
-    engine = Engine(settings, max_beds=max_beds, clock=Clock.DATA if data_clock else Clock.WALL)
+    engine = Engine(settings, max_beds=max_beds, clock=timers)
     tracker = Tracker()
     cursors = {b: BedCursor(T0 + 10.0 * i) for i, b in enumerate(BEDS)}
     clock = T0  # the processor's clock (live mode)
@@ -344,9 +344,7 @@ def run_program(
             tracker.check(engine.tick(clock))
         elif op == "restart":
             # a new process adopts the open alarms last published
-            engine = Engine(
-                settings, max_beds=max_beds, clock=Clock.DATA if data_clock else Clock.WALL
-            )
+            engine = Engine(settings, max_beds=max_beds, clock=timers)
             engine.restore(tracker.retained_events(), clock)
             created = len(engine) + engine.stats.beds_evicted
             # a bed evicted while restoring has its open alarms closed by the next output
@@ -360,7 +358,7 @@ def run_program(
                 chunk_max = max(chunk_max, msg.samples.size)
             ts = msg.ts
             clock = max(clock, ts)
-            now = ts if data_clock else clock
+            now = ts if timers is Clock.DATA else clock
             before = {m.bed for m in engine.beds()}
             if not isinstance(msg, Ack) and bed not in before:
                 created += 1
@@ -433,13 +431,17 @@ _DOPAMINE_STOP_START = [
 
 
 @fuzz_settings(80)
-@given(program(), st.booleans(), st.sampled_from((2, 3, 10)))
-@example(prog=_DOPAMINE_STOP_START, data_clock=False, max_beds=10)
+@given(
+    program(),
+    st.booleans().map(lambda data: Clock.DATA if data else Clock.WALL),
+    st.sampled_from((2, 3, 10)),
+)
+@example(prog=_DOPAMINE_STOP_START, timers=Clock.WALL, max_beds=10)
 def test_core_under_random_interleavings(
-    prog: list[tuple[int, tuple[Any, ...]]], data_clock: bool, max_beds: int
+    prog: list[tuple[int, tuple[Any, ...]]], timers: Clock, max_beds: int
 ) -> None:
     count_example("core_interleavings")
-    run_program(prog, data_clock=data_clock, max_beds=max_beds)
+    run_program(prog, timers=timers, max_beds=max_beds)
 
 
 def test_safe_bed_gets_no_hypotension_over_a_long_run() -> None:
@@ -450,14 +452,14 @@ def test_safe_bed_gets_no_hypotension_over_a_long_run() -> None:
         prog.append((0, ("chunk", name, 1250, "contig", 1.0, FS)))
         if i % 5 == 0:
             prog.append((-1, ("tick", 10.0)))
-    tracker = run_program(prog, data_clock=True, max_beds=10)
+    tracker = run_program(prog, timers=Clock.DATA, max_beds=10)
     assert SAFE not in tracker.hypotension_beds
 
 
 def test_hypotensive_bed_does_alarm() -> None:
     """The checker is not vacuous: 60/40 for two minutes raises hypotension."""
     prog = [(1, ("chunk", "hypo_60_40", 1250, "contig", 1.0, FS)) for _ in range(12)]
-    tracker = run_program(prog, data_clock=True, max_beds=10)
+    tracker = run_program(prog, timers=Clock.DATA, max_beds=10)
     assert BEDS[1] in tracker.hypotension_beds
 
 

@@ -1,6 +1,6 @@
 """A restart keeps what the last run knew; an eviction is reported to the shell.
 
-Live mode throughout (``data_clock`` off): the alarm timers and the staleness
+Live mode throughout (``Clock.WALL``): the alarm timers and the staleness
 run on the processor's clock, which every call passes in as ``now``. A
 "restart" is a new :class:`Engine` given the last published transition of each
 alarm (what the retained topics hold) and each bed's last data time (what the

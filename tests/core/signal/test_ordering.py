@@ -79,7 +79,7 @@ def run(
 def run_in_batches(
     chunks: list[AbpChunk], cuts: set[int], eng: Engine | None = None
 ) -> tuple[list[dict[str, Any]], Engine]:
-    """:func:`run`, the chunks handed to ``receive_chunks`` in batches cut after ``cuts``."""
+    """:func:`run`, the chunks handed in as batches' chunk rows, cut after ``cuts``."""
     eng = eng if eng is not None else engine()
     first = clean_chunks()[0].t0
     events: list[AlarmEvent] = eng.receive(Batch([(BED, ne(first), first)]))
@@ -87,16 +87,11 @@ def run_in_batches(
     for i in range(len(chunks)):
         if i in cuts or i == len(chunks) - 1:
             part = chunks[start : i + 1]
-            events.extend(
-                eng.receive_chunks(
-                    [BED] * len(part),
-                    t0=np.array([c.t0 for c in part]),
-                    fs=np.array([c.fs for c in part]),
-                    ends=np.cumsum([c.samples.size for c in part]).astype(np.int64),
-                    samples=np.concatenate([c.samples for c in part]),
-                    nows=np.array([c.ts for c in part]),
-                )
-            )
+            batch = Batch(samples=np.concatenate([c.samples for c in part]))
+            ends = np.cumsum([c.samples.size for c in part]).tolist()
+            for c, end in zip(part, ends, strict=True):
+                batch.add_chunk(BED, c.t0, c.fs, end, c.ts)
+            events.extend(eng.receive(batch))
             start = i + 1
     return [ev.payload() for ev in events], eng
 
@@ -224,7 +219,7 @@ class TestReorderedChunks:
         assert eng.stats.dropped == {}
 
     def test_first_pair_swapped_in_batches(self) -> None:
-        """The same through ``receive_chunks``, whatever the batch cuts."""
+        """The same through batches of chunk rows, whatever the batch cuts."""
         chunks = list(clean_chunks())
         swapped = [chunks[1], chunks[0], *chunks[2:]]
         for cuts in (set(), {1}, {2}, {1, 2, 3}):
@@ -537,11 +532,9 @@ class TestAnyInterleavingSameAlarms:
         st.floats(0.0, 3.5),
         st.sets(st.integers(0, 400), max_size=60),
     )
-    def test_receive_chunks(
-        self, seed: int, dup_p: float, max_shift: float, cuts: set[int]
-    ) -> None:
-        """In batches (``receive_chunks``) cut anywhere: the clean alarms, and what ``receive``
-        decides on the same stream, state and counters included."""
+    def test_chunk_rows(self, seed: int, dup_p: float, max_shift: float, cuts: set[int]) -> None:
+        """In batches of chunk rows cut anywhere: the clean alarms, and what the chunks
+        one by one decide on the same stream, state and counters included."""
         chunks = perturbed(random.Random(seed), dup_p, max_shift)
         out, eng = run_in_batches(chunks, cuts)
         assert out == reference()[0]
