@@ -136,7 +136,7 @@ class Replayer:
         self._next_tick: float | None = None
         self.on_event: Callable[[AlarmEvent], None] | None = None
         self._topics: dict[str, InboundTopic] = {}
-        #: The batch of a message taken alone (reused).
+        #: The batch of a message taken alone (reused: its one row is overwritten).
         self._one = Batch()
         service = config.service
         self._max_bytes = service.max_payload_bytes
@@ -181,7 +181,9 @@ class Replayer:
         max_bytes, max_samples = self._max_bytes, self._max_samples
         buf = np.empty(BATCH_SAMPLES + min(max_samples, MAX_SAMPLES_PER_CHUNK), np.float64)
         batch = Batch(samples=buf)
-        add_chunk = batch.add_chunk
+        # (``batch.add_chunk``, its appends bound once: this runs for every chunk line)
+        beds, msgs, nows = batch.beds.append, batch.messages.append, batch.nows.append
+        t0s, fss, ends = batch.t0.append, batch.fs.append, batch.ends.append
         off = 0
         for raw in lines:
             line = raw.strip()
@@ -215,9 +217,14 @@ class Replayer:
             s.messages["abp"] += 1
             s.samples += n
             off += n
-            add_chunk(topic.bed, t0, rec.fs, off, ts)  # data-clocked: it arrives at its time
+            beds(topic.bed)
+            msgs(None)
+            nows(ts)  # data-clocked: a chunk arrives at its time
+            t0s(t0)
+            fss(rec.fs)
+            ends(off)
             nxt = self._next_tick
-            if nxt is None or last >= nxt or off >= BATCH_SAMPLES or len(batch) >= BATCH_LINES:
+            if nxt is None or last >= nxt or off >= BATCH_SAMPLES or len(batch.beds) >= BATCH_LINES:
                 self._hand_over(batch)
                 off = 0
                 if nxt is None or last >= nxt:
@@ -295,8 +302,10 @@ class Replayer:
             self._tick(begins)
         last = self._dated(ts)
         one = self._one
-        one.clear()
-        one.add(topic.bed, msg, ts)  # data-clocked: it arrives at its time
+        if one.beds:  # (data-clocked: a message arrives at its time)
+            one.beds[0], one.messages[0], one.nows[0] = topic.bed, msg, ts
+        else:
+            one.add(topic.bed, msg, ts)
         events = self.engine.receive(one)
         if events:
             self._publish(events)

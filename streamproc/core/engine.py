@@ -416,34 +416,44 @@ class Engine:
                 messages were taken before it and ``batch.decided`` holds their
                 transitions (a caller that goes on takes the rest after it).
         """
-        out: list[AlarmEvent] = []
+        if batch.ends or self._observer is not None:
+            out: list[AlarmEvent] = []
+            batch.decided = out
+            self._take_rows(batch, out)
+            return out
+        # typed messages only (the service, a test; inline: no work added to each message)
+        beds = batch.beds
+        if len(beds) == 1:  # one alone (a replay's line that is not in a batch)
+            try:
+                return self._take(beds[0], batch.messages[0], batch.nows[0])  # type: ignore[arg-type]
+            except BaseException:
+                batch.taken, batch.decided = 0, []
+                raise
+        out = []
         batch.decided = out
-        batch.taken = 0
-        n, rows = len(batch.beds), len(batch.ends)
-        observer = self._observer
-        if observer is not None:
-            self._take_observed(batch, out, observer)
-        elif not rows:  # typed messages only (the service, a test)
-            self._take_typed(batch, out)
-        elif rows == n:  # chunk rows only (a replay's lines between two ticks)
-            self._take_chunks(batch, 0, n, out)
-        else:
-            self._take_mixed(batch, out)
-        batch.taken = n
-        return out
-
-    def _take_typed(self, batch: Batch, out: list[AlarmEvent]) -> None:
-        """A batch of typed messages, one after the other."""
         take = self._take
         i = 0
         try:
             for i, (bed, msg, now) in enumerate(  # noqa: B007 - ``i`` read when one raises
-                zip(batch.beds, batch.messages, batch.nows, strict=True)
+                zip(beds, batch.messages, batch.nows, strict=True)
             ):
-                out.extend(take(bed, msg, now))  # type: ignore[arg-type]
+                out += take(bed, msg, now)  # type: ignore[arg-type]
         except BaseException:
             batch.taken = i
             raise
+        return out
+
+    def _take_rows(self, batch: Batch, out: list[AlarmEvent]) -> None:
+        """A batch with chunk rows, or any batch with an observer."""
+        batch.taken = 0
+        observer = self._observer
+        n = len(batch.beds)
+        if observer is not None:
+            self._take_observed(batch, out, observer)
+        elif len(batch.ends) == n:  # chunk rows only (a replay's lines between two ticks)
+            self._take_chunks(batch, 0, n, out)
+        else:
+            self._take_mixed(batch, out)
 
     def _take_mixed(self, batch: Batch, out: list[AlarmEvent]) -> None:
         """A batch of typed messages and chunk rows: each run of chunk rows in one go."""
@@ -513,7 +523,7 @@ class Engine:
         """
         first = batch.messages[:start].count(None) if start else 0
         last = first + end - start
-        ends = np.array(batch.ends[:last], np.int64)
+        ends = np.array(batch.ends if last == len(batch.ends) else batch.ends[:last], np.int64)
         samples = batch.samples
         if last and (
             int(ends[0]) < 0 or int(ends[-1]) > samples.size or bool((ends[1:] < ends[:-1]).any())
@@ -530,9 +540,12 @@ class Engine:
             nows = np.array([0.0] * first + batch.nows[start:end])
         else:
             nows = np.array(batch.nows)
-        t0 = np.array(batch.t0[:last])
-        fs = np.array(batch.fs[:last])
-        self._step_chunks(beds, t0, fs, ends, samples, nows, first, out, batch, start - first)
+        t0, fs = batch.t0, batch.fs
+        if last < len(t0):
+            t0, fs = t0[:last], fs[:last]
+        self._step_chunks(
+            beds, np.array(t0), np.array(fs), ends, samples, nows, first, out, batch, start - first
+        )
 
     def _step_chunks(  # noqa: PLR0917 - a batch's chunk rows as the compiled call takes them
         self,
