@@ -563,19 +563,8 @@ class Engine:
         """Rows ``i`` on of the arrays (``batch``'s message ``k + shift`` is row ``k``)."""
         n = len(beds)
         lanes = self._lanes
-        slot_of, monitors, versions = lanes.slot_of, lanes.monitors, lanes.versions
-        slots = np.full(n, -1, np.int64)
-        for k in range(i, n):
-            bed = beds[k]
-            s = slot_of.get(bed)
-            if s is None:
-                mon = self._beds.get(bed)
-                if mon is None:
-                    continue  # a new bed: ``_take`` makes its monitor
-                s = lanes.slot(bed, mon)
-            if monitors[s].version != versions[s]:  # type: ignore[union-attr]
-                lanes.arm(s)  # (a slot in ``slot_of`` has its monitor)
-            slots[k] = s
+        monitors = lanes.monitors
+        slots = self._slots(beds, i)
         stop = lanes.stop
         while i < n:
             batch.taken = i + shift
@@ -627,15 +616,34 @@ class Engine:
                 out.extend(mon.finish_chunk(float(t0[k]), float(lanes.last_ts[s]), code))
             if s < 0:  # a new bed's first chunk: its monitor now exists, its next go here
                 bed = beds[k]
-                mon = self._beds.get(bed)
-                if mon is not None:
-                    s = lanes.slot(bed, mon)
+                made = self._beds.get(bed)
+                if made is not None:
+                    s = lanes.slot(bed, made)
                     for j in range(k + 1, n):
                         if beds[j] == bed:
                             slots[j] = s
             if s >= 0:
                 lanes.arm(s)
             i = k + 1
+
+    def _slots(self, beds: Sequence[BedId], i: int) -> npt.NDArray[np.int64]:
+        """Each bed's slot from row ``i`` on, armed if its monitor changed (-1: a new bed,
+        ``_take`` makes its monitor)."""
+        lanes = self._lanes
+        slot_of, monitors, versions = lanes.slot_of, lanes.monitors, lanes.versions
+        slots = np.full(len(beds), -1, np.int64)
+        for k in range(i, len(beds)):
+            bed = beds[k]
+            s = slot_of.get(bed)
+            if s is None:
+                mon = self._beds.get(bed)
+                if mon is None:
+                    continue
+                s = lanes.slot(bed, mon)
+            if monitors[s].version != versions[s]:  # type: ignore[union-attr]
+                lanes.arm(s)  # (a slot in ``slot_of`` has its monitor)
+            slots[k] = s
+        return slots
 
     def _forget_slots(self, beds: Sequence[BedId], slots: npt.NDArray[np.int64], i: int) -> None:
         """After an eviction in ``_step_chunks``: the chunks from ``i`` on of a bed no
