@@ -129,8 +129,10 @@ def _data_floors(
 
 
 #: What :meth:`Engine.receive` tells an observer of each message it takes (evaluation):
-#: the bed, the message and the beats it completed (``_kernels.classify`` rows, none
-#: for a message that is not a chunk or a chunk the bed did not take).
+#: the bed, the message and the beats the bed's detector completed while taking it
+#: (``_kernels.classify`` rows; none for a message that is not a chunk, nor for a chunk
+#: the bed dropped or holds for reordering; a message that releases held chunks tells
+#: the beats of the last chunk it took, and a tick that releases them tells nothing).
 Observer: TypeAlias = Callable[[BedId, Message, npt.NDArray[np.float64]], None]
 
 _NO_BEATS: Final = np.empty((0, _kernels.B_COLUMNS), np.float64)
@@ -411,7 +413,7 @@ class Engine:
         Raises:
             InvalidMessageError: for the first chunk row ``AbpChunk`` refuses.
             ValueError: the chunk rows do not describe chunks (``ends`` falling or
-                past the samples); nothing is taken.
+                past the samples); nothing of their run is taken.
             Exception: whatever a message raised (a bug); then ``batch.taken``
                 messages were taken before it and ``batch.decided`` holds their
                 transitions (a caller that goes on takes the rest after it).
