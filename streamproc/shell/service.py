@@ -1325,6 +1325,7 @@ class Service:
         svc = self.config.service
         taken = Batch()
         sent: list[_Inbound] = []  # the items of ``taken``
+        add, keep = taken.add, sent.append
         metrics = self.metrics
         serves_unit = self._serves
         max_future = svc.max_future_s
@@ -1358,8 +1359,8 @@ class Service:
             kinds[topic.kind] = kinds.get(topic.kind, 0) + 1
             if topic.kind == "abp" and msg.ts > newest:
                 newest = msg.ts
-            taken.add(topic.bed, msg, item.arrived)
-            sent.append(item)
+            add(topic.bed, msg, item.arrived)
+            keep(item)
         events = self._to_core(taken, sent)
         for kind, n in kinds.items():
             metrics.message_in(kind, n)
