@@ -215,7 +215,7 @@ class Load:
         data only, so the live service raises the same alarm on the same chunk.
         """
         # imported here: the publisher process has no use for the engine (nor scipy)
-        from streamproc.core.engine import Engine  # noqa: PLC0415
+        from streamproc.core.engine import Batch, Engine  # noqa: PLC0415
         from streamproc.core.protocol.alarms import Trigger  # noqa: PLC0415
         from streamproc.core.protocol.messages import BedId  # noqa: PLC0415
         from streamproc.shell.config import load_config  # noqa: PLC0415
@@ -227,7 +227,9 @@ class Load:
             engine = Engine(settings)
             bed = BedId(*self.spec.unit_bed(i))
             for k in range(self.spec.chunks):
-                events = engine.receive(bed, decode("abp", self.payload(i, k)), self.spec.t0 + k)
+                events = engine.receive(
+                    Batch([(bed, decode("abp", self.payload(i, k)), self.spec.t0 + k)])
+                )
                 hit = next(
                     (e for e in events if e.kind == "hypotension" and e.trigger is Trigger.RAISE),
                     None,

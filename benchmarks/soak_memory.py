@@ -61,7 +61,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulators.waveform import apply_artifact, synthesize_abp
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -169,7 +170,7 @@ def run(
     rng = np.random.default_rng(0)
     which = [i % len(tpl) for i in range(beds)]
     offset = [int(rng.integers(0, n_tpl // per_chunk)) * per_chunk for _ in range(beds)]
-    engine = Engine(max_beds=max(beds, 1), data_clock=True)
+    engine = Engine(max_beds=max(beds, 1), clock=Clock.DATA)
     profiles = list(Profile)
     drugs = list(Drug)
 
@@ -195,17 +196,17 @@ def run(
                 piece = np.concatenate((piece, x[: per_chunk - piece.size]))
             chunk = AbpChunk(now_base, FS, np.ascontiguousarray(piece))
             samples_fed += per_chunk
-            out = engine.receive(bed, chunk, chunk.ts)
+            out = engine.receive(Batch([(bed, chunk, chunk.ts)]))
             phase = (k + b) % 600
             ts = chunk.ts
             for message in _context(phase, b, k, ts, profiles=profiles, drugs=drugs):
-                out += engine.receive(bed, message, ts)
+                out += engine.receive(Batch([(bed, message, ts)]))
             events += len(out)
             raised += _raised(out, bed, open_ids)
             # acknowledge what was raised a little later
             if phase == 450 and bed in open_ids:
                 for aid in open_ids.pop(bed):
-                    engine.receive(bed, Ack(ts, aid, by="soak"), ts)
+                    engine.receive(Batch([(bed, Ack(ts, aid, by="soak"), ts)]))
         end_t = sim_t + chunk_s
         next_tick, n_events, n_raised = _ticks(engine, next_tick, end_t)
         events += n_events

@@ -11,8 +11,8 @@ that pass is unsure of, takes the general path (the envelope, then
 :func:`streamproc.wire.codec.decode`), which gives the same result.
 
 :meth:`Replayer.feed_lines` goes one step further: the chunk lines between two
-ticks are read into one array (:func:`streamproc.wire.codec.read_abp_line`) and
-taken by the engine in one call (:meth:`Engine.receive_chunks`); any other
+ticks are read into one array (:func:`streamproc.wire.codec.read_abp_line`), rows
+of one :class:`~streamproc.core.engine.Batch` the engine takes in one call; any other
 line first hands over the batch, then takes the way above. The output is the
 same as line by line (tested).
 """
@@ -29,12 +29,12 @@ from typing import Final
 import msgspec
 import numpy as np
 
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.alarms import AlarmEvent
 from streamproc.core.protocol.messages import (
     MAX_SAMPLES_PER_CHUNK,
     AbpChunk,
-    BedId,
     Message,
     sample_time,
 )
@@ -133,7 +133,7 @@ class Replayer:
         self.engine = (
             engine
             if engine is not None
-            else Engine(config.core, max_beds=config.service.max_beds, data_clock=True)
+            else Engine(config.core, max_beds=config.service.max_beds, clock=Clock.DATA)
         )
         warm_up()  # the codec's compiled fast path (the engine warms the core's)
         self.emit = emit
@@ -141,6 +141,8 @@ class Replayer:
         self._next_tick: float | None = None
         self.on_event: Callable[[AlarmEvent], None] | None = None
         self._topics: dict[str, InboundTopic] = {}
+        #: The batch of a message taken alone (reused: its one row is overwritten).
+        self._one = Batch()
         service = config.service
         self._max_bytes = service.max_payload_bytes
         self._max_samples = service.max_samples
@@ -183,8 +185,10 @@ class Replayer:
         topics = self._topics
         max_bytes, max_samples = self._max_bytes, self._max_samples
         buf = np.empty(BATCH_SAMPLES + min(max_samples, MAX_SAMPLES_PER_CHUNK), np.float64)
-        batch = _Batch(buf)
-        beds, t0s, fss, ends, tss = batch.beds, batch.t0s, batch.fss, batch.ends, batch.tss
+        batch = Batch(samples=buf)
+        # (``batch.add_chunk``, its appends bound once: this runs for every chunk line)
+        beds, msgs, nows = batch.beds.append, batch.messages.append, batch.nows.append
+        t0s, fss, ends = batch.t0.append, batch.fs.append, batch.ends.append
         off = 0
         for raw in lines:
             line = raw.strip()
@@ -199,8 +203,7 @@ class Replayer:
                 continue
             rec = read_abp_line(line, buf[off:], max_bytes, max_samples)  # (room: see above)
             topic = None if rec is None else topics.get(rec.topic)
-            # (a chunk with ``seq`` takes ``receive``, which reads it: ``receive_chunks`` has
-            # no place for it)
+            # (a chunk with ``seq`` goes typed: a chunk row has no place for it)
             if rec is None or topic is None or topic.kind != "abp" or rec.seq is not None:
                 if off:
                     self._hand_over(batch)
@@ -219,31 +222,25 @@ class Replayer:
             s.messages["abp"] += 1
             s.samples += n
             off += n
-            beds.append(topic.bed)
-            t0s.append(t0)
-            fss.append(rec.fs)
-            ends.append(off)
-            tss.append(ts)
+            beds(topic.bed)
+            msgs(None)
+            nows(ts)  # data-clocked: a chunk arrives at its time
+            t0s(t0)
+            fss(rec.fs)
+            ends(off)
             nxt = self._next_tick
-            if nxt is None or last >= nxt or off >= BATCH_SAMPLES or len(beds) >= BATCH_LINES:
+            if nxt is None or last >= nxt or off >= BATCH_SAMPLES or len(batch.beds) >= BATCH_LINES:
                 self._hand_over(batch)
                 off = 0
                 if nxt is None or last >= nxt:
                     self._tick(last)
         self._hand_over(batch)
 
-    def _hand_over(self, batch: _Batch) -> None:
+    def _hand_over(self, batch: Batch) -> None:
         """The batch's chunks to the engine (and their alarms out); the batch is emptied."""
         if not batch.beds:
             return
-        events = self.engine.receive_chunks(
-            batch.beds,
-            t0=np.array(batch.t0s),
-            fs=np.array(batch.fss),
-            ends=np.array(batch.ends, np.int64),
-            samples=batch.buf,
-            nows=np.array(batch.tss),  # data-clocked: a chunk arrives at its time
-        )
+        events = self.engine.receive(batch)
         batch.clear()
         if events:
             self._publish(events)
@@ -309,7 +306,12 @@ class Replayer:
         if self._tick_due_before(begins):
             self._tick(begins)
         last = self._dated(ts)
-        events = self.engine.receive(topic.bed, msg, ts)
+        one = self._one
+        if one.beds:  # (data-clocked: a message arrives at its time)
+            one.beds[0], one.messages[0], one.nows[0] = topic.bed, msg, ts
+        else:
+            one.add(topic.bed, msg, ts)
+        events = self.engine.receive(one)
         if events:
             self._publish(events)
         nxt = self._next_tick
@@ -361,24 +363,6 @@ class Replayer:
         self.summary.beds = len(self.engine)
         self.summary.dropped = Counter(st.dropped)
         return self.summary
-
-
-class _Batch:
-    """Chunk lines read by ``feed_lines``, not yet handed to the engine."""
-
-    __slots__ = ("beds", "buf", "ends", "fss", "t0s", "tss")
-
-    def __init__(self, buf: np.ndarray) -> None:
-        self.buf = buf  # the samples, chunk after chunk
-        self.beds: list[BedId] = []
-        self.t0s: list[float] = []
-        self.fss: list[float] = []
-        self.ends: list[int] = []  # where each chunk's samples end in ``buf``
-        self.tss: list[float] = []
-
-    def clear(self) -> None:
-        for part in (self.beds, self.t0s, self.fss, self.ends, self.tss):
-            part.clear()
 
 
 def replay_lines(

@@ -1,18 +1,20 @@
 """The engine: every bed's monitor behind one feed-in, events-out interface.
 
 Sans-I/O after ``h11._connection``: the caller (the live service, ``replay``,
-``evaluate``, a test) hands in typed messages with the time they arrived and
-gets back the alarm transitions to publish. Nothing here reads a clock, a
-socket or a file, so the live service and a replay run exactly the same code.
+``evaluate``, a test) hands in a :class:`Batch` of typed messages, each with the
+time it arrived (:meth:`Engine.receive`), lets time pass (:meth:`Engine.tick`) and
+gets back the alarm transitions to publish. Nothing here reads a clock, a socket or
+a file. The clock the alarm timers run on is the engine's :class:`Clock`, decided
+once when it is made: the processor's (live) or the data's (replay, evaluation).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +23,7 @@ from streamproc.core.monitor import (
     HYPOTENSION,
     BedMonitor,
     BedStatus,
+    Clock,
     alarm_id_number,
     warm_up,
 )
@@ -36,7 +39,7 @@ from streamproc.core.signal import _kernels, state
 from streamproc.core.signal.lanes import Lanes
 from streamproc.core.signal.ordering import DropNotice, Drops
 
-__all__ = ["BED_EVICTED", "BedActivity", "Engine", "EngineStats"]
+__all__ = ["BED_EVICTED", "Batch", "BedActivity", "Engine", "EngineStats", "Observer"]
 
 #: ``clear_reason`` of the ``cleared`` transition that closes an evicted bed's open alarms.
 BED_EVICTED = "bed_evicted"
@@ -122,6 +125,84 @@ def _data_floors(
     return floors
 
 
+#: What :meth:`Engine.receive` tells an observer of each message it takes (evaluation):
+#: the bed, the message and the beats the bed's detector completed while taking it
+#: (``_kernels.classify`` rows; none for a message that is not a chunk, nor for a chunk
+#: the bed dropped or holds for reordering; a message that releases held chunks tells
+#: the beats of the last chunk it took, and a tick that releases them tells nothing).
+Observer: TypeAlias = Callable[[BedId, Message, npt.NDArray[np.float64]], None]
+
+_NO_BEATS: Final = np.empty((0, state.B_COLUMNS), np.float64)
+_NO_BEATS.flags.writeable = False
+_NO_SAMPLES: Final = np.empty(0, np.float64)
+_NO_SAMPLES.flags.writeable = False
+
+
+class Batch:
+    """What :meth:`Engine.receive` takes: messages for beds, in the order they arrived.
+
+    Each has its bed and the time it arrived (``now``: the processor's, or its data
+    time on the data clock). A message is added typed (:meth:`add`), or, for an
+    ``abp`` chunk whose samples a reader wrote straight into :attr:`samples` (a
+    replay's lines), as that chunk's row (:meth:`add_chunk`: no :class:`AbpChunk`
+    is made; the engine checks the row as ``AbpChunk`` would). :attr:`samples` is
+    read, never kept: the caller may reuse it once ``receive`` has returned.
+
+    After ``receive`` raised, :attr:`taken` is how many messages it took before the
+    one that raised and :attr:`decided` their transitions (:meth:`Engine.receive`).
+    """
+
+    __slots__ = ("beds", "decided", "ends", "fs", "messages", "nows", "samples", "t0", "taken")
+
+    def __init__(
+        self,
+        messages: Iterable[tuple[BedId, Message, float]] = (),
+        samples: npt.NDArray[np.float64] | None = None,
+    ) -> None:
+        self.beds: list[BedId] = []
+        #: Each message, or ``None`` for a chunk's row.
+        self.messages: list[Message | None] = []
+        self.nows: list[float] = []
+        #: The chunk rows (in order): start, sampling rate, where the samples end.
+        self.t0: list[float] = []
+        self.fs: list[float] = []
+        self.ends: list[int] = []
+        self.samples: npt.NDArray[np.float64] = _NO_SAMPLES if samples is None else samples
+        self.taken = 0
+        self.decided: list[AlarmEvent] = []
+        for bed, msg, now in messages:
+            self.add(bed, msg, now)
+
+    def __len__(self) -> int:
+        return len(self.beds)
+
+    def add(self, bed: BedId, msg: Message, now: float) -> None:
+        """``msg`` for ``bed``, arrived at ``now``."""
+        self.beds.append(bed)
+        self.messages.append(msg)
+        self.nows.append(now)
+
+    def add_chunk(self, bed: BedId, t0: float, fs: float, end: int, now: float) -> None:
+        """An ``abp`` chunk for ``bed`` arrived at ``now``: from ``t0`` at ``fs``, its samples
+        ``samples[e:end]`` (``e`` where the previous row's end, else 0)."""
+        self.beds.append(bed)
+        self.messages.append(None)
+        self.nows.append(now)
+        self.t0.append(t0)
+        self.fs.append(fs)
+        self.ends.append(end)
+
+    def clear(self) -> None:
+        """Empty, for the next messages (:attr:`samples` kept)."""
+        self.beds.clear()
+        self.messages.clear()
+        self.nows.clear()
+        if self.ends:
+            self.t0.clear()
+            self.fs.clear()
+            self.ends.clear()
+
+
 def _count_open(mon: BedMonitor, counts: dict[Priority, int]) -> None:
     for alarm in mon.alarms.values():
         if alarm.open:
@@ -129,20 +210,29 @@ def _count_open(mon: BedMonitor, counts: dict[Priority, int]) -> None:
 
 
 class Engine:
-    """All beds. ``receive`` and ``tick`` return what to publish, in order."""
+    """All beds. ``receive`` and ``tick`` return what to publish, in order.
+
+    ``clock``: what the alarm timers run on (:class:`Clock`). ``observer``: told of
+    every message ``receive`` takes, with the beats it completed (:data:`Observer`);
+    the engine then takes the messages one by one, never many chunks in one call.
+    """
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
         max_beds: int = 10_000,
-        data_clock: bool = False,
+        clock: Clock = Clock.WALL,
         report_evictions: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings or Settings()
         warm_up()  # compile the detector's loops now, not on the first chunk
         self.max_beds = max_beds
-        self.data_clock = data_clock
+        self.clock: Final = clock
+        #: Whether the alarm timers run on data time (``clock`` is ``Clock.DATA``).
+        self.data_clock: Final = clock is Clock.DATA
+        self._observer = observer
         self._beds: dict[BedId, BedMonitor] = {}
         #: Messages dropped by the beds' data-time rules (``streamproc.core.signal.ordering``).
         self._drops = Drops()
@@ -166,7 +256,7 @@ class Engine:
         #: Open alarms per priority after the last complete tick (counted by the tick
         #: as it visits every bed: a separate count of 5,000 beds held a loop 4 ms).
         self.open_alarms: dict[Priority, int] = {}
-        #: The beds' slots for ``receive_chunks`` (``_kernels.step_chunks``).
+        #: The beds' slots for a batch's chunk rows (``_kernels.step_chunks``).
         self._lanes = Lanes()
         lim = np.empty(state.LIM_SIZE, np.float64)
         lim[state.LIM_STALE_S] = self.settings.monitor.stale_s
@@ -215,7 +305,7 @@ class Engine:
             mon = self._beds[bed] = BedMonitor(
                 bed,
                 self.settings,
-                data_clock=self.data_clock,
+                clock=self.clock,
                 counts=self._counts,
                 drops=self._drops,
             )
@@ -306,7 +396,104 @@ class Engine:
     def beds(self) -> Iterator[BedMonitor]:
         return iter(self._beds.values())
 
-    def receive(self, bed: BedId, msg: Message, now: float) -> list[AlarmEvent]:
+    def receive(self, batch: Batch) -> list[AlarmEvent]:
+        """The messages of ``batch``, in order; returns the transitions, in order.
+
+        A run of chunk rows (:meth:`Batch.add_chunk`) goes to the compiled path
+        (:meth:`_take_chunks`), the same as each chunk taken alone; a typed message
+        goes to its bed's monitor (:meth:`_take`); with an observer, every message
+        is taken alone and the observer told (:data:`Observer`).
+
+        Raises:
+            InvalidMessageError: for the first chunk row ``AbpChunk`` refuses.
+            ValueError: the chunk rows do not describe chunks (``ends`` falling or
+                past the samples); nothing of their run is taken.
+            Exception: whatever a message raised (a bug); then ``batch.taken``
+                messages were taken before it and ``batch.decided`` holds their
+                transitions (a caller that goes on takes the rest after it).
+        """
+        if batch.ends or self._observer is not None:
+            out: list[AlarmEvent] = []
+            batch.decided = out
+            self._take_rows(batch, out)
+            return out
+        # typed messages only (the service, a test; inline: no work added to each message)
+        beds = batch.beds
+        if len(beds) == 1:  # one alone (a replay's line that is not in a batch)
+            try:
+                return self._take(beds[0], batch.messages[0], batch.nows[0])  # type: ignore[arg-type]
+            except BaseException:
+                batch.taken, batch.decided = 0, []
+                raise
+        out = []
+        batch.decided = out
+        take = self._take
+        i = 0
+        try:
+            for i, (bed, msg, now) in enumerate(  # noqa: B007 - ``i`` read when one raises
+                zip(beds, batch.messages, batch.nows, strict=True)
+            ):
+                out += take(bed, msg, now)  # type: ignore[arg-type]
+        except BaseException:
+            batch.taken = i
+            raise
+        return out
+
+    def _take_rows(self, batch: Batch, out: list[AlarmEvent]) -> None:
+        """A batch with chunk rows, or any batch with an observer."""
+        batch.taken = 0
+        observer = self._observer
+        n = len(batch.beds)
+        if observer is not None:
+            self._take_observed(batch, out, observer)
+        elif len(batch.ends) == n:  # chunk rows only (a replay's lines between two ticks)
+            self._take_chunks(batch, 0, n, out)
+        else:
+            self._take_mixed(batch, out)
+
+    def _take_mixed(self, batch: Batch, out: list[AlarmEvent]) -> None:
+        """A batch of typed messages and chunk rows: each run of chunk rows in one go."""
+        messages = batch.messages
+        n = len(messages)
+        i = 0
+        while i < n:
+            msg = messages[i]
+            batch.taken = i
+            if msg is not None:
+                out.extend(self._take(batch.beds[i], msg, batch.nows[i]))
+                i += 1
+                continue
+            j = i + 1
+            while j < n and messages[j] is None:
+                j += 1
+            self._take_chunks(batch, i, j, out)
+            i = j
+
+    def _take_observed(self, batch: Batch, out: list[AlarmEvent], observe: Observer) -> None:
+        """The messages of ``batch`` one by one, ``observe`` told of each."""
+        counts = self._counts
+        row = 0
+        ends, samples = batch.ends, batch.samples
+        for i in range(len(batch.beds)):
+            batch.taken = i
+            bed, msg, now = batch.beds[i], batch.messages[i], batch.nows[i]
+            if msg is None:
+                a = ends[row - 1] if row else 0
+                msg = AbpChunk(batch.t0[row], batch.fs[row], samples[a : ends[row]].copy())
+                row += 1
+            beats = counts[0]
+            out.extend(self._take(bed, msg, now))
+            observe(bed, msg, self._beats(bed, int(counts[0] - beats)))
+
+    def _beats(self, bed: BedId, n: int) -> npt.NDArray[np.float64]:
+        """The last ``n`` beats ``bed``'s detector completed (at most its last chunk's)."""
+        mon = self._beds.get(bed)
+        if n <= 0 or mon is None or mon.detector.current() is None:
+            return _NO_BEATS
+        rows, _ = mon.detector.stepped_rows()
+        return rows[max(0, rows.shape[0] - n) :].copy()
+
+    def _take(self, bed: BedId, msg: Message, now: float) -> list[AlarmEvent]:
         """One message for ``bed`` that arrived at ``now``; returns the transitions."""
         self._stats.messages += 1
         if self.now is None or now > self.now:
@@ -321,63 +508,62 @@ class Engine:
         out = mon.receive(msg, now)
         return self._take_evicted(out) if self._evicted else out
 
-    def receive_chunks(
-        self,
-        beds: Sequence[BedId],
-        *,
-        t0: npt.NDArray[np.float64],
-        fs: npt.NDArray[np.float64],
-        ends: npt.NDArray[np.int64],
-        samples: npt.NDArray[np.float64],
-        nows: npt.NDArray[np.float64],
-    ) -> list[AlarmEvent]:
-        """Many beds' ``abp`` chunks at once, e.g. a replay's lines between two ticks.
+    def _take_chunks(self, batch: Batch, start: int, end: int, out: list[AlarmEvent]) -> None:
+        """Messages ``start`` to ``end`` of ``batch``, all chunk rows: many beds' chunks at once.
 
-        The same as, for each ``i`` in order, ``receive(beds[i], AbpChunk(t0[i],
-        fs[i], samples[ends[i - 1]:ends[i]]), nows[i])`` (from 0 for the first):
-        the same transitions in the same order, the same state after (``samples``
-        is read, never kept: the caller may reuse it). The chunks
-        a bed's monitor takes with nothing to decide (nearly all) are taken by one
-        compiled call (``_kernels.step_chunks``); it stops at any other, which
-        takes the ordinary way, and goes on after it.
-
-        Raises:
-            InvalidMessageError: for the first chunk ``AbpChunk`` refuses (the
-                chunks before it are taken).
-            ValueError: the arrays do not describe chunks (lengths that differ,
-                ``ends`` falling or past the samples); nothing is taken.
+        The same as taking each alone (:meth:`_take` of its ``AbpChunk``): the same
+        transitions in the same order, the same state after. The chunks a bed's
+        monitor takes with nothing to decide (nearly all) are taken by one compiled
+        call (``_kernels.step_chunks``); it stops at any other, which takes the
+        ordinary way, and goes on after it.
         """
-        n = len(beds)
-        if not (t0.size == fs.size == ends.size == nows.size == n):
-            raise ValueError(
-                f"beds, t0, fs, ends and nows must have one entry per chunk: {n}, "
-                f"{t0.size}, {fs.size}, {ends.size}, {nows.size}"
-            )
-        if n and (
+        first = batch.messages[:start].count(None) if start else 0
+        last = first + end - start
+        ends = np.array(batch.ends if last == len(batch.ends) else batch.ends[:last], np.int64)
+        samples = batch.samples
+        if last and (
             int(ends[0]) < 0 or int(ends[-1]) > samples.size or bool((ends[1:] < ends[:-1]).any())
         ):
             raise ValueError(
                 f"ends must rise from 0 to at most samples.size ({samples.size}): "
                 f"got {ends.tolist()[:20]}"
             )
+        beds = batch.beds
+        if start or end < len(beds):  # (the chunk rows up to the run's last: the run's
+            # rows keep their samples' offsets; the rows before it, taken already, are
+            # not looked at)
+            beds = [beds[start]] * first + beds[start:end]
+            nows = np.array([0.0] * first + batch.nows[start:end])
+        else:
+            nows = np.array(batch.nows)
+        t0, fs = batch.t0, batch.fs
+        if last < len(t0):
+            t0, fs = t0[:last], fs[:last]
+        self._step_chunks(
+            beds, np.array(t0), np.array(fs), ends, samples, nows, first, out, batch, start - first
+        )
+
+    def _step_chunks(  # noqa: PLR0917 - a batch's chunk rows as the compiled call takes them
+        self,
+        beds: Sequence[BedId],
+        t0: npt.NDArray[np.float64],
+        fs: npt.NDArray[np.float64],
+        ends: npt.NDArray[np.int64],
+        samples: npt.NDArray[np.float64],
+        nows: npt.NDArray[np.float64],
+        i: int,
+        out: list[AlarmEvent],
+        batch: Batch,
+        shift: int,
+    ) -> None:
+        """Rows ``i`` on of the arrays (``batch``'s message ``k + shift`` is row ``k``)."""
+        n = len(beds)
         lanes = self._lanes
-        slot_of, monitors, versions = lanes.slot_of, lanes.monitors, lanes.versions
-        slots = np.empty(n, np.int64)
-        for i, bed in enumerate(beds):
-            s = slot_of.get(bed)
-            if s is None:
-                mon = self._beds.get(bed)
-                if mon is None:
-                    slots[i] = -1  # a new bed: ``receive`` makes its monitor
-                    continue
-                s = lanes.slot(bed, mon)
-            if monitors[s].version != versions[s]:  # type: ignore[union-attr]
-                lanes.arm(s)  # (a slot in ``slot_of`` has its monitor)
-            slots[i] = s
-        out: list[AlarmEvent] = []
+        monitors = lanes.monitors
+        slots = self._slots(beds, i)
         stop = lanes.stop
-        i = 0
         while i < n:
+            batch.taken = i + shift
             lanes.epoch += 1
             k = _kernels.step_chunks(
                 samples,
@@ -412,12 +598,13 @@ class Engine:
                     monitors[s].chunks_taken(now, ts)
             if k == n:
                 break
+            batch.taken = k + shift
             s = int(slots[k])
             if code == _kernels.CHUNK_REFUSED:
                 a = int(ends[k - 1]) if k else 0
                 chunk = AbpChunk(float(t0[k]), float(fs[k]), samples[a : ends[k]].copy())
                 evicted = self._stats.beds_evicted
-                out.extend(self.receive(beds[k], chunk, float(nows[k])))
+                out.extend(self._take(beds[k], chunk, float(nows[k])))
                 if self._stats.beds_evicted != evicted:
                     self._forget_slots(beds, slots, k + 1)
             else:
@@ -425,19 +612,37 @@ class Engine:
                 out.extend(mon.finish_chunk(float(t0[k]), float(lanes.last_ts[s]), code))
             if s < 0:  # a new bed's first chunk: its monitor now exists, its next go here
                 bed = beds[k]
-                mon = self._beds.get(bed)
-                if mon is not None:
-                    s = lanes.slot(bed, mon)
+                made = self._beds.get(bed)
+                if made is not None:
+                    s = lanes.slot(bed, made)
                     for j in range(k + 1, n):
                         if beds[j] == bed:
                             slots[j] = s
             if s >= 0:
                 lanes.arm(s)
             i = k + 1
-        return out
+
+    def _slots(self, beds: Sequence[BedId], i: int) -> npt.NDArray[np.int64]:
+        """Each bed's slot from row ``i`` on, armed if its monitor changed (-1: a new bed,
+        ``_take`` makes its monitor)."""
+        lanes = self._lanes
+        slot_of, monitors, versions = lanes.slot_of, lanes.monitors, lanes.versions
+        slots = np.full(len(beds), -1, np.int64)
+        for k in range(i, len(beds)):
+            bed = beds[k]
+            s = slot_of.get(bed)
+            if s is None:
+                mon = self._beds.get(bed)
+                if mon is None:
+                    continue
+                s = lanes.slot(bed, mon)
+            if monitors[s].version != versions[s]:  # type: ignore[union-attr]
+                lanes.arm(s)  # (a slot in ``slot_of`` has its monitor)
+            slots[k] = s
+        return slots
 
     def _forget_slots(self, beds: Sequence[BedId], slots: npt.NDArray[np.int64], i: int) -> None:
-        """After an eviction in ``receive_chunks``: the chunks from ``i`` on of a bed no
+        """After an eviction in ``_step_chunks``: the chunks from ``i`` on of a bed no
         longer in its slot (evicted; the slot freed, maybe given to another bed) take
         the ordinary way (-1), never another bed's slot."""
         monitors = self._lanes.monitors
@@ -445,13 +650,6 @@ class Engine:
             s = int(slots[j])
             if s >= 0 and monitors[s] is not self._beds.get(beds[j]):
                 slots[j] = -1
-
-    def receive_many(self, items: Iterable[tuple[BedId, Message, float]]) -> list[AlarmEvent]:
-        """A batch, e.g. what arrived within one tick; same result as one at a time."""
-        out: list[AlarmEvent] = []
-        for bed, msg, now in items:
-            out.extend(self.receive(bed, msg, now))
-        return out
 
     def tick(self, now: float) -> list[AlarmEvent]:
         """Time passes on every bed (staleness, re-announcements, standing NIBP)."""

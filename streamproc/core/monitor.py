@@ -13,6 +13,7 @@ import functools
 import math
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Final, overload
 
 import msgspec
@@ -62,6 +63,7 @@ __all__ = [
     "BedMonitor",
     "BedStatus",
     "ChunkArrays",
+    "Clock",
     "SegmentArrays",
     "Sustained",
     "alarm_id_number",
@@ -321,6 +323,18 @@ class BedStatus(msgspec.Struct, frozen=True, gc=False):
     nibp_only: bool = True
 
 
+class Clock(Enum):
+    """The clock an alarm's timers run on: one for a whole engine, decided when it is made.
+
+    ``WALL``, live: the processor's clock, the times messages arrive and ticks. ``DATA``,
+    replay and evaluation: the data's time, the timers checked at every observation, so
+    the output does not depend on how the data was cut into messages.
+    """
+
+    WALL = "wall"
+    DATA = "data"
+
+
 class BedMonitor:
     """The protocol applied to one bed."""
 
@@ -341,16 +355,14 @@ class BedMonitor:
         bed: BedId,
         settings: Settings,
         *,
-        data_clock: bool = False,
+        clock: Clock = Clock.WALL,
         counts: FloatArray | None = None,
         drops: Drops | None = None,
     ) -> None:
         self.bed = bed
         self.settings = settings
-        #: Replay: alarm timers run on data time, checked at every observation, so
-        #: the output does not depend on how the data was cut into messages. Live:
-        #: they run on the processor's clock (arrival and ticks).
-        self.data_clock = data_clock
+        #: Whether the alarm timers run on data time (``clock`` is ``Clock.DATA``).
+        self.data_clock: Final = clock is Clock.DATA
         self.detector = BeatDetector(settings.beats)
         # the compiled per-beat path's state (``_kernels.advance_beats``): the rolling
         # window (end, MAP, SBP, DBP, HR of its valid beats), the hold timers, its slots

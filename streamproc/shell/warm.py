@@ -69,10 +69,10 @@ class _RefuseCompile(event.Listener):
 def exercise() -> None:
     """Run every compiled loop the live and replay paths use, with their argument types.
 
-    The codec's fast path, a bed's chunks one at a time and in a batch
-    (``Engine.receive_chunks``), and a bare beat detector.
+    The codec's fast path, a bed's chunks one at a time and as a batch's chunk rows
+    (``Engine.receive``), and a bare beat detector.
     """
-    from streamproc.core.engine import Engine  # noqa: PLC0415
+    from streamproc.core.engine import Batch, Engine  # noqa: PLC0415
     from streamproc.core.protocol.messages import BedId  # noqa: PLC0415
     from streamproc.core.protocol.settings import BeatSettings  # noqa: PLC0415
     from streamproc.core.signal.beats import BeatDetector, warm_up_chunks  # noqa: PLC0415
@@ -82,17 +82,12 @@ def exercise() -> None:
     chunks = warm_up_chunks()
     engine = Engine()
     bed = BedId("warm", "up")
-    for chunk in chunks[:2]:
-        engine.receive(bed, chunk, chunk.t0)
+    engine.receive(Batch((bed, chunk, chunk.t0) for chunk in chunks[:2]))
     rest = chunks[2:]
-    engine.receive_chunks(
-        [bed] * len(rest),
-        t0=np.array([c.t0 for c in rest], np.float64),
-        fs=np.array([c.fs for c in rest], np.float64),
-        ends=np.cumsum([c.samples.size for c in rest]).astype(np.int64),
-        samples=np.concatenate([c.samples for c in rest]),
-        nows=np.array([c.t0 + 1.0 for c in rest], np.float64),
-    )
+    batch = Batch(samples=np.concatenate([c.samples for c in rest]))
+    for c, end in zip(rest, np.cumsum([c.samples.size for c in rest]).tolist(), strict=True):
+        batch.add_chunk(bed, c.t0, c.fs, end, c.t0 + 1.0)
+    engine.receive(batch)
     det = BeatDetector(BeatSettings())
     for chunk in chunks:
         det.feed(chunk)

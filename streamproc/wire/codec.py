@@ -538,7 +538,7 @@ def read_abp_line(
 ) -> AbpLine | None:
     """A recording line that is certainly a valid ``abp`` chunk, its samples written to ``out``.
 
-    The fast path of a batch (``Engine.receive_chunks``): when this returns a
+    The fast path of a batch (a chunk row of ``Engine.receive``): when this returns a
     record, :func:`decode_abp_record` then :func:`build_abp` give an
     :class:`AbpChunk` of this ``t0`` and ``fs`` whose samples are
     ``out[:n]``, without error (``out`` must have room for them: a longer

@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from simulators.waveform import apply_artifact, synthesize_abp
-from streamproc.core.engine import Engine
-from streamproc.core.monitor import HYPOTENSION, BedMonitor
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import HYPOTENSION, BedMonitor, Clock
 from streamproc.core.protocol.alarms import TRANSITIONS, AlarmEvent, AlarmState, Trigger
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -326,10 +326,10 @@ class BedCursor:
 
 
 def run_program(
-    prog: list[tuple[int, tuple[Any, ...]]], *, data_clock: bool, max_beds: int
+    prog: list[tuple[int, tuple[Any, ...]]], *, timers: Clock, max_beds: int
 ) -> Tracker:
     settings = Settings()
-    engine = Engine(settings, max_beds=max_beds, data_clock=data_clock)
+    engine = Engine(settings, max_beds=max_beds, clock=timers)
     tracker = Tracker()
     cursors = {b: BedCursor(T0 + 10.0 * i) for i, b in enumerate(BEDS)}
     clock = T0  # the processor's clock (live mode)
@@ -344,7 +344,7 @@ def run_program(
             tracker.check(engine.tick(clock))
         elif op == "restart":
             # a new process adopts the open alarms last published
-            engine = Engine(settings, max_beds=max_beds, data_clock=data_clock)
+            engine = Engine(settings, max_beds=max_beds, clock=timers)
             engine.restore(tracker.retained_events(), clock)
             created = len(engine) + engine.stats.beds_evicted
             # a bed evicted while restoring has its open alarms closed by the next output
@@ -358,11 +358,11 @@ def run_program(
                 chunk_max = max(chunk_max, msg.samples.size)
             ts = msg.ts
             clock = max(clock, ts)
-            now = ts if data_clock else clock
+            now = ts if timers is Clock.DATA else clock
             before = {m.bed for m in engine.beds()}
             if not isinstance(msg, Ack) and bed not in before:
                 created += 1
-            events = engine.receive(bed, msg, now)
+            events = engine.receive(Batch([(bed, msg, now)]))
             tracker.check(events)
             after = {m.bed for m in engine.beds()}
             for gone in before - after:
@@ -431,13 +431,17 @@ _DOPAMINE_STOP_START = [
 
 
 @fuzz_settings(80)
-@given(program(), st.booleans(), st.sampled_from((2, 3, 10)))
-@example(prog=_DOPAMINE_STOP_START, data_clock=False, max_beds=10)
+@given(
+    program(),
+    st.booleans().map(lambda data: Clock.DATA if data else Clock.WALL),
+    st.sampled_from((2, 3, 10)),
+)
+@example(prog=_DOPAMINE_STOP_START, timers=Clock.WALL, max_beds=10)
 def test_core_under_random_interleavings(
-    prog: list[tuple[int, tuple[Any, ...]]], data_clock: bool, max_beds: int
+    prog: list[tuple[int, tuple[Any, ...]]], timers: Clock, max_beds: int
 ) -> None:
     count_example("core_interleavings")
-    run_program(prog, data_clock=data_clock, max_beds=max_beds)
+    run_program(prog, timers=timers, max_beds=max_beds)
 
 
 def test_safe_bed_gets_no_hypotension_over_a_long_run() -> None:
@@ -448,14 +452,14 @@ def test_safe_bed_gets_no_hypotension_over_a_long_run() -> None:
         prog.append((0, ("chunk", name, 1250, "contig", 1.0, FS)))
         if i % 5 == 0:
             prog.append((-1, ("tick", 10.0)))
-    tracker = run_program(prog, data_clock=True, max_beds=10)
+    tracker = run_program(prog, timers=Clock.DATA, max_beds=10)
     assert SAFE not in tracker.hypotension_beds
 
 
 def test_hypotensive_bed_does_alarm() -> None:
     """The checker is not vacuous: 60/40 for two minutes raises hypotension."""
     prog = [(1, ("chunk", "hypo_60_40", 1250, "contig", 1.0, FS)) for _ in range(12)]
-    tracker = run_program(prog, data_clock=True, max_beds=10)
+    tracker = run_program(prog, timers=Clock.DATA, max_beds=10)
     assert BEDS[1] in tracker.hypotension_beds
 
 
@@ -475,7 +479,7 @@ def test_alarm_id_not_reused_when_reraised_at_same_ts() -> None:
     seen = []
     for running in (True, False, True):
         events = engine.receive(
-            bed, Infusion(ts, Drug.DOPAMINE, 5.0, RateUnit.MCG_KG_MIN, running), ts
+            Batch([(bed, Infusion(ts, Drug.DOPAMINE, 5.0, RateUnit.MCG_KG_MIN, running), ts)])
         )
         seen += [(e.alarm_id, e.trigger.value) for e in events]
     note_ids = [i for i, t in seen if t == "raised"]
@@ -492,7 +496,7 @@ def test_window_bounded_after_time_goes_back() -> None:
     unbounded for as long as the jump) and the "rolling 10 s" median keeps the
     beats from before the jump.
     """
-    engine = Engine(data_clock=True)
+    engine = Engine(clock=Clock.DATA)
     bed = BedId("u", "b")
     x = wave("normal")
     t = T0
@@ -500,7 +504,7 @@ def test_window_bounded_after_time_goes_back() -> None:
         if k == 20:
             t = T0 - 3600.0  # the gateway's clock goes back one hour
         chunk = AbpChunk(t, FS, np.array(x[k * 125 : (k + 1) * 125]))
-        engine.receive(bed, chunk, chunk.ts)
+        engine.receive(Batch([(bed, chunk, chunk.ts)]))
         t = chunk.t_end
     settings = engine.settings
     limit = int(settings.hypotension.rolling_window_s * settings.beats.max_hr / 60.0) + 2

@@ -1,9 +1,10 @@
-"""``Engine.receive_chunks``: many beds' chunks in one call, the same as one at a time.
+"""``Engine.receive`` of a batch: many beds' messages in one call, the same as one at a time.
 
 A ward of bundled scenarios (hypotension on NE, recovery, artefacts, a dip, a
 bed with vasopressin, NIBP only, a silent bed) is played through two engines:
-one takes every message with ``receive``, the other hands each run of
-waveform chunks to ``receive_chunks``, cut into batches wherever Hypothesis
+one takes every message in a batch of its own, the other hands the messages
+between two ticks to ``receive`` in one batch, the waveform chunks as chunk
+rows (``Batch.add_chunk``, the compiled path), cut into batches wherever Hypothesis
 likes, with chunks dropped (gaps, new segments), beds evicted (a small
 ``max_beds``), on data time and on the processor's clock. The transitions, the
 counters and every bed's status must be the same.
@@ -23,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulators.scenario import load_scenario, merge, scenario_dir
-from streamproc.core.engine import Engine
-from streamproc.core.monitor import BedMonitor
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import BedMonitor, Clock
 from streamproc.core.protocol.alarms import AlarmEvent
 from streamproc.core.protocol.messages import (
     TS_LIMITS,
@@ -34,6 +35,7 @@ from streamproc.core.protocol.messages import (
     Message,
 )
 from streamproc.core.protocol.settings import BeatSettings, MonitorSettings, Settings
+from streamproc.core.signal.beats import BeatDetector, beats_from_rows
 from streamproc.core.signal.lanes import Lanes
 from streamproc.wire.codec import decode
 from streamproc.wire.topics import parse_inbound
@@ -117,15 +119,15 @@ def one_at_a_time(eng: Engine, ops: list[Op]) -> list[AlarmEvent]:
         else:
             assert bed is not None
             assert msg is not None
-            out.extend(eng.receive(bed, msg, now))
+            out.extend(eng.receive(Batch([(bed, msg, now)])))
     return out
 
 
 def batches(ops: list[Op], cuts: frozenset[int]) -> Iterator[list[Op] | Op]:
-    """Runs of chunk messages (split after each index in ``cuts``), and the other ops."""
+    """Runs of messages (split after each index in ``cuts``), and the ticks."""
     run: list[Op] = []
     for i, op in enumerate(ops):
-        if op[0] == "msg" and isinstance(op[2], AbpChunk):
+        if op[0] == "msg":
             run.append(op)
             if i in cuts:
                 yield run
@@ -139,17 +141,42 @@ def batches(ops: list[Op], cuts: frozenset[int]) -> Iterator[list[Op] | Op]:
         yield run
 
 
+def rows(
+    beds: list[BedId],
+    t0: Any,
+    fs: Any,
+    ends: Any,
+    samples: np.ndarray,
+    nows: Any,
+) -> Batch:
+    """Chunks as a batch's chunk rows (``Batch.add_chunk``)."""
+    batch = Batch(samples=samples)
+    for bed, t, f, end, now in zip(
+        beds,
+        np.asarray(t0).tolist(),
+        np.asarray(fs).tolist(),
+        np.asarray(ends).tolist(),
+        np.asarray(nows).tolist(),
+        strict=True,
+    ):
+        batch.add_chunk(bed, t, f, end, now)
+    return batch
+
+
 def take_batch(eng: Engine, run: list[Op]) -> list[AlarmEvent]:
-    chunks = [op[2] for op in run]
-    assert all(isinstance(c, AbpChunk) for c in chunks)
-    return eng.receive_chunks(
-        [op[1] for op in run],  # type: ignore[misc]
-        t0=np.array([c.t0 for c in chunks]),  # type: ignore[union-attr]
-        fs=np.array([c.fs for c in chunks]),  # type: ignore[union-attr]
-        ends=np.cumsum([c.samples.size for c in chunks]).astype(np.int64),  # type: ignore[union-attr]
-        samples=np.concatenate([c.samples for c in chunks]),  # type: ignore[union-attr]
-        nows=np.array([op[3] for op in run]),
-    )
+    """The run in one batch: its chunks as chunk rows, the other messages typed."""
+    chunks = [op[2] for op in run if isinstance(op[2], AbpChunk)]
+    batch = Batch(samples=np.concatenate([np.zeros(0), *(c.samples for c in chunks)]))
+    end = 0
+    for _, bed, msg, now in run:
+        assert bed is not None
+        assert msg is not None
+        if isinstance(msg, AbpChunk):
+            end += msg.samples.size
+            batch.add_chunk(bed, msg.t0, msg.fs, end, now)
+        else:
+            batch.add(bed, msg, now)
+    return eng.receive(batch)
 
 
 def in_batches(eng: Engine, ops: list[Op], cuts: frozenset[int]) -> list[AlarmEvent]:
@@ -212,17 +239,17 @@ def compare_stepwise(ops: list[Op], **engine: Any) -> None:
 
 
 class TestSameAsOneAtATime:
-    """``receive_chunks`` decides exactly what ``receive`` decides, chunk by chunk."""
+    """A batch decides exactly what its messages decide one at a time."""
 
     def test_ward_in_tick_batches(self) -> None:
         """The ward, a batch between two ticks (what a replay hands over): same alarms."""
-        got = compare(schedule(frozenset(), live=False), frozenset(), data_clock=True)
+        got = compare(schedule(frozenset(), live=False), frozenset(), clock=Clock.DATA)
         states = {e["state"] for e in got["events"]}
         assert {"active", "cleared"} <= states  # the comparison is about something
 
     def test_ward_state_after_every_batch(self) -> None:
         """Not only in the end: every bed's inner state is the same after every batch."""
-        compare_stepwise(schedule(), data_clock=True)
+        compare_stepwise(schedule(), clock=Clock.DATA)
 
     def test_long_learning_window(self) -> None:
         """A segment learns over ten chunks: they take the ordinary way, whatever fits."""
@@ -236,7 +263,7 @@ class TestSameAsOneAtATime:
 
     def test_evictions(self) -> None:
         """With room for three beds of eight: beds come and go mid-batch, same decisions."""
-        got = compare(schedule(frozenset(), live=False), frozenset(), data_clock=True, max_beds=3)
+        got = compare(schedule(frozenset(), live=False), frozenset(), clock=Clock.DATA, max_beds=3)
         assert got["stats"].beds_evicted > 0
 
     def test_staleness_shorter_than_a_chunk(self) -> None:
@@ -244,7 +271,7 @@ class TestSameAsOneAtATime:
         with it the signal-invalid alarm's clock; no ticks, which would find every bed stale)."""
         tight = Settings(monitor=MonitorSettings(stale_s=0.005))
         ops = schedule(frozenset(), live=False, ticks=False)
-        got = compare(ops, frozenset(), settings=tight, data_clock=True)
+        got = compare(ops, frozenset(), settings=tight, clock=Clock.DATA)
         assert got["events"]
 
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,7 +293,7 @@ class TestSameAsOneAtATime:
         """Batches cut anywhere, messages dropped (gaps), sampling rates changed (new
         segments), evictions, either clock: the same."""
         ops = schedule(drop, live=live, refs=refs)
-        compare(ops, cuts, data_clock=not live, max_beds=max_beds)
+        compare(ops, cuts, clock=Clock.WALL if live else Clock.DATA, max_beds=max_beds)
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
@@ -287,23 +314,23 @@ class TestSameAsOneAtATime:
         """Messages sent twice, neighbours swapped, some lost (held chunks, gaps accepted
         past the reorder window, duplicates and late data dropped): the same in batches."""
         ops = schedule(drop, live=live, again=again, swap=swap)
-        got = compare(ops, cuts, data_clock=not live)
+        got = compare(ops, cuts, clock=Clock.WALL if live else Clock.DATA)
         if again - drop and min(again - drop) < len(ward()):
             assert got["stats"].dropped  # (a message sent twice is taken once)
 
     def test_ward_repeated_and_swapped_same_as_clean(self) -> None:
         """Every tenth message again and every seventh pair swapped: the clean ward's alarms."""
-        clean = compare(schedule(), frozenset(), data_clock=True)
+        clean = compare(schedule(), frozenset(), clock=Clock.DATA)
         n = len(ward())
         messy = schedule(again=frozenset(range(0, n, 10)), swap=frozenset(range(50, n, 7)))
-        got = compare(messy, frozenset(range(0, 5000, 13)), data_clock=True)
+        got = compare(messy, frozenset(range(0, 5000, 13)), clock=Clock.DATA)
         assert got["events"] == clean["events"]
         assert got["stats"].dropped["duplicate"] > 0
 
     def test_sampling_rate_changes(self) -> None:
         """A chunk that claims another rate starts a new segment in both."""
         refs = frozenset(range(300, 4000, 97))
-        compare(schedule(refs=refs), frozenset(), data_clock=True)
+        compare(schedule(refs=refs), frozenset(), clock=Clock.DATA)
 
     def test_most_chunks_skip_python(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The batches are what they claim: few chunks reach ``BedMonitor.receive``."""
@@ -316,14 +343,14 @@ class TestSameAsOneAtATime:
 
         monkeypatch.setattr(BedMonitor, "receive", spy)
         ops = schedule(frozenset(), live=False)
-        in_batches(Engine(data_clock=True), ops, frozenset())
+        in_batches(Engine(clock=Clock.DATA), ops, frozenset())
         n_chunks = sum(1 for op in ops if isinstance(op[2], AbpChunk))
         assert n_chunks > 1000
         assert sum(calls) < n_chunks / 10
 
 
 class TestContract:
-    """What ``receive_chunks`` refuses."""
+    """What ``receive`` refuses, and what it says when a message raises."""
 
     def test_invalid_chunk_raises_after_taking_the_ones_before(self) -> None:
         """An out-of-range sample raises as ``AbpChunk`` would; the chunks before it count."""
@@ -334,18 +361,20 @@ class TestContract:
         x = np.concatenate([c.samples for c in chunks])  # type: ignore[union-attr]
         ends = np.cumsum([c.samples.size for c in chunks]).astype(np.int64)  # type: ignore[union-attr]
         x[ends[bad - 1] + 3] = 900.0
-        eng = Engine(data_clock=True)
+        eng = Engine(clock=Clock.DATA)
         with pytest.raises(InvalidMessageError) as info:
-            eng.receive_chunks(
-                [op[1] for op in run],  # type: ignore[misc]
-                t0=np.array([c.t0 for c in chunks]),  # type: ignore[union-attr]
-                fs=np.array([c.fs for c in chunks]),  # type: ignore[union-attr]
-                ends=ends,
-                samples=x,
-                nows=np.array([op[3] for op in run]),
+            eng.receive(
+                rows(
+                    [op[1] for op in run],  # type: ignore[misc]
+                    t0=np.array([c.t0 for c in chunks]),  # type: ignore[union-attr]
+                    fs=np.array([c.fs for c in chunks]),  # type: ignore[union-attr]
+                    ends=ends,
+                    samples=x,
+                    nows=np.array([op[3] for op in run]),
+                )
             )
         assert info.value.field == "samples"
-        ref = Engine(data_clock=True)
+        ref = Engine(clock=Clock.DATA)
         one_at_a_time(ref, run[:bad])
         assert eng.stats == ref.stats
         assert eng.status() == ref.status()
@@ -356,18 +385,20 @@ class TestContract:
         bed = BedId("w", "b")
         t0 = TS_LIMITS[1] - 5.0
         pulse = 80.0 + 30.0 * np.maximum(np.sin(np.arange(125) * 2 * np.pi / 100.0), 0.0)
-        eng = Engine(data_clock=True)
+        eng = Engine(clock=Clock.DATA)
         for k in range(4):  # past learning: the next chunks reach the compiled call
-            eng.receive(bed, AbpChunk(t0 + k, 125.0, pulse.copy()), t0 + k)
+            eng.receive(Batch([(bed, AbpChunk(t0 + k, 125.0, pulse.copy()), t0 + k)]))
         starts = t0 + np.arange(4.0, 8.0)
         with pytest.raises(InvalidMessageError) as info:
-            eng.receive_chunks(
-                [bed] * 4,
-                t0=starts,
-                fs=np.full(4, 125.0),
-                ends=np.arange(1, 5, dtype=np.int64) * 125,
-                samples=np.tile(pulse, 4),
-                nows=starts + 124 / 125,
+            eng.receive(
+                rows(
+                    [bed] * 4,
+                    t0=starts,
+                    fs=np.full(4, 125.0),
+                    ends=np.arange(1, 5, dtype=np.int64) * 125,
+                    samples=np.tile(pulse, 4),
+                    nows=starts + 124 / 125,
+                )
             )
         assert info.value.field == "t0"
         assert eng.stats.messages == 6  # t0 + 5 is the last valid start (TS_LIMITS[1])
@@ -378,19 +409,21 @@ class TestContract:
         bed = BedId("w", "b")
         fs, n = 125.0, 60_000
         x = 80.0 + 30.0 * np.maximum(np.sin(np.arange(n + 1) * 2 * np.pi / 100.0), 0.0)
-        eng = Engine(data_clock=True)
+        eng = Engine(clock=Clock.DATA)
         t = 1.7e9
         for _ in range(2):
-            eng.receive(bed, AbpChunk(t, fs, x[:n].copy()), t)
+            eng.receive(Batch([(bed, AbpChunk(t, fs, x[:n].copy()), t)]))
             t += n / fs
         with pytest.raises(InvalidMessageError) as info:
-            eng.receive_chunks(
-                [bed],
-                t0=np.array([t]),
-                fs=np.array([fs]),
-                ends=np.array([n + 1], np.int64),
-                samples=x,
-                nows=np.array([t]),
+            eng.receive(
+                rows(
+                    [bed],
+                    t0=np.array([t]),
+                    fs=np.array([fs]),
+                    ends=np.array([n + 1], np.int64),
+                    samples=x,
+                    nows=np.array([t]),
+                )
             )
         assert info.value.field == "samples"
         assert eng.stats.messages == 2
@@ -401,13 +434,15 @@ class TestContract:
         bed = BedId("w", "b")
         for ends in ([125, 100], [125, 251]):
             with pytest.raises(ValueError, match="ends must rise"):
-                eng.receive_chunks(
-                    [bed, bed],
-                    t0=np.array([1.7e9, 1.7e9 + 1]),
-                    fs=np.array([125.0, 125.0]),
-                    ends=np.array(ends, np.int64),
-                    samples=np.full(250, 80.0),
-                    nows=np.array([1.7e9, 1.7e9 + 1]),
+                eng.receive(
+                    rows(
+                        [bed, bed],
+                        t0=np.array([1.7e9, 1.7e9 + 1]),
+                        fs=np.array([125.0, 125.0]),
+                        ends=np.array(ends, np.int64),
+                        samples=np.full(250, 80.0),
+                        nows=np.array([1.7e9, 1.7e9 + 1]),
+                    )
                 )
         assert eng.stats.messages == 0
 
@@ -461,7 +496,7 @@ class TestContract:
                 t_end[bed] = t0 + n / fs
         ends = np.cumsum([p.size for p in parts]).astype(np.int64)
         samples = np.concatenate([np.zeros(0), *parts])
-        ref = Engine(data_clock=True)
+        ref = Engine(clock=Clock.DATA)
         ref_error = None
         for bed, t0, fs, x in zip(beds, t0s, fss, parts, strict=True):
             try:
@@ -469,16 +504,23 @@ class TestContract:
             except InvalidMessageError as exc:
                 ref_error = (exc.field, exc.reason)
                 break
-            ref.receive(bed, chunk, chunk.ts)
-        eng = Engine(data_clock=True)
+            ref.receive(Batch([(bed, chunk, chunk.ts)]))
+        eng = Engine(clock=Clock.DATA)
         nows = np.array(
             [t + (p.size - 1) / f if f else t for t, f, p in zip(t0s, fss, parts, strict=True)]
         )
         error = None
         with np.errstate(all="ignore"):
             try:
-                eng.receive_chunks(
-                    beds, t0=np.array(t0s), fs=np.array(fss), ends=ends, samples=samples, nows=nows
+                eng.receive(
+                    rows(
+                        beds,
+                        t0=np.array(t0s),
+                        fs=np.array(fss),
+                        ends=ends,
+                        samples=samples,
+                        nows=nows,
+                    )
                 )
             except InvalidMessageError as exc:
                 error = (exc.field, exc.reason)
@@ -486,21 +528,67 @@ class TestContract:
         assert eng.stats == ref.stats
         assert eng.status() == ref.status()
 
-        """One entry per chunk in every argument, or a ValueError naming the lengths."""
+    def test_a_raise_says_what_was_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A message that raises (a bug): ``taken`` messages were taken before it, with the
+        transitions ``decided``; the ones after it can be handed in again."""
+        ops = [op for op in schedule(frozenset(), live=True) if op[0] == "msg"]
+        bad = ops[1200][2]
+        real = BedMonitor.receive
+
+        def buggy(mon: BedMonitor, msg: Message, now: float) -> list[AlarmEvent]:
+            if msg is bad:
+                raise RuntimeError("a bug")
+            return real(mon, msg, now)
+
+        monkeypatch.setattr(BedMonitor, "receive", buggy)
         eng = Engine()
-        with pytest.raises(ValueError, match="one entry per chunk"):
-            eng.receive_chunks(
-                [BedId("w", "b")],
-                t0=np.array([1.7e9, 1.7e9 + 1]),
-                fs=np.array([125.0]),
-                ends=np.array([125], np.int64),
-                samples=np.full(125, 80.0),
-                nows=np.array([1.7e9]),
-            )
+        batch = Batch((bed, msg, now) for _, bed, msg, now in ops)  # type: ignore[misc]
+        with pytest.raises(RuntimeError, match="a bug"):
+            eng.receive(batch)
+        assert batch.taken == 1200
+        ref = Engine()
+        assert batch.decided == one_at_a_time(ref, ops[:1200])
+        rest = Batch((bed, msg, now) for _, bed, msg, now in ops[1201:])  # type: ignore[misc]
+        assert eng.receive(rest) == one_at_a_time(ref, ops[1201:])
+        assert eng.status() == ref.status()
+
+
+class TestObserver:
+    """An observer is told of every message with the beats it completed."""
+
+    def test_the_beats_are_the_detectors(self) -> None:
+        """On clean data the beats are what a beat detector finds in the same chunks, and
+        the transitions are those of an engine without an observer."""
+        ops = schedule(frozenset(), live=False)
+        told: list[tuple[BedId, Message, np.ndarray]] = []
+        eng = Engine(clock=Clock.DATA, observer=lambda *seen: told.append(seen))
+        got = in_batches(eng, ops, frozenset(range(0, 5000, 7)))
+        ref = Engine(clock=Clock.DATA)
+        assert got == one_at_a_time(ref, ops)
+
+        def key(msg: Message | None) -> object:
+            if isinstance(msg, AbpChunk):  # (a chunk row is told as a chunk of its own)
+                return (msg.t0, msg.fs, msg.samples.tolist())
+            return msg
+
+        assert [(bed, key(msg)) for bed, msg, _ in told] == [
+            (bed, key(msg)) for kind, bed, msg, _ in ops if kind == "msg"
+        ]
+        detectors: dict[BedId, BeatDetector] = {}
+        n = 0
+        for bed, msg, beats in told:
+            if not isinstance(msg, AbpChunk):
+                assert beats.shape[0] == 0
+                continue
+            det = detectors.setdefault(bed, BeatDetector(ref.settings.beats))
+            want = det.feed(msg)
+            assert beats_from_rows(beats) == want
+            n += len(want)
+        assert n == ref.stats.beats > 1000
 
 
 class TestLanes:
-    """The slot table behind ``receive_chunks``."""
+    """The slot table behind a batch's chunk rows."""
 
     def test_slots_are_reused_and_free_ones_refused(self) -> None:
         """A released slot is given to the next bed; asking a free slot's monitor raises."""
@@ -526,7 +614,7 @@ class TestLanes:
 
 
 class TestEvictionInABatch:
-    """A bed evicted inside one ``receive_chunks`` call never reaches another bed's slot."""
+    """A bed evicted inside one ``receive`` call never reaches another bed's slot."""
 
     def test_evicted_beds_chunks_never_go_to_the_bed_in_its_old_slot(self) -> None:
         """max_beds 2: a and b stream; in one batch a new bed c evicts a (silent longest)

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulators.scenario import load_scenario, scenario_dir, waveform
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
 
 BED = BedId("ward7", "bed03")
@@ -25,14 +26,16 @@ def headline() -> tuple[float, float, np.ndarray]:
 def alarms_for(cuts: list[int]) -> list[dict[str, object]]:
     """Run the engine (replay mode) over the headline waveform cut at ``cuts``."""
     t0, fs, x = headline()
-    eng = Engine(data_clock=True)
-    out = eng.receive(BED, Infusion(t0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t0)
+    eng = Engine(clock=Clock.DATA)
+    out = eng.receive(
+        Batch([(BED, Infusion(t0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t0)])
+    )
     bounds = [0, *sorted(set(cuts)), x.size]
     for a, b in itertools.pairwise(bounds):
         if b <= a:
             continue
         chunk = AbpChunk(t0 + a / fs, fs, np.ascontiguousarray(x[a:b]))
-        out.extend(eng.receive(BED, chunk, chunk.ts))
+        out.extend(eng.receive(Batch([(BED, chunk, chunk.ts)])))
     return [ev.payload() for ev in out]
 
 

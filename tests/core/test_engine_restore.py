@@ -1,6 +1,6 @@
 """A restart keeps what the last run knew; an eviction is reported to the shell.
 
-Live mode throughout (``data_clock`` off): the alarm timers and the staleness
+Live mode throughout (``Clock.WALL``): the alarm timers and the staleness
 run on the processor's clock, which every call passes in as ``now``. A
 "restart" is a new :class:`Engine` given the last published transition of each
 alarm (what the retained topics hold) and each bed's last data time (what the
@@ -9,7 +9,8 @@ retained summaries hold).
 
 from __future__ import annotations
 
-from streamproc.core.engine import BedActivity, Engine
+from streamproc.core.engine import Batch, BedActivity, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.protocol.messages import Ack, BedId, Vitals, VitalsSource
 from streamproc.core.protocol.settings import AlarmSettings, MonitorSettings
@@ -26,7 +27,9 @@ def low(eng: Engine, bed: BedId, start: float, seconds: int) -> list[AlarmEvent]
     out: list[AlarmEvent] = []
     for k in range(seconds):
         now = start + k
-        out += eng.receive(bed, Vitals(now - 0.1, VitalsSource.ART, sbp=70, dbp=40, map=50), now)
+        out += eng.receive(
+            Batch([(bed, Vitals(now - 0.1, VitalsSource.ART, sbp=70, dbp=40, map=50), now)])
+        )
         out += eng.tick(now)
     return out
 
@@ -59,7 +62,7 @@ class TestRestoreAcknowledged:
         events = low(eng, A, T0, 70)
         raised = next(e for e in events if e.kind == "hypotension")
         t_ack = T0 + 80.0
-        events += eng.receive(A, Ack(t_ack - 3.0, raised.alarm_id, "station-3"), t_ack)
+        events += eng.receive(Batch([(A, Ack(t_ack - 3.0, raised.alarm_id, "station-3"), t_ack)]))
         assert events[-1].acknowledged_at == t_ack
         restart = t_ack + 100.0
         fresh = Engine()
@@ -73,7 +76,7 @@ class TestRestoreAcknowledged:
         eng = Engine()
         events = low(eng, A, T0, 70)
         raised = next(e for e in events if e.kind == "hypotension")
-        events += eng.receive(A, Ack(T0 + 80, raised.alarm_id, "station-3"), T0 + 80)
+        events += eng.receive(Batch([(A, Ack(T0 + 80, raised.alarm_id, "station-3"), T0 + 80)]))
         restart = T0 + 80 + SILENCE + 50
         fresh = Engine()
         fresh.restore(last_states(events), restart)
@@ -204,7 +207,7 @@ class TestRestoreSilentBed:
 
     def test_replay_restores_no_clock(self) -> None:
         """On data time (replay) the processor's times mean nothing: only the alarms."""
-        fresh = Engine(data_clock=True)
+        fresh = Engine(clock=Clock.DATA)
         fresh.restore([], T0, activity={B: BedActivity(T0 - 10.0)})
         assert len(fresh) == 0
 
@@ -216,7 +219,7 @@ class TestEvictionReport:
         """Past max_beds each evicted bed is listed, oldest first, and taken once."""
         eng = Engine(max_beds=2, report_evictions=True)
         for i, bed in enumerate((A, B, C, BedId("ward7", "d"))):
-            eng.receive(bed, Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)
+            eng.receive(Batch([(bed, Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)]))
         assert eng.take_evicted_beds() == [A, B]
         assert eng.take_evicted_beds() == []
         assert (eng.get(A), eng.get(C) is not None) == (None, True)
@@ -225,7 +228,9 @@ class TestEvictionReport:
         """A caller that does not take them (replay) does not keep them."""
         eng = Engine(max_beds=1)
         for i in range(100):
-            eng.receive(BedId("w", f"b{i}"), Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)
+            eng.receive(
+                Batch([(BedId("w", f"b{i}"), Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)])
+            )
         assert eng.stats.beds_evicted == 99
         assert eng.take_evicted_beds() == []
 
@@ -235,15 +240,27 @@ class TestEvictionReport:
         eng = Engine(max_beds=64, report_evictions=True)
         beds = [BedId("w", f"b{i:02d}") for i in range(64)]
         for i, bed in enumerate(beds):
-            eng.receive(bed, Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)
-        eng.receive(BedId("w", "new1"), Vitals(T0 + 70, VitalsSource.ART, map=80), T0 + 70)
+            eng.receive(Batch([(bed, Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)]))
+        eng.receive(
+            Batch([(BedId("w", "new1"), Vitals(T0 + 70, VitalsSource.ART, map=80), T0 + 70)])
+        )
         assert eng.take_evicted_beds() == [beds[0]]
-        eng.receive(beds[1], Vitals(T0 + 71, VitalsSource.ART, map=80), T0 + 71)
-        eng.receive(BedId("w", "new2"), Vitals(T0 + 72, VitalsSource.ART, map=80), T0 + 72)
+        eng.receive(Batch([(beds[1], Vitals(T0 + 71, VitalsSource.ART, map=80), T0 + 71)]))
+        eng.receive(
+            Batch([(BedId("w", "new2"), Vitals(T0 + 72, VitalsSource.ART, map=80), T0 + 72)])
+        )
         assert eng.take_evicted_beds() == [beds[2]]
         for i in range(3, 10):  # the next ones, past the ranking's length: ranked again
             eng.receive(
-                BedId("w", f"n{i}"), Vitals(T0 + 80 + i, VitalsSource.ART, map=80), T0 + 80 + i
+                Batch(
+                    [
+                        (
+                            BedId("w", f"n{i}"),
+                            Vitals(T0 + 80 + i, VitalsSource.ART, map=80),
+                            T0 + 80 + i,
+                        )
+                    ]
+                )
             )
         assert eng.take_evicted_beds() == beds[3:10]
         assert eng.get(beds[1]) is not None
@@ -259,7 +276,7 @@ class TestEvictionReport:
         assert eng.take_evicted_beds() == []  # not before its closing states are returned
         out = eng.tick(restart + 1)
         assert eng.take_evicted_beds() == [A]
-        out += eng.receive(C, Vitals(restart + 2, VitalsSource.ART, map=80), restart + 2)
+        out += eng.receive(Batch([(C, Vitals(restart + 2, VitalsSource.ART, map=80), restart + 2)]))
         assert eng.take_evicted_beds() == [B]
         out += eng.tick(restart + STALE + 10)
         closed = [(e.bed, e.kind) for e in out if e.details.get("clear_reason") == "bed_evicted"]
@@ -273,7 +290,15 @@ def normal(eng: Engine, bed: BedId, start: float, seconds: int, now: float) -> l
     out: list[AlarmEvent] = []
     for k in range(seconds):
         out += eng.receive(
-            bed, Vitals(start + k, VitalsSource.ART, sbp=110, dbp=65, map=80), now + k * 1e-3
+            Batch(
+                [
+                    (
+                        bed,
+                        Vitals(start + k, VitalsSource.ART, sbp=110, dbp=65, map=80),
+                        now + k * 1e-3,
+                    )
+                ]
+            )
         )
     return out
 

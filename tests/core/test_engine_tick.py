@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulators.waveform import synthesize_abp
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Priority
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -27,10 +27,10 @@ def _ward(n_beds: int) -> Engine:
     x = synthesize_abp(duration_s=20, sbp=60.0, dbp=40.0, hr=90.0, seed=1)
     for i in range(n_beds):
         bed = BedId("w1", f"b{i:03d}")
-        eng.receive(bed, Infusion(T0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), T0)
+        eng.receive(Batch([(bed, Infusion(T0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), T0)]))
         for k in range(20):
             chunk = AbpChunk(T0 + k, 125.0, np.ascontiguousarray(x[k * 125 : (k + 1) * 125]))
-            eng.receive(bed, chunk, T0 + k + 1)
+            eng.receive(Batch([(bed, chunk, T0 + k + 1)]))
     return eng
 
 
@@ -84,14 +84,14 @@ class TestTickSlicesEviction:
         eng.max_beds = 4
         for i in range(3):  # b003 is now the bed silent longest
             bed = BedId("w1", f"b{i:03d}")
-            eng.receive(bed, Vitals(T0 + 40, VitalsSource.ART, map=50.0), T0 + 40)
+            eng.receive(Batch([(bed, Vitals(T0 + 40, VitalsSource.ART, map=50.0), T0 + 40)]))
         now = T0 + 80.0  # every bed past stale_s (30 s)
         out: list[AlarmEvent] = []
         slices = eng.tick_slices(now, 1)
         out.extend(next(slices))  # b000 is ticked: goes data_stale
         newcomer = BedId("w1", "new")
         before = {m.bed for m in eng.beds()}
-        out.extend(eng.receive(newcomer, Vitals(now, VitalsSource.ART, map=80.0), now))
+        out.extend(eng.receive(Batch([(newcomer, Vitals(now, VitalsSource.ART, map=80.0), now)])))
         (gone,) = before - {m.bed for m in eng.beds()}
         assert gone == BedId("w1", "b003")
         for part in slices:

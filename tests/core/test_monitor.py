@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.protocol.messages import (
     Ack,
@@ -40,7 +40,7 @@ class Bed:
         self.events: list[AlarmEvent] = []
 
     def send(self, msg: object, now: float | None = None) -> list[AlarmEvent]:
-        out = self.engine.receive(self.bed, msg, self.t if now is None else now)  # type: ignore[arg-type]
+        out = self.engine.receive(Batch([(self.bed, msg, self.t if now is None else now)]))  # type: ignore[arg-type]
         self.events.extend(out)
         return out
 
@@ -425,7 +425,9 @@ class TestEngine:
         """Past max_beds, the bed idle longest (without alarms) is evicted and counted."""
         eng = Engine(max_beds=3)
         for i in range(5):
-            eng.receive(BedId("u", f"b{i}"), Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)
+            eng.receive(
+                Batch([(BedId("u", f"b{i}"), Vitals(T0 + i, VitalsSource.ART, map=80), T0 + i)])
+            )
         assert len(eng) == 3
         assert eng.stats.beds_evicted == 2
         assert {m.bed.bed for m in eng.beds()} == {"b2", "b3", "b4"}
@@ -481,11 +483,11 @@ class TestEngine:
         eng = Engine(max_beds=1)
         a, b = BedId("u", "a"), BedId("u", "b")
         vaso = Infusion(T0, Drug.VASOPRESSIN, 0.03, RateUnit.U_MIN)
-        (raised,) = eng.receive(a, vaso, T0)
+        (raised,) = eng.receive(Batch([(a, vaso, T0)]))
         assert raised.kind == "advisory_vasopressin_without_ne"
-        (closed,) = eng.receive(b, Vitals(T0 + 1, VitalsSource.ART, map=80), T0 + 1)
+        (closed,) = eng.receive(Batch([(b, Vitals(T0 + 1, VitalsSource.ART, map=80), T0 + 1)]))
         assert (closed.alarm_id, closed.state) == (raised.alarm_id, AlarmState.CLEARED)
-        out = eng.receive(a, vaso, T0 + 2)  # the pump re-sends; b is evicted silently
+        out = eng.receive(Batch([(a, vaso, T0 + 2)]))  # the pump re-sends; b is evicted silently
         again = [e for e in out if e.bed == a]
         assert [e.state for e in again] == [AlarmState.ACTIVE]
         assert again[0].alarm_id != raised.alarm_id
@@ -497,19 +499,21 @@ class TestEngine:
         eng = Engine(max_beds=1)
         a, b = BedId("u", "a"), BedId("u", "b")
         vaso = Infusion(T0, Drug.VASOPRESSIN, 0.03, RateUnit.U_MIN)
-        (raised,) = eng.receive(a, vaso, T0)
-        (closed,) = eng.receive(b, Vitals(T0 + 1, VitalsSource.ART, map=80), T0 + 1)
+        (raised,) = eng.receive(Batch([(a, vaso, T0)]))
+        (closed,) = eng.receive(Batch([(b, Vitals(T0 + 1, VitalsSource.ART, map=80), T0 + 1)]))
         assert closed.state is AlarmState.CLEARED
         fresh = Engine(max_beds=1)
         assert fresh.restore([closed], T0 + 2) == 0  # nothing open to adopt
-        out = fresh.receive(a, vaso, T0 + 2)  # the broker re-delivers the retained infusion
+        out = fresh.receive(
+            Batch([(a, vaso, T0 + 2)])
+        )  # the broker re-delivers the retained infusion
         assert [e.state for e in out] == [AlarmState.ACTIVE]
         assert out[0].alarm_id != raised.alarm_id
         # a cleared id of a bed already present (restored with another alarm) too
         both = Engine()
-        both.receive(a, Vitals(T0, VitalsSource.ART, map=80), T0)
+        both.receive(Batch([(a, Vitals(T0, VitalsSource.ART, map=80), T0)]))
         assert both.restore([closed], T0 + 2) == 0
-        (again,) = both.receive(a, vaso, T0 + 2)
+        (again,) = both.receive(Batch([(a, vaso, T0 + 2)]))
         assert again.alarm_id != raised.alarm_id
 
     def test_eviction_while_restoring_is_returned_by_the_next_tick(self) -> None:

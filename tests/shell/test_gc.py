@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simulators.waveform import synthesize_abp
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
 from streamproc.core.protocol.messages import AbpChunk, Ack, BedId, Drug, Infusion, RateUnit
 from streamproc.shell.service.health import GcPolicy
 
@@ -42,16 +42,18 @@ class TestNoCycles:
         for i in range(40):
             bed = BedId("w1", f"b{i:02d}")
             x = low if i % 2 else normal
-            eng.receive(bed, Infusion(T0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), T0)
+            eng.receive(
+                Batch([(bed, Infusion(T0, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), T0)])
+            )
             for k in range(40):
                 chunk = AbpChunk(T0 + k, 125.0, np.ascontiguousarray(x[k * 125 : (k + 1) * 125]))
-                events.extend(eng.receive(bed, chunk, T0 + k + 1))
+                events.extend(eng.receive(Batch([(bed, chunk, T0 + k + 1)])))
         for k in range(10):
             events.extend(eng.tick(T0 + 41 + k * 30))
         raised = [ev for ev in events if ev.state.value == "active"]
         assert raised  # the low beds alarmed: alarm objects were made and moved
         for ev in raised[:5]:
-            eng.receive(ev.bed, Ack(T0 + 400, ev.alarm_id, "station-1"), T0 + 400)
+            eng.receive(Batch([(ev.bed, Ack(T0 + 400, ev.alarm_id, "station-1"), T0 + 400)]))
         del events, raised
         gc.set_debug(gc.DEBUG_SAVEALL)
         assert gc.collect() == 0, [type(o).__name__ for o in gc.garbage[:20]]

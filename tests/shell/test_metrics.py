@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 import streamproc.shell.metrics
 from streamproc import __version__
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.protocol.messages import BedId
 from streamproc.shell.metrics import MAX_REQUEST_BYTES, ServiceMetrics, render, serve_metrics
@@ -449,16 +450,16 @@ class TestDroppedMessages:
         """A chunk sent twice and one older than what was taken move the counter by reason."""
         from streamproc.core.protocol.messages import AbpChunk  # noqa: PLC0415 - only this test
 
-        eng = Engine(data_clock=True)
+        eng = Engine(clock=Clock.DATA)
         m = ServiceMetrics()
         x = np.full(125, 80.0)
         first = AbpChunk(1.7e9, 125.0, x)
         second = AbpChunk(1.7e9 + 1.0, 125.0, x)
         for chunk in (first, second, second):
-            eng.receive(BED, chunk, chunk.ts)
+            eng.receive(Batch([(BED, chunk, chunk.ts)]))
         m.sync_dropped(eng.stats.dropped)
         assert m.value("messages_dropped_total", {"reason": "duplicate"}) == 1
-        eng.receive(BED, AbpChunk(1.7e9 - 5.0, 125.0, x), second.ts)
+        eng.receive(Batch([(BED, AbpChunk(1.7e9 - 5.0, 125.0, x), second.ts)]))
         m.sync_dropped(eng.stats.dropped)
         m.sync_dropped(eng.stats.dropped)  # nothing new: no move
         assert m.value("messages_dropped_total", {"reason": "duplicate"}) == 1

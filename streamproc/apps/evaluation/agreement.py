@@ -34,10 +34,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core.engine import Engine
-from streamproc.core.protocol.messages import AbpChunk, BedId, sample_time
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
+from streamproc.core.protocol.messages import AbpChunk, BedId, Message, sample_time
 from streamproc.core.protocol.settings import Settings
-from streamproc.core.signal.beats import Beat, BeatDetector
+from streamproc.core.signal.beats import Beat, beats_from_rows
 from streamproc.wire.recordings import read_abp
 
 __all__ = [
@@ -164,10 +165,14 @@ def _engine_pass(
     """The engine over the record in 1-s chunks: its beats, its rolling MAP after each
     chunk ``(ts, map)`` and the waveform's runs ``(start, end)``, all in seconds from the
     first sample (the labels' clock; the chunks are dated from ``_EPOCH``)."""
-    engine = Engine(settings, max_beds=1, data_clock=True)
-    bed = BedId("agreement", "bed")
-    detector = BeatDetector(settings.beats)  # the engine's detector is not public
     beats: list[Beat] = []
+
+    def observe(_bed: BedId, _msg: Message, rows: FloatArray) -> None:
+        beats.extend(beats_from_rows(rows))
+
+    engine = Engine(settings, max_beds=1, clock=Clock.DATA, observer=observe)
+    bed = BedId("agreement", "bed")
+    batch = Batch()
     rolling: list[tuple[float, float | None]] = []
     runs: list[tuple[float, float]] = []
     n_chunk = max(1, round(_CHUNK_S * fs))
@@ -177,8 +182,9 @@ def _engine_pass(
             chunk = AbpChunk(
                 sample_time(_EPOCH, fs, i), fs, samples[i : min(i + n_chunk, b)].copy()
             )
-            engine.receive(bed, chunk, chunk.ts)
-            beats.extend(detector.feed(chunk))
+            batch.clear()
+            batch.add(bed, chunk, chunk.ts)
+            engine.receive(batch)
             rolling.append((chunk.ts - _EPOCH, engine.monitor(bed).status().map))
     return (
         [dataclasses.replace(b, onset=b.onset - _EPOCH, end=b.end - _EPOCH) for b in beats],

@@ -57,11 +57,10 @@ from streamproc.apps.evaluation.truth import (
 )
 from streamproc.apps.replay import Replayer
 from streamproc.core.engine import Engine
-from streamproc.core.monitor import HYPOTENSION, SIGNAL_INVALID, STALE
+from streamproc.core.monitor import HYPOTENSION, SIGNAL_INVALID, STALE, Clock
 from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
-from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals, sample_time
-from streamproc.core.protocol.settings import Settings
-from streamproc.core.signal.beats import BeatDetector
+from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals
+from streamproc.core.signal.beats import beats_from_rows
 from streamproc.shell.config import ConfigError, StreamprocConfig, load_config, parse_assignment
 
 __all__ = [
@@ -557,78 +556,40 @@ def _bed_dict(b: BedResult) -> dict[str, Any]:
 # --------------------------------------------------------------------------- running
 
 
-class _ObservingEngine(Engine):
-    """The engine, plus each bed's data span and (for plots) its beats and rolling values.
+class _Observed:
+    """Each bed's data span and (for plots) its beats and rolling values, as the engine
+    tells of every message it takes (its :data:`~streamproc.core.engine.Observer`).
 
-    The beats for the plot come from a second :class:`BeatDetector` with the
-    same settings over the same chunks (the detector is pure, so they are the
-    engine's beats); the rolling values are read from the monitor's status.
+    The beats are the engine's own; the rolling values are read from the monitor's status.
     """
 
-    def __init__(self, settings: Settings, *, max_beds: int, collect: bool) -> None:
-        super().__init__(settings, max_beds=max_beds, data_clock=True)
+    def __init__(self, *, collect: bool) -> None:
         self.spans: dict[BedId, list[float]] = {}
         self.collect = collect
         self.traces: dict[BedId, Trace] = {}
-        self._detectors: dict[BedId, BeatDetector] = {}
+        self.engine: Engine | None = None
 
-    def receive(self, bed: BedId, msg: Message, now: float) -> list[AlarmEvent]:
-        out = super().receive(bed, msg, now)
+    def __call__(self, bed: BedId, msg: Message, beats: npt.NDArray[np.float64]) -> None:
         if isinstance(msg, AbpChunk):
             lo, hi = msg.t0, msg.ts
         elif isinstance(msg, Vitals):
             lo = hi = msg.ts
         else:
-            return out
-        self._extend_span(bed, lo, hi)
-        if self.collect:
-            self._observe(bed, msg)
-        return out
-
-    def receive_chunks(
-        self,
-        beds: Sequence[BedId],
-        *,
-        t0: npt.NDArray[np.float64],
-        fs: npt.NDArray[np.float64],
-        ends: npt.NDArray[np.int64],
-        samples: npt.NDArray[np.float64],
-        nows: npt.NDArray[np.float64],
-    ) -> list[AlarmEvent]:
-        if self.collect:  # the plot follows each chunk: one at a time, through ``receive``
-            out: list[AlarmEvent] = []
-            start = 0
-            for i, bed in enumerate(beds):
-                end = int(ends[i])
-                chunk = AbpChunk(float(t0[i]), float(fs[i]), samples[start:end].copy())
-                out.extend(self.receive(bed, chunk, float(nows[i])))
-                start = end
-            return out
-        out = super().receive_chunks(beds, t0=t0, fs=fs, ends=ends, samples=samples, nows=nows)
-        ts = sample_time(t0, fs, np.diff(ends, prepend=0) - 1.0)  # (each ``AbpChunk.ts``)
-        for bed, lo, hi in zip(beds, t0.tolist(), ts.tolist(), strict=True):
-            self._extend_span(bed, lo, hi)
-        return out
-
-    def _extend_span(self, bed: BedId, lo: float, hi: float) -> None:
-        """``bed``'s data span now covers ``lo`` to ``hi`` too."""
+            return
         span = self.spans.get(bed)
         if span is None:
             self.spans[bed] = [lo, hi]
         else:
             span[0] = min(span[0], lo)
             span[1] = max(span[1], hi)
-
-    def _observe(self, bed: BedId, msg: AbpChunk | Vitals) -> None:
-        trace = self.traces.setdefault(bed, Trace())
-        if isinstance(msg, AbpChunk):
-            det = self._detectors.get(bed)
-            if det is None:
-                det = self._detectors[bed] = BeatDetector(self.settings.beats)
-            trace.beats.extend((0.5 * (b.onset + b.end), b.map, b.valid) for b in det.feed(msg))
-        st = self.monitor(bed).status()
-        if st.ts is not None and (not trace.rolling or trace.rolling[-1][0] != st.ts):
-            trace.rolling.append((st.ts, st.map, st.sbp))
+        if self.collect and self.engine is not None:
+            trace = self.traces.setdefault(bed, Trace())
+            trace.beats.extend(
+                (0.5 * (b.onset + b.end), b.map, b.valid) for b in beats_from_rows(beats)
+            )
+            st = self.engine.monitor(bed).status()
+            if st.ts is not None and (not trace.rolling or trace.rolling[-1][0] != st.ts):
+                trace.rolling.append((st.ts, st.map, st.sbp))
 
 
 def _discard(_line: bytes) -> None:
@@ -661,18 +622,22 @@ def run_recording(
     collect: bool = False,
 ) -> tuple[list[BedResult], list[str], int]:
     """Replay one recording; returns its scored beds, the beds without truth and bad lines."""
-    engine = _ObservingEngine(config.core, max_beds=config.service.max_beds, collect=collect)
+    observed = _Observed(collect=collect)
+    engine = Engine(
+        config.core, max_beds=config.service.max_beds, clock=Clock.DATA, observer=observed
+    )
+    observed.engine = engine
     rp = Replayer(config, _discard, engine=engine)
     events: list[AlarmEvent] = []
     rp.on_event = events.append
     rp.feed_lines(rec.lines)
     summary = rp.finish()
-    beds = list(engine.spans)
+    beds = list(observed.spans)
     pairs = _match(rec.truth, beds)
     matched = {b for b, _ in pairs}
     results = []
     for bed, bt in pairs:
-        lo, hi = engine.spans[bed]
+        lo, hi = observed.spans[bed]
         res = score_bed(
             bt,
             [ev for ev in events if ev.bed == bed],
@@ -682,7 +647,7 @@ def run_recording(
             unit=bed.unit,
             bed=bed.bed,
         )
-        res.trace = engine.traces.get(bed)
+        res.trace = observed.traces.get(bed)
         results.append(res)
     untruthed = [f"{rec.name}:{b}" for b in beds if b not in matched]
     return results, untruthed, sum(summary.rejected.values())

@@ -1,4 +1,4 @@
-"""The table behind ``Engine.receive_chunks``: each bed's arrays for one compiled call.
+"""The table behind a batch's chunk rows (``Engine.receive``): each bed's arrays for one call.
 
 ``_kernels.step_chunks`` takes the chunks of many beds in one call. It finds a
 bed's state through a slot: a row of the numba typed list ``table`` (the

@@ -5,12 +5,13 @@ broker once what it caused is durable (:mod:`.ledger`)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from typing import Final
 
 import msgspec
 
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
 from streamproc.core.protocol.alarms import AlarmEvent
 from streamproc.core.protocol.messages import Ack, Message
 from streamproc.shell.config import ConfigError, StreamprocConfig
@@ -157,7 +158,9 @@ class Ingress:
         svc = self.settings
         root = self.link.root
         engine = self.engine
-        events: list[AlarmEvent] = []
+        taken = Batch()
+        sent: list[Arrived] = []  # the items of ``taken``
+        add, keep = taken.add, sent.append
         metrics = self.metrics
         serves_unit = self.link.serves
         max_future = svc.max_future_s
@@ -183,11 +186,9 @@ class Ingress:
             kinds[topic.kind] = kinds.get(topic.kind, 0) + 1
             if topic.kind == "abp" and msg.ts > newest:
                 newest = msg.ts
-            try:
-                events.extend(self.engine.receive(topic.bed, msg, item.arrived))
-            except Exception:  # a core bug on one message must not stop the ward
-                self.internal_errors += 1
-                log.exception("internal_error", topic=item.topic[:200], kind=topic.kind)
+            add(topic.bed, msg, item.arrived)
+            keep(item)
+        events = self._to_core(taken, sent)
         for kind, n in kinds.items():
             metrics.message_in(kind, n)
         self.processed += len(batch)
@@ -203,6 +204,26 @@ class Ingress:
             metrics.sync_dropped(st.dropped)
             self._drop_log.report(engine.take_drop_notices(), st.dropped, done)
         self.outbox.take(events)
+
+    def _to_core(self, batch: Batch, items: list[Arrived]) -> list[AlarmEvent]:
+        """``batch`` (of ``items``) to the core: its transitions. A core bug on one message
+        must not stop the ward: it is logged and the messages after it are taken."""
+        events: list[AlarmEvent] = []
+        while True:
+            try:
+                done = self.engine.receive(batch)
+            except Exception:
+                k = batch.taken
+                events += batch.decided
+                self.internal_errors += 1
+                topic = items[k].topic
+                kind = parse_inbound(topic, self.link.root).kind
+                log.exception("internal_error", topic=topic[:200], kind=kind)
+                items = items[k + 1 :]
+                rest = zip(batch.beds, batch.messages, batch.nows, strict=True)
+                batch = Batch(itertools.islice(rest, k + 1, None))  # type: ignore[arg-type]
+            else:
+                return events + done if events else done
 
     def _rejected(self, item: Arrived, exc: CodecError) -> None:
         """A message the codec refused: counted, logged, and sent to the dead-letter topic."""

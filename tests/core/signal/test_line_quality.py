@@ -23,7 +23,8 @@ from simulators.scenario import Scenario, merge, render, to_jsonl, waveform
 from simulators.waveform import ARTIFACT_KINDS, apply_artifact, synthesize_abp
 from streamproc.apps.evaluation.evaluate import load_inputs
 from streamproc.apps.replay import Replayer, replay_lines
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.messages import AbpChunk, BedId, Patient, Profile
 from streamproc.core.protocol.settings import BeatSettings
 from streamproc.core.signal.beats import BeatDetector, BeatQuality
@@ -299,14 +300,14 @@ class TestChunkingAndBatches:
         """The engine's alarms over ``x`` cut at ``cuts``, but ``abp_signal_invalid``:
         its 30 s without a valid beat are checked at the end of each chunk, so a chunk
         of a minute or more moves it (as before issue 17; the beats decide the rest)."""
-        eng = Engine(data_clock=True)
+        eng = Engine(clock=Clock.DATA)
         b = BedId("ward7", "bed01")
-        out = eng.receive(b, Patient(T0, profile=Profile.TRAUMA), T0)
+        out = eng.receive(Batch([(b, Patient(T0, profile=Profile.TRAUMA), T0)]))
         bounds = [0, *sorted(set(cuts)), x.size]
         for a, e in itertools.pairwise(bounds):
             if e > a:
                 chunk = AbpChunk(T0 + a / 125.0, 125.0, np.ascontiguousarray(x[a:e]))
-                out.extend(eng.receive(b, chunk, chunk.ts))
+                out.extend(eng.receive(Batch([(b, chunk, chunk.ts)])))
         return [ev.payload() for ev in out if ev.kind != "abp_signal_invalid"]
 
     @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -343,19 +344,19 @@ class TestRestoredLineAlarm:
         sc = bed(90, 50, artifacts=(("overdamped", 5.0, 60.0),), seconds=120.0)
         x = waveform(sc)
         b = BedId("ward7", "bed01")
-        first = Engine(data_clock=True)
-        events = first.receive(b, Patient(T0, profile=Profile.TRAUMA), T0)
+        first = Engine(clock=Clock.DATA)
+        events = first.receive(Batch([(b, Patient(T0, profile=Profile.TRAUMA), T0)]))
         for k in range(50):
             chunk = AbpChunk(T0 + k, 125.0, np.ascontiguousarray(x[k * 125 : (k + 1) * 125]))
-            events += first.receive(b, chunk, chunk.ts)
+            events += first.receive(Batch([(b, chunk, chunk.ts)]))
         open_ = [ev for ev in events if ev.kind == "abp_line_damped"]
         assert [ev.state.value for ev in open_] == ["active"]
-        second = Engine(data_clock=True)
+        second = Engine(clock=Clock.DATA)
         assert second.restore(open_, T0 + 50) == 1
-        later = second.receive(b, Patient(T0 + 70, profile=Profile.TRAUMA), T0 + 70)
+        later = second.receive(Batch([(b, Patient(T0 + 70, profile=Profile.TRAUMA), T0 + 70)]))
         for k in range(70, 120):
             chunk = AbpChunk(T0 + k, 125.0, np.ascontiguousarray(x[k * 125 : (k + 1) * 125]))
-            later += second.receive(b, chunk, chunk.ts)
+            later += second.receive(Batch([(b, chunk, chunk.ts)]))
         damped = [ev for ev in later if ev.kind == "abp_line_damped"]
         assert [ev.state.value for ev in damped] == ["cleared"]
         assert damped[0].alarm_id == open_[0].alarm_id

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulators.scenario import load_scenario, scenario_dir, waveform
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
+from streamproc.core.monitor import Clock
 from streamproc.core.protocol.alarms import AlarmEvent
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -60,7 +61,7 @@ def ne(ts: float) -> Infusion:
 
 
 def engine(**monitor: Any) -> Engine:
-    return Engine(Settings(monitor=MonitorSettings(**monitor)), data_clock=True)
+    return Engine(Settings(monitor=MonitorSettings(**monitor)), clock=Clock.DATA)
 
 
 def run(
@@ -69,33 +70,28 @@ def run(
     """The engine over NE then ``chunks``, each arriving at its data time; payloads out."""
     eng = eng if eng is not None else engine()
     first = clean_chunks()[0].t0
-    out = eng.receive(BED, ne(first), first)
+    out = eng.receive(Batch([(BED, ne(first), first)]))
     for c in chunks:
-        out.extend(eng.receive(BED, c, c.ts))
+        out.extend(eng.receive(Batch([(BED, c, c.ts)])))
     return [ev.payload() for ev in out], eng
 
 
 def run_in_batches(
     chunks: list[AbpChunk], cuts: set[int], eng: Engine | None = None
 ) -> tuple[list[dict[str, Any]], Engine]:
-    """:func:`run`, the chunks handed to ``receive_chunks`` in batches cut after ``cuts``."""
+    """:func:`run`, the chunks handed in as batches' chunk rows, cut after ``cuts``."""
     eng = eng if eng is not None else engine()
     first = clean_chunks()[0].t0
-    events: list[AlarmEvent] = eng.receive(BED, ne(first), first)
+    events: list[AlarmEvent] = eng.receive(Batch([(BED, ne(first), first)]))
     start = 0
     for i in range(len(chunks)):
         if i in cuts or i == len(chunks) - 1:
             part = chunks[start : i + 1]
-            events.extend(
-                eng.receive_chunks(
-                    [BED] * len(part),
-                    t0=np.array([c.t0 for c in part]),
-                    fs=np.array([c.fs for c in part]),
-                    ends=np.cumsum([c.samples.size for c in part]).astype(np.int64),
-                    samples=np.concatenate([c.samples for c in part]),
-                    nows=np.array([c.ts for c in part]),
-                )
-            )
+            batch = Batch(samples=np.concatenate([c.samples for c in part]))
+            ends = np.cumsum([c.samples.size for c in part]).tolist()
+            for c, end in zip(part, ends, strict=True):
+                batch.add_chunk(BED, c.t0, c.fs, end, c.ts)
+            events.extend(eng.receive(batch))
             start = i + 1
     return [ev.payload() for ev in events], eng
 
@@ -137,7 +133,7 @@ class TestDuplicateChunks:
         _, eng = run(chunks[:10])
         a, b, c = chunks[4:7]
         recut = AbpChunk(a.t0, a.fs, np.concatenate([a.samples, b.samples, c.samples]))
-        assert eng.receive(BED, recut, chunks[9].ts) == []
+        assert eng.receive(Batch([(BED, recut, chunks[9].ts)])) == []
         assert eng.stats.dropped == {"duplicate": 1}
 
     def test_overlap_on_the_grid_is_trimmed_to_its_new_samples(self) -> None:
@@ -163,7 +159,7 @@ class TestDuplicateChunks:
         mon = eng.monitor(BED)
         before = mon.last_wave_ts
         restamped = AbpChunk(last.t0 + 0.2, last.fs, last.samples, last.seq)
-        assert eng.receive(BED, restamped, restamped.ts) == []
+        assert eng.receive(Batch([(BED, restamped, restamped.ts)])) == []
         assert eng.stats.dropped == {"duplicate": 1}
         assert mon.last_wave_ts == before
 
@@ -173,7 +169,7 @@ class TestDuplicateChunks:
         seqs = with_seq(chunks[:10])
         _, eng = run(seqs)
         later = chunks[40]
-        eng.receive(BED, AbpChunk(later.t0, later.fs, later.samples, 0), later.ts)
+        eng.receive(Batch([(BED, AbpChunk(later.t0, later.fs, later.samples, 0), later.ts)]))
         assert eng.stats.dropped == {}
         assert eng.monitor(BED).last_wave_ts == later.ts
 
@@ -181,10 +177,10 @@ class TestDuplicateChunks:
         """A chunk held after a gap, sent again while held: dropped, taken once."""
         chunks = clean_chunks()
         _, eng = run(chunks[:10])
-        eng.receive(BED, chunks[11], chunks[11].ts)
-        eng.receive(BED, chunks[11], chunks[11].ts)
+        eng.receive(Batch([(BED, chunks[11], chunks[11].ts)]))
+        eng.receive(Batch([(BED, chunks[11], chunks[11].ts)]))
         assert eng.stats.dropped == {"duplicate": 1}
-        eng.receive(BED, chunks[10], chunks[11].ts)
+        eng.receive(Batch([(BED, chunks[10], chunks[11].ts)]))
         assert eng.monitor(BED).last_wave_ts == chunks[11].ts
 
 
@@ -223,7 +219,7 @@ class TestReorderedChunks:
         assert eng.stats.dropped == {}
 
     def test_first_pair_swapped_in_batches(self) -> None:
-        """The same through ``receive_chunks``, whatever the batch cuts."""
+        """The same through batches of chunk rows, whatever the batch cuts."""
         chunks = list(clean_chunks())
         swapped = [chunks[1], chunks[0], *chunks[2:]]
         for cuts in (set(), {1}, {2}, {1, 2, 3}):
@@ -238,7 +234,7 @@ class TestReorderedChunks:
         from before its start is late, as any other."""
         chunks = clean_chunks()
         _, eng = run(chunks[1:8])
-        eng.receive(BED, chunks[0], chunks[8].ts)
+        eng.receive(Batch([(BED, chunks[0], chunks[8].ts)]))
         assert eng.stats.dropped == {"late": 1}
 
     def test_held_while_a_gap_is_open(self) -> None:
@@ -247,11 +243,11 @@ class TestReorderedChunks:
         _, eng = run(chunks[:10])
         mon = eng.monitor(BED)
         assert mon.chunk_state() is not None
-        eng.receive(BED, chunks[11], chunks[11].ts)
-        eng.receive(BED, chunks[12], chunks[12].ts)
+        eng.receive(Batch([(BED, chunks[11], chunks[11].ts)]))
+        eng.receive(Batch([(BED, chunks[12], chunks[12].ts)]))
         assert mon.chunk_state() is None
         assert mon.last_wave_ts == chunks[9].ts  # nothing past the gap taken yet
-        eng.receive(BED, chunks[10], chunks[12].ts)
+        eng.receive(Batch([(BED, chunks[10], chunks[12].ts)]))
         assert mon.last_wave_ts == chunks[12].ts  # the gap filled: all three in order
         assert mon.chunk_state() is not None
 
@@ -261,9 +257,9 @@ class TestReorderedChunks:
         _, eng = run(chunks[:10])
         mon = eng.monitor(BED)
         for c in chunks[11:15]:  # 5 s past the gap's start: within the window
-            eng.receive(BED, c, c.ts)
+            eng.receive(Batch([(BED, c, c.ts)]))
         assert mon.last_wave_ts == chunks[9].ts
-        eng.receive(BED, chunks[15], chunks[15].ts)  # 6 s: past it
+        eng.receive(Batch([(BED, chunks[15], chunks[15].ts)]))  # 6 s: past it
         assert mon.last_wave_ts == chunks[15].ts
         assert not mon.holding
 
@@ -271,14 +267,14 @@ class TestReorderedChunks:
         """Data after a gap longer than the window (a disconnection) is taken at once."""
         chunks = clean_chunks()
         _, eng = run(chunks[:10])
-        eng.receive(BED, chunks[30], chunks[30].ts)
+        eng.receive(Batch([(BED, chunks[30], chunks[30].ts)]))
         assert eng.monitor(BED).last_wave_ts == chunks[30].ts
 
     def test_window_zero_never_holds(self) -> None:
         """``reorder_window_s = 0``: every gap is accepted at once."""
         chunks = clean_chunks()
         _, eng = run(chunks[:10], engine(reorder_window_s=0.0))
-        eng.receive(BED, chunks[11], chunks[11].ts)
+        eng.receive(Batch([(BED, chunks[11], chunks[11].ts)]))
         assert eng.monitor(BED).last_wave_ts == chunks[11].ts
 
     def test_tick_releases_held_chunks_after_the_window(self) -> None:
@@ -287,7 +283,7 @@ class TestReorderedChunks:
         _, eng = run(chunks[:10])
         mon = eng.monitor(BED)
         arrived = chunks[11].ts
-        eng.receive(BED, chunks[11], arrived)
+        eng.receive(Batch([(BED, chunks[11], arrived)]))
         eng.tick(arrived + 4.9)
         assert mon.last_wave_ts == chunks[9].ts
         eng.tick(arrived + 5.0)
@@ -303,10 +299,10 @@ class TestLateChunks:
         chunks = clean_chunks()
         _, eng = run(chunks[:10])
         for c in chunks[11:20]:
-            eng.receive(BED, c, c.ts)
+            eng.receive(Batch([(BED, c, c.ts)]))
         mon = eng.monitor(BED)
         assert mon.last_wave_ts == chunks[19].ts
-        assert eng.receive(BED, chunks[10], chunks[19].ts) == []
+        assert eng.receive(Batch([(BED, chunks[10], chunks[19].ts)])) == []
         assert eng.stats.dropped == {"late": 1}
         assert mon.last_wave_ts == chunks[19].ts
         assert mon.chunk_state() is not None  # the bed's next chunk still takes the kernel
@@ -318,7 +314,7 @@ class TestLateChunks:
         assert out[0]["state"] == "active"
         t0, fs, x = headline()
         normal = AbpChunk(t0 - 100.0, fs, x[:7500] + 40.0)  # a minute at about 100/80
-        assert eng.receive(BED, normal, chunks[-1].ts) == []
+        assert eng.receive(Batch([(BED, normal, chunks[-1].ts)])) == []
         assert eng.stats.dropped == {"late": 1}
 
     def test_late_data_does_not_end_data_stale(self) -> None:
@@ -326,10 +322,10 @@ class TestLateChunks:
         chunks = clean_chunks()
         eng = Engine()  # live: the processor's clock
         for c in chunks[:20]:
-            eng.receive(BED, c, c.ts)
+            eng.receive(Batch([(BED, c, c.ts)]))
         now = chunks[19].ts + 31.0
         assert [e.kind for e in eng.tick(now)] == ["data_stale"]
-        assert eng.receive(BED, chunks[5], now + 1.0) == []
+        assert eng.receive(Batch([(BED, chunks[5], now + 1.0)])) == []
         assert "data_stale" in eng.monitor(BED).alarms
 
 
@@ -345,8 +341,8 @@ class TestVitalsOrder:
         """The same reading twice is taken once."""
         eng = engine()
         t = 1_732_400_000.0
-        eng.receive(BED, self.reading(t), t)
-        eng.receive(BED, self.reading(t), t)
+        eng.receive(Batch([(BED, self.reading(t), t)]))
+        eng.receive(Batch([(BED, self.reading(t), t)]))
         assert eng.stats.dropped == {"duplicate": 1}
 
     def test_older_reading_is_late(self) -> None:
@@ -354,10 +350,10 @@ class TestVitalsOrder:
         eng = engine()
         t = 1_732_400_000.0
         for k in range(5):
-            eng.receive(BED, self.reading(t + k), t + k)
+            eng.receive(Batch([(BED, self.reading(t + k), t + k)]))
         mon = eng.monitor(BED)
         below = (mon.below.start, mon.below.accum)
-        eng.receive(BED, self.reading(t + 2.5, 90.0), t + 5)
+        eng.receive(Batch([(BED, self.reading(t + 2.5, 90.0), t + 5)]))
         assert eng.stats.dropped == {"late": 1}
         assert (mon.below.start, mon.below.accum) == below
         assert mon.value == 50.0
@@ -367,16 +363,16 @@ class TestVitalsOrder:
         eng = engine()
         t = 1_732_400_000.0
         for k in range(5):
-            eng.receive(BED, self.reading(t + k), t + k)
-        eng.receive(BED, self.reading(t + 2), t + 5)
+            eng.receive(Batch([(BED, self.reading(t + k), t + k)]))
+        eng.receive(Batch([(BED, self.reading(t + 2), t + 5)]))
         assert eng.stats.dropped == {"duplicate": 1}
 
     def test_same_time_other_source_taken(self) -> None:
         """An NIBP reading at the time of the last art-line numeric is a reading of its own."""
         eng = engine()
         t = 1_732_400_000.0
-        eng.receive(BED, self.reading(t), t)
-        eng.receive(BED, self.reading(t, 55.0, VitalsSource.NIBP), t)
+        eng.receive(Batch([(BED, self.reading(t), t)]))
+        eng.receive(Batch([(BED, self.reading(t, 55.0, VitalsSource.NIBP), t)]))
         assert eng.stats.dropped == {}
         assert eng.monitor(BED).value == 55.0
 
@@ -385,9 +381,9 @@ class TestVitalsOrder:
         eng = engine()
         t = 1_732_400_000.0
         msgs = [self.reading(t + k) for k in range(120)]
-        out = [e for m in msgs for e in eng.receive(BED, m, m.ts)]
+        out = [e for m in msgs for e in eng.receive(Batch([(BED, m, m.ts)]))]
         assert [(e.kind, e.state.value) for e in out] == [("hypotension", "active")]
-        again = [e for m in msgs for e in eng.receive(BED, m, t + 130)]
+        again = [e for m in msgs for e in eng.receive(Batch([(BED, m, t + 130)]))]
         assert again == []
         assert eng.stats.dropped == {"duplicate": 8, "late": 112}
 
@@ -399,7 +395,7 @@ class TestContextOrder:
         """A pump's retained state re-delivered: no event, counted."""
         out, eng = run(clean_chunks())
         first = clean_chunks()[0].t0
-        assert eng.receive(BED, ne(first), clean_chunks()[-1].ts) == []
+        assert eng.receive(Batch([(BED, ne(first), clean_chunks()[-1].ts)])) == []
         assert eng.stats.dropped == {"duplicate": 1}
         assert out == reference()[0]
 
@@ -407,8 +403,12 @@ class TestContextOrder:
         """An infusion state dated before the drug's newest is not taken (it would undo it)."""
         eng = engine()
         t = 1_732_400_000.0
-        eng.receive(BED, Infusion(t + 10, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t + 10)
-        eng.receive(BED, Infusion(t, Drug.NOREPINEPHRINE, 0.1, RateUnit.MCG_KG_MIN), t + 11)
+        eng.receive(
+            Batch([(BED, Infusion(t + 10, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t + 10)])
+        )
+        eng.receive(
+            Batch([(BED, Infusion(t, Drug.NOREPINEPHRINE, 0.1, RateUnit.MCG_KG_MIN), t + 11)])
+        )
         assert eng.stats.dropped == {"late": 1}
         assert eng.monitor(BED).infusions[Drug.NOREPINEPHRINE].rate == 0.3
 
@@ -416,8 +416,10 @@ class TestContextOrder:
         """An older state of another drug is taken (each drug's pump has its own clock)."""
         eng = engine()
         t = 1_732_400_000.0
-        eng.receive(BED, Infusion(t + 10, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t + 10)
-        eng.receive(BED, Infusion(t, Drug.VASOPRESSIN, 0.03, RateUnit.U_MIN), t + 11)
+        eng.receive(
+            Batch([(BED, Infusion(t + 10, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t + 10)])
+        )
+        eng.receive(Batch([(BED, Infusion(t, Drug.VASOPRESSIN, 0.03, RateUnit.U_MIN), t + 11)]))
         assert eng.stats.dropped == {}
         assert Drug.VASOPRESSIN in eng.monitor(BED).infusions
 
@@ -425,8 +427,8 @@ class TestContextOrder:
         """Two updates of a drug within the same second: the second is taken."""
         eng = engine()
         t = 1_732_400_000.0
-        eng.receive(BED, Infusion(t, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t)
-        eng.receive(BED, Infusion(t, Drug.NOREPINEPHRINE, 0.5, RateUnit.MCG_KG_MIN), t)
+        eng.receive(Batch([(BED, Infusion(t, Drug.NOREPINEPHRINE, 0.3, RateUnit.MCG_KG_MIN), t)]))
+        eng.receive(Batch([(BED, Infusion(t, Drug.NOREPINEPHRINE, 0.5, RateUnit.MCG_KG_MIN), t)]))
         assert eng.stats.dropped == {}
         assert eng.monitor(BED).infusions[Drug.NOREPINEPHRINE].rate == 0.5
 
@@ -435,14 +437,14 @@ class TestContextOrder:
         eng = engine()
         t = 1_732_400_000.0
         p = Patient(t + 5, profile=Profile.ELDERLY)
-        eng.receive(BED, p, t + 5)
-        eng.receive(BED, p, t + 6)
-        eng.receive(BED, Patient(t, profile=Profile.TRAUMA), t + 7)
+        eng.receive(Batch([(BED, p, t + 5)]))
+        eng.receive(Batch([(BED, p, t + 6)]))
+        eng.receive(Batch([(BED, Patient(t, profile=Profile.TRAUMA), t + 7)]))
         assert eng.monitor(BED).profile is Profile.ELDERLY
         labs = Labs(t + 5, lactate=4.0)
-        eng.receive(BED, labs, t + 8)
-        eng.receive(BED, labs, t + 9)
-        eng.receive(BED, Labs(t, lactate=1.0), t + 9)
+        eng.receive(Batch([(BED, labs, t + 8)]))
+        eng.receive(Batch([(BED, labs, t + 9)]))
+        eng.receive(Batch([(BED, Labs(t, lactate=1.0), t + 9)]))
         assert eng.monitor(BED).labs["lactate"] == (t + 5, 4.0)
         assert eng.stats.dropped == {"duplicate": 2, "late": 2}
 
@@ -456,9 +458,9 @@ class TestDropNotices:
         eng = engine()
         for bed in (BED, OTHER):
             for c in chunks[:20]:
-                eng.receive(bed, c, c.ts)
+                eng.receive(Batch([(bed, c, c.ts)]))
             for c in chunks[5:15]:
-                eng.receive(bed, c, c.ts)
+                eng.receive(Batch([(bed, c, c.ts)]))
         notices = eng.take_drop_notices()
         assert [(n.bed, n.kind, n.reason) for n in notices] == [
             (BED, "abp", DropReason.DUPLICATE),
@@ -468,7 +470,9 @@ class TestDropNotices:
         assert notices[0].newest == chunks[19].ts
         assert eng.take_drop_notices() == []
         assert eng.stats.dropped == {"duplicate": 20}
-        eng.receive(BED, AbpChunk(chunks[0].t0 - 10, 125.0, chunks[0].samples), chunks[19].ts)
+        eng.receive(
+            Batch([(BED, AbpChunk(chunks[0].t0 - 10, 125.0, chunks[0].samples), chunks[19].ts)])
+        )
         assert [(n.bed, n.reason) for n in eng.take_drop_notices()] == [(BED, DropReason.LATE)]
 
 
@@ -528,11 +532,9 @@ class TestAnyInterleavingSameAlarms:
         st.floats(0.0, 3.5),
         st.sets(st.integers(0, 400), max_size=60),
     )
-    def test_receive_chunks(
-        self, seed: int, dup_p: float, max_shift: float, cuts: set[int]
-    ) -> None:
-        """In batches (``receive_chunks``) cut anywhere: the clean alarms, and what ``receive``
-        decides on the same stream, state and counters included."""
+    def test_chunk_rows(self, seed: int, dup_p: float, max_shift: float, cuts: set[int]) -> None:
+        """In batches of chunk rows cut anywhere: the clean alarms, and what the chunks
+        one by one decide on the same stream, state and counters included."""
         chunks = perturbed(random.Random(seed), dup_p, max_shift)
         out, eng = run_in_batches(chunks, cuts)
         assert out == reference()[0]
@@ -551,13 +553,13 @@ class TestRestoreDataTime:
         eng = engine()
         eng.restore_data_time(BED, chunks[9].t_end)
         for c in chunks[:10]:
-            assert eng.receive(BED, c, c.ts) == []
+            assert eng.receive(Batch([(BED, c, c.ts)])) == []
         assert eng.stats.dropped == {"duplicate": 10}
         mon = eng.monitor(BED)
         assert mon.last_wave_ts is None
         _, fs, x = headline()
         straddling = AbpChunk(chunks[9].t0, fs, np.ascontiguousarray(x[1125:1375]))
-        eng.receive(BED, straddling, straddling.ts)
+        eng.receive(Batch([(BED, straddling, straddling.ts)]))
         assert mon.last_wave_ts == straddling.ts
         assert mon.detector.current() is not None
         assert mon.detector.current().t0 == chunks[10].t0
@@ -567,11 +569,11 @@ class TestRestoreDataTime:
         eng = engine()
         t = 1_732_400_000.0
         eng.restore_data_time(BED, t + 10)
-        eng.receive(BED, Vitals(t + 10, VitalsSource.ART, map=50.0), t + 11)
-        eng.receive(BED, ne(t), t + 11)
+        eng.receive(Batch([(BED, Vitals(t + 10, VitalsSource.ART, map=50.0), t + 11)]))
+        eng.receive(Batch([(BED, ne(t), t + 11)]))
         assert eng.stats.dropped == {"duplicate": 1}
         assert Drug.NOREPINEPHRINE in eng.monitor(BED).infusions
-        eng.receive(BED, Vitals(t + 11, VitalsSource.ART, map=50.0), t + 11)
+        eng.receive(Batch([(BED, Vitals(t + 11, VitalsSource.ART, map=50.0), t + 11)]))
         assert eng.monitor(BED).value == 50.0
 
     def test_no_effect_once_data_came(self) -> None:
@@ -579,5 +581,5 @@ class TestRestoreDataTime:
         chunks = clean_chunks()
         _, eng = run(chunks[:5])
         eng.restore_data_time(BED, chunks[20].t_end)
-        eng.receive(BED, chunks[5], chunks[5].ts)
+        eng.receive(Batch([(BED, chunks[5], chunks[5].ts)]))
         assert eng.stats.dropped == {}

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from simulators.scenario import load_scenario, render, scenario_dir
-from streamproc.core.engine import Engine
+from streamproc.core.engine import Batch, Engine
 from streamproc.shell.audit import AuditLog
 from streamproc.shell.config import load_config
 from streamproc.wire.codec import decode
@@ -61,7 +61,7 @@ def episode_until_alarm(bed: str, seed: int) -> list[dict[str, Any]]:
         topic = parse_inbound(line["topic"], "icu")
         payload = line["payload"]
         body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-        events = engine.receive(topic.bed, decode(topic.kind, body), time.time())
+        events = engine.receive(Batch([(topic.bed, decode(topic.kind, body), time.time())]))
         if any(ev.kind == "hypotension" for ev in events):
             return lines[: i + 1]
     raise AssertionError("the episode raised no hypotension offline")
