@@ -9,9 +9,11 @@ Every line is read by :func:`streamproc.wire.codec.read_record`: the codec's
 route for the topic's kind, the same as the service's.
 
 :meth:`Replayer.feed_lines` goes one step further: the samples of the chunk lines
-between two ticks are read into one array (``read_record``'s ``out``) and
-taken by the engine in one call (:meth:`Engine.receive_chunks`); any other
-line first hands over the batch. The output is the same as line by line (tested).
+between two ticks are read into one array (:func:`streamproc.wire.codec.read_chunk_row`,
+the same route stopped before the ``AbpChunk`` is made) and taken by the engine in
+one call (:meth:`Engine.receive_chunks`); any other line, and any line that read is
+unsure of, first hands over the batch, then takes ``read_record``. The output is
+the same as line by line (tested).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from streamproc.core.engine import Engine
 from streamproc.core.protocol.alarms import AlarmEvent
 from streamproc.core.protocol.messages import MAX_SAMPLES_PER_CHUNK, AbpChunk, BedId, Message
 from streamproc.shell.config import StreamprocConfig
-from streamproc.wire.codec import CodecError, read_record, warm_up
+from streamproc.wire.codec import CodecError, read_chunk_row, read_record, warm_up
 from streamproc.wire.outbound import as_line
 from streamproc.wire.topics import InboundTopic, alarm_topic, parse_inbound
 
@@ -155,7 +157,9 @@ class Replayer:
         """
         s = self.summary
         engine = self.engine
-        buf = np.empty(BATCH_SAMPLES + min(self._max_samples, MAX_SAMPLES_PER_CHUNK), np.float64)
+        topics = self._topics
+        max_bytes, max_samples = self._max_bytes, self._max_samples
+        buf = np.empty(BATCH_SAMPLES + min(max_samples, MAX_SAMPLES_PER_CHUNK), np.float64)
         batch = _Batch(buf)
         beds, t0s, fss, ends, tss = batch.beds, batch.t0s, batch.fss, batch.ends, batch.tss
         off = 0
@@ -170,27 +174,19 @@ class Replayer:
                     off = 0
                 self._feed(line)
                 continue
-            read = self._read(line, buf[off:])  # (room: see above)
-            if read is None:  # (rejected, and counted)
-                if off:
-                    self._hand_over(batch)
-                    off = 0
-                continue
-            topic, chunk = read
             # (a chunk with ``seq`` takes ``receive``, which reads it: ``receive_chunks`` has
             # no place for it)
-            if not isinstance(chunk, AbpChunk) or chunk.seq is not None:
+            row = read_chunk_row(
+                line, topics.get, buf[off:], max_bytes, max_samples
+            )  # (room: above)
+            if row is None:
                 if off:
                     self._hand_over(batch)
                     off = 0
-                self._accept(topic, _own_samples(chunk, buf))
+                self._feed(line)
                 continue
-            samples = chunk.samples
-            n = samples.size
-            if samples.base is not buf:  # (the exact read made its own array)
-                buf[off : off + n] = samples
-            t0 = chunk.t0
-            ts = chunk.ts
+            topic, t0, fs, n = row
+            ts = t0 + (n - 1) / fs  # (``AbpChunk.ts``)
             if self._tick_due_before(t0):  # (as ``_take``: the batch first)
                 if off:
                     self._hand_over(batch)
@@ -203,7 +199,7 @@ class Replayer:
             off += n
             beds.append(topic.bed)
             t0s.append(t0)
-            fss.append(chunk.fs)
+            fss.append(fs)
             ends.append(off)
             tss.append(ts)
             nxt = self._next_tick
@@ -236,13 +232,11 @@ class Replayer:
         if read is not None:
             self._accept(*read)
 
-    def _read(
-        self, line: bytes, out: np.ndarray | None = None
-    ) -> tuple[InboundTopic, Message] | None:
-        """The line's topic and message (``abp`` samples into ``out``); a rejection is counted."""
+    def _read(self, line: bytes) -> tuple[InboundTopic, Message] | None:
+        """The line's topic and message; a rejection is counted."""
         try:
             return read_record(
-                line, self._topic, max_bytes=self._max_bytes, max_samples=self._max_samples, out=out
+                line, self._topic, max_bytes=self._max_bytes, max_samples=self._max_samples
             )
         except CodecError as exc:
             self.summary.rejected[exc.code] += 1
@@ -315,13 +309,6 @@ class Replayer:
         self.summary.beds = len(self.engine)
         self.summary.dropped = Counter(st.dropped)
         return self.summary
-
-
-def _own_samples(msg: Message, buf: np.ndarray) -> Message:
-    """``msg``, its samples copied out of a batch's ``buf`` (which the next batch reuses)."""
-    if isinstance(msg, AbpChunk) and msg.samples.base is buf:
-        return AbpChunk(msg.t0, msg.fs, msg.samples.copy(), msg.seq)
-    return msg
 
 
 class _Batch:

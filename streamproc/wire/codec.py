@@ -53,6 +53,7 @@ from streamproc.core.protocol.messages import (
     DRUG_NAMES,
     MAX_SAMPLES_PER_CHUNK,
     PRESSURE_LIMITS,
+    TS_LIMITS,
     AbpChunk,
     Ack,
     Drug,
@@ -76,6 +77,7 @@ __all__ = [
     "CodecError",
     "decode",
     "kinds",
+    "read_chunk_row",
     "read_record",
     "warm_up",
 ]
@@ -355,25 +357,16 @@ _KINDS: Final[dict[str, tuple[msgspec.json.Decoder[Any], Callable[[Any, int], Me
 # read runs, which also makes every error.
 
 _PRESSURE_LO, _PRESSURE_HI = PRESSURE_LIMITS
+_T0_LO, _T0_HI = TS_LIMITS
+_FS_LO, _FS_HI = 1.0, 2000.0  # (AbpChunk's)
 #: Length of the array handed to the kernel first: the last chunk's (when the
 #: count differs, the kernel is called again with an array of that count).
 _LAST_N: Final = [125]
 _ABP_HEAD: Final = msgspec.json.Decoder(_AbpHead)
 
 
-def _parse_samples(
-    doc: bytes, max_n: int, out: npt.NDArray[np.float64] | None = None
-) -> npt.NDArray[np.float64] | None:
-    """The ``samples`` of the validated JSON document ``doc``, or ``None`` when not sure.
-
-    Written to the start of ``out`` when it has room for them, else to a new array.
-    """
-    if out is not None:
-        n = _numparse.parse_samples(doc, out, _PRESSURE_LO, _PRESSURE_HI, max_n)
-        if 0 < n <= out.size:
-            return out[:n]
-        if n <= 0:
-            return None
+def _parse_samples(doc: bytes, max_n: int) -> npt.NDArray[np.float64] | None:
+    """The ``samples`` of the validated JSON document ``doc``, or ``None`` when not sure."""
     out = np.empty(_LAST_N[0])  # float64
     n = _numparse.parse_samples(doc, out, _PRESSURE_LO, _PRESSURE_HI, max_n)
     if n != out.size:
@@ -386,9 +379,7 @@ def _parse_samples(
     return out
 
 
-def _abp_chunk(
-    doc: bytes, head: Any, max_samples: int, out: npt.NDArray[np.float64] | None
-) -> AbpChunk | None:
+def _abp_chunk(doc: bytes, head: Any, max_samples: int) -> AbpChunk | None:
     """The chunk of ``head`` (an ``_AbpHead`` read from ``doc``), its samples read from ``doc``.
 
     ``None`` whenever the kernel is unsure or the chunk is not valid: the exact
@@ -397,7 +388,7 @@ def _abp_chunk(
     seq = head.seq
     if seq is not None and not 0 <= seq <= _SEQ_MAX:
         return None
-    samples = _parse_samples(doc, min(max_samples, MAX_SAMPLES_PER_CHUNK), out)
+    samples = _parse_samples(doc, min(max_samples, MAX_SAMPLES_PER_CHUNK))
     if samples is None:
         return None
     try:
@@ -412,7 +403,7 @@ def _decode_abp(data: bytes, max_samples: int) -> AbpChunk | None:
         head = _ABP_HEAD.decode(data)
     except (msgspec.MsgspecError, RecursionError):
         return None
-    return _abp_chunk(data, head, max_samples, None)
+    return _abp_chunk(data, head, max_samples)
 
 
 # --------------------------------------------------------------------------- decode
@@ -506,15 +497,13 @@ def read_record(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_samples: int = DEFAULT_MAX_SAMPLES,
-    out: npt.NDArray[np.float64] | None = None,
 ) -> tuple[_T, Message]:
     """The topic and message of a recording line ``{"topic": ..., "payload": ...}``.
 
     The payload is a JSON object or, as it came off the wire, a JSON string; its
     topic is read by ``topic_of`` (which raises :class:`CodecError` for a bad
     one), its payload is decoded as :func:`decode` decodes it for the topic's
-    kind. An ``abp`` payload's samples are read by the kernel from the line's
-    bytes (written to the start of ``out`` when given, if it has room).
+    kind. An ``abp`` payload's samples are read by the kernel from the line's bytes.
 
     Raises:
         CodecError: as :func:`decode`, or with the code ``"bad_line"`` (a
@@ -530,7 +519,7 @@ def read_record(
         else:
             topic = topic_of(rec.topic)
             if topic.kind == "abp":
-                chunk = _abp_chunk(line, rec.payload, max_samples, out)
+                chunk = _abp_chunk(line, rec.payload, max_samples)
                 if chunk is not None:
                     return topic, chunk
     try:
@@ -547,6 +536,45 @@ def read_record(
             raise CodecError(None, "payload", f"not a JSON text: {exc}", code="bad_line") from exc
     topic = topic_of(env.topic)
     return topic, decode(topic.kind, raw, max_bytes=max_bytes, max_samples=max_samples)
+
+
+def read_chunk_row(
+    line: bytes,
+    topic_of: Callable[[str], _T | None],
+    out: npt.NDArray[np.float64],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> tuple[_T, float, float, int] | None:
+    """:func:`read_record`'s ``abp`` route for a batch: ``(topic, t0, fs, n)``, samples in ``out``.
+
+    The same line schema and kernel as :func:`read_record`, stopped before the
+    :class:`AbpChunk` is made (a replay's batch takes the chunk as a row of
+    arrays; making the message costs about a tenth of a replay's line): the
+    samples are written to ``out[:n]``, the chunk's fields come back as read.
+    It answers only for a line that :func:`read_record` would read as a valid
+    chunk without ``seq``, of a topic ``topic_of`` knows (``None``: unknown);
+    ``None`` for any other line and whenever in doubt: the caller then takes
+    :func:`read_record`, which answers (or raises). Never raises.
+    """
+    if len(line) > max_bytes or type(line) is not bytes or not line.isascii():
+        return None
+    try:
+        rec = _ABP_LINE.decode(line)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    w = rec.payload
+    t0, fs = w.t0, w.fs
+    if w.seq is not None or not _T0_LO <= t0 <= _T0_HI or not _FS_LO <= fs <= _FS_HI:
+        return None  # (the rest of AbpChunk's rule: the kernel checks the samples)
+    topic = topic_of(rec.topic)
+    if topic is None or topic.kind != "abp":
+        return None
+    n = _numparse.parse_samples(
+        line, out, _PRESSURE_LO, _PRESSURE_HI, min(max_samples, MAX_SAMPLES_PER_CHUNK)
+    )
+    if not 0 < n <= out.size:
+        return None
+    return topic, t0, fs, n
 
 
 def _as_bytes(kind: str, payload: object, max_bytes: int) -> bytes:

@@ -2,9 +2,11 @@
 
 ``read_record`` of a line must give the same chunk or the same ``CodecError`` (code,
 field, reason) as ``decode("abp", ...)`` of the line's payload, whether the kernel
-reads the samples from the line's bytes or the exact read answers; with ``out``
-(a replay's batches) the samples are written there when it has room. The packed
-sample array of the exact read must be what ``np.asarray`` gave.
+reads the samples from the line's bytes or the exact read answers.
+``read_chunk_row`` (a replay's batches: the same route stopped before the
+``AbpChunk``) must answer only for a line ``read_record`` reads as a valid chunk,
+with its numbers and samples. The packed sample array of the exact read must be
+what ``np.asarray`` gave.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from hypothesis import strategies as st
 
 from streamproc.core.protocol.messages import AbpChunk
 from streamproc.wire import codec
-from streamproc.wire.codec import CodecError, decode, read_record
+from streamproc.wire.codec import CodecError, decode, read_chunk_row, read_record
 from streamproc.wire.topics import InboundTopic, parse_inbound
 from tests.wire.test_codec import BAD, FUZZ, TS, VALID, field_dicts, plausible
 
 TOPIC = "icu/ward7/bed03/abp"
+KNOWN = {TOPIC: parse_inbound(TOPIC)}
 
 
 def line_of(payload: bytes | str) -> bytes:
@@ -84,18 +87,22 @@ def check_agrees(payload: bytes, **limits: int) -> tuple[Any, ...]:
 
 
 def check_batch_read(line: bytes, ref: tuple[Any, ...], **limits: int) -> bool:
-    """With ``out``: ``decode``'s chunk or error, the samples in ``out`` when read there."""
+    """``read_chunk_row`` answers only for a valid chunk, with ``decode``'s numbers."""
     out = np.full(70_000, np.nan)
-    got = outcome(read_chunk, line, out=out, **limits)
-    if ref[0] == "error":
-        assert got == ref
+    got = read_chunk_row(
+        line,
+        KNOWN.get,
+        out,
+        limits.get("max_bytes", codec.DEFAULT_MAX_BYTES),
+        limits.get("max_samples", codec.DEFAULT_MAX_SAMPLES),
+    )
+    if got is None:
         return False
-    assert got[:7] == ref[:7]
-    assert got[7][0] is False  # (read-only, as every chunk's samples)
-    n = ref[5][0]
-    in_out = out[:n].tobytes() == ref[6]
-    assert in_out or np.isnan(out[0])
-    return in_out
+    assert ref[0] == "chunk", ref
+    topic, t0, fs, n = got
+    assert (topic, t0, fs, ref[3], (n,)) == (KNOWN[TOPIC], ref[1], ref[2], None, ref[5])
+    assert out[:n].tobytes() == ref[6]
+    return True
 
 
 class TestSamplesArray:
@@ -128,8 +135,8 @@ class TestReadRecord:
         assert chunk.samples.tolist() == VALID["abp"]["samples"]
         assert chunk.seq == 7
         assert not chunk.samples.flags.writeable
-        # decode's payload, then the line's bytes (the route, out, again), by the kernel
-        assert docs == [payload, line_of(payload), line_of(payload), line_of(payload)]
+        # decode's payload, then the line's bytes (twice), by the kernel
+        assert docs == [payload, line_of(payload), line_of(payload)]
 
     @pytest.mark.parametrize(
         "line",
@@ -207,48 +214,48 @@ class TestReadRecord:
 
 
 class TestBatchRead:
-    """``out``: a valid chunk's samples written there, everything else as without it."""
+    """The batch read: a valid chunk's numbers and samples, ``None`` when in any doubt."""
 
     def test_valid_line(self) -> None:
         """A valid chunk is read, its samples written to the array."""
-        payload = json.dumps(VALID["abp"]).encode()
+        payload = json.dumps({**VALID["abp"], "seq": None}).encode()
         assert check_batch_read(line_of(payload), outcome(decode, "abp", payload))
 
-    def test_no_room(self) -> None:
-        """An array too short for the samples: the chunk has its own array."""
+    def test_no_room_hands_over(self) -> None:
+        """An array too short for the samples: ``None`` (the caller empties its batch)."""
         n = len(VALID["abp"]["samples"])
-        line = line_of(json.dumps(VALID["abp"]).encode())
-        short = np.empty(n - 1)
-        assert read_chunk(line, out=short).samples.base is not short
-        out = np.empty(n)
-        chunk = read_chunk(line, out=out)
-        assert chunk.samples.base is out
-        assert chunk.samples.size == n
+        line = line_of(json.dumps({**VALID["abp"], "seq": None}).encode())
+        assert read_chunk_row(line, KNOWN.get, np.empty(n - 1)) is None
+        row = read_chunk_row(line, KNOWN.get, np.empty(n))
+        assert row is not None
+        assert row[3] == n
 
     @pytest.mark.parametrize(
         "changes",
         [{"seq": 2**63}, {"seq": -1}, {"fs": 0}, {"fs": 2000.5}, {"t0": 0}, {"samples": []}],
     )
-    def test_invalid_chunks(self, changes: dict[str, Any]) -> None:
-        """Whatever ``decode`` refuses, the batch read refuses with the same error."""
-        payload = json.dumps({**VALID["abp"], **changes}).encode()
-        ref = outcome(decode, "abp", payload)
-        assert ref[0] == "error"
-        assert outcome(read_chunk, line_of(payload), out=np.empty(1000)) == ref
+    def test_invalid_chunks_hand_over(self, changes: dict[str, Any]) -> None:
+        """Whatever ``decode`` refuses, the batch read leaves to it (no error raised here)."""
+        payload = json.dumps({**VALID["abp"], "seq": None, **changes}).encode()
+        assert outcome(decode, "abp", payload)[0] == "error"
+        assert read_chunk_row(line_of(payload), KNOWN.get, np.empty(1000)) is None
 
-    def test_other_lines_not_in_out(self) -> None:
-        """Not ASCII, an escape, over the size limit: read, but not into ``out``."""
-        line = line_of(json.dumps(VALID["abp"]).encode())
+    def test_other_lines_hand_over(self) -> None:
+        """Not ASCII, an escape, not bytes, over the size limit, not a chunk, a ``seq``, an
+        unknown topic: ``None``."""
+        line = line_of(json.dumps({**VALID["abp"], "seq": None}).encode())
         out = np.empty(1000)
-        assert read_chunk(line, out=out).samples.base is out
-        for other, limits in [
-            (line.replace(b"}", rb', "n":"\u00e9"}', 1), {}),
-            (line.replace(b"}", ', "n":"é"}'.encode(), 1), {}),
-            (line, {"max_bytes": len(line) - 1}),
-        ]:
-            assert read_chunk(other, out=out, **limits).samples.base is not out
-        with pytest.raises(CodecError):
-            read_chunk(line_of(json.dumps(VALID["vitals"]).encode()), out=out)
+        assert read_chunk_row(line, KNOWN.get, out) is not None
+        assert read_chunk_row(line.replace(b"}", rb', "n":"\u00e9"}', 1), KNOWN.get, out) is None
+        assert read_chunk_row(line.replace(b"}", ', "n":"é"}'.encode(), 1), KNOWN.get, out) is None
+        assert read_chunk_row(bytearray(line), KNOWN.get, out) is None  # type: ignore[arg-type]
+        assert read_chunk_row(line, KNOWN.get, out, max_bytes=len(line) - 1) is None
+        vitals = line_of(json.dumps(VALID["vitals"]).encode())
+        assert read_chunk_row(vitals, KNOWN.get, out) is None
+        assert read_chunk_row(line_of(json.dumps(VALID["abp"]).encode()), KNOWN.get, out) is None
+        assert read_chunk_row(line, {}.get, out) is None
+        other = {TOPIC: parse_inbound("icu/ward7/bed03/vitals")}
+        assert read_chunk_row(line, other.get, out) is None
 
 
 class TestRecordAgreesWithDecode:
