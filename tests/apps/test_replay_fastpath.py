@@ -55,7 +55,7 @@ def _replay(lines: list[bytes], *, way: str = "batch", **overrides: Any) -> Resu
             mp.setattr(replay, "BATCH_MIN_BEDS", 0)
             return out, _summary(replay_lines(lines, config, out.append))
         if way == "general":
-            mp.setattr(codec, "_parse_samples", lambda doc, max_n, out=None: None)
+            mp.setattr(codec, "_parse_samples", lambda doc, max_n: None)
         rp = Replayer(config, out.append)
         for line in lines:
             rp.feed_line(line)
