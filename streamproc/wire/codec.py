@@ -31,7 +31,9 @@ Clinger's exact fast path (at most 18 digits, a mantissa up to ``2**53``, a
 power of ten up to ``1e22``), every one within the pressure limits. For anything
 else, and so for every error, the payload takes the exact read of the same
 route (``samples`` as ``list[float]``), which gives the chunk or the error.
-A recording line's ``abp`` payload takes the same kernel on the line's bytes.
+A recording line's ``abp`` payload takes the same kernel on the line's bytes;
+a replay's batch (:func:`read_chunk_row`) takes the same route, stopped before
+the ``AbpChunk`` is made, and leaves any line it is unsure of to :func:`read_record`.
 """
 
 from __future__ import annotations
