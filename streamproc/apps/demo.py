@@ -32,6 +32,7 @@ from streamproc.core.protocol.escalation import DISCLAIMER
 from streamproc.shell.config import StreamprocConfig, load_config
 from streamproc.shell.logs import configure_logging
 from streamproc.shell.service import Service
+from streamproc.wire.topics import alarms_filter
 
 __all__ = ["DEMO_WARD", "DemoBroker", "run_demo"]
 
@@ -263,7 +264,7 @@ async def _watch(
     host, port = url.removeprefix("mqtt://").rsplit(":", 1)
     proto = aiomqtt.ProtocolVersion.V5 if version == 5 else aiomqtt.ProtocolVersion.V311
     async with aiomqtt.Client(host, int(port), protocol=proto) as client:
-        await client.subscribe(f"{root}/{DEMO_UNIT}/+/alarms/#", qos=1)
+        await client.subscribe(alarms_filter(root, DEMO_UNIT), qos=1)
         if subscribed is not None:
             subscribed.set()
         async for message in client.messages:

@@ -5,16 +5,15 @@ A recording is JSON Lines, one MQTT message a line: ``{"topic": ..., "payload":
 Every alarm message the service would publish comes out as the same kind of
 line. Malformed lines are counted by reason and never stop the replay.
 
-Nearly every line of a recording is an ``abp`` chunk: such a line is read in one
-pass (:func:`streamproc.wire.codec.decode_abp_record`); any other line, and any line
-that pass is unsure of, takes the general path (the envelope, then
-:func:`streamproc.wire.codec.decode`), which gives the same result.
+Every line is read by :func:`streamproc.wire.codec.read_record`: the codec's
+route for the topic's kind, the same as the service's.
 
-:meth:`Replayer.feed_lines` goes one step further: the chunk lines between two
-ticks are read into one array (:func:`streamproc.wire.codec.read_abp_line`), rows
-of one :class:`~streamproc.core.engine.Batch` the engine takes in one call; any other
-line first hands over the batch, then takes the way above. The output is the
-same as line by line (tested).
+:meth:`Replayer.feed_lines` goes one step further: the samples of the chunk lines
+between two ticks are read into one array (:func:`streamproc.wire.codec.read_chunk_row`,
+the same route stopped before the ``AbpChunk`` is made), rows of one
+:class:`~streamproc.core.engine.Batch` the engine takes in one call; any other line,
+and any line that read is unsure of, first hands over the batch, then takes
+``read_record``. The output is the same as line by line (tested).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-import msgspec
 import numpy as np
 
 from streamproc.core.engine import Batch, Engine
@@ -39,23 +37,11 @@ from streamproc.core.protocol.messages import (
     sample_time,
 )
 from streamproc.shell.config import StreamprocConfig
-from streamproc.wire.codec import (
-    CodecError,
-    build_abp,
-    decode,
-    decode_abp_record,
-    read_abp_line,
-    warm_up,
-)
+from streamproc.wire.codec import CodecError, read_chunk_row, read_record, warm_up
 from streamproc.wire.outbound import as_line
 from streamproc.wire.topics import InboundTopic, alarm_topic, parse_inbound
 
 __all__ = ["ReplaySummary", "Replayer", "replay_lines"]
-
-
-class _Line(msgspec.Struct):
-    topic: str
-    payload: msgspec.Raw
 
 
 #: Ticks run one by one up to this many steps; a longer jump is crossed in one.
@@ -71,9 +57,6 @@ BATCH_LINES: Final = 1024
 #: batch per tick then holds so few chunks that its fixed costs outweigh what it
 #: saves (measured with ``bench_replay.py --beds``, see benchmarks/README.md).
 BATCH_MIN_BEDS: Final = 5
-
-_line_decoder: Final = msgspec.json.Decoder(_Line)
-_str_decoder: Final = msgspec.json.Decoder(str)
 
 
 def _counts(c: Counter[str]) -> str:
@@ -201,17 +184,18 @@ class Replayer:
                     off = 0
                 self._feed(line)
                 continue
-            rec = read_abp_line(line, buf[off:], max_bytes, max_samples)  # (room: see above)
-            topic = None if rec is None else topics.get(rec.topic)
             # (a chunk with ``seq`` goes typed: a chunk row has no place for it)
-            if rec is None or topic is None or topic.kind != "abp" or rec.seq is not None:
+            row = read_chunk_row(
+                line, topics.get, buf[off:], max_bytes, max_samples
+            )  # (room: above)
+            if row is None:
                 if off:
                     self._hand_over(batch)
                     off = 0
                 self._feed(line)
                 continue
-            t0, n = rec.t0, rec.n
-            ts = sample_time(t0, rec.fs, n - 1)  # (``AbpChunk.ts``)
+            topic, t0, fs, n = row
+            ts = sample_time(t0, fs, n - 1)  # (``AbpChunk.ts``)
             if self._tick_due_before(t0):  # (as ``_take``: the batch first)
                 if off:
                     self._hand_over(batch)
@@ -226,7 +210,7 @@ class Replayer:
             msgs(None)
             nows(ts)  # data-clocked: a chunk arrives at its time
             t0s(t0)
-            fss(rec.fs)
+            fss(fs)
             ends(off)
             nxt = self._next_tick
             if nxt is None or last >= nxt or off >= BATCH_SAMPLES or len(batch.beds) >= BATCH_LINES:
@@ -246,54 +230,24 @@ class Replayer:
             self._publish(events)
 
     def _feed(self, line: bytes) -> None:
-        """A stripped, counted line: the one-pass ``abp`` read, else the general path."""
-        s = self.summary
-        # fast path: an abp chunk read in one pass (what nearly every line is);
-        # anything else, including any doubt, takes the general path below
-        rec = decode_abp_record(line, self._max_bytes)
-        if rec is not None:
-            topic = self._topics.get(rec.topic)
-            if topic is not None and topic.kind == "abp":
-                try:
-                    chunk = build_abp(rec.payload, self._max_samples)
-                except CodecError as exc:
-                    s.rejected[exc.code] += 1
-                    return
-                s.messages["abp"] += 1
-                s.samples += chunk.samples.size
-                self._take(topic, chunk, chunk.t0, chunk.ts)
-                return
-        self._feed_general(line)
+        """A stripped, counted line: read, then taken."""
+        read = self._read(line)
+        if read is not None:
+            self._accept(*read)
 
-    def _feed_general(self, line: bytes) -> None:
-        """Any line: its envelope, then the payload decoded for the topic's kind."""
-        s = self.summary
+    def _read(self, line: bytes) -> tuple[InboundTopic, Message] | None:
+        """The line's topic and message; a rejection is counted."""
         try:
-            rec = _line_decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-            s.rejected["bad_line"] += 1
-            return
-        except RecursionError:  # nested deeper than msgspec's limit (escaped before)
-            s.rejected["too_deep"] += 1
-            return
-        raw: bytes | memoryview = memoryview(rec.payload)
-        if raw[:1] == b'"':
-            try:
-                raw = _str_decoder.decode(raw).encode("utf-8", "surrogatepass")
-            except (msgspec.DecodeError, UnicodeError):
-                s.rejected["bad_line"] += 1
-                return
-        try:
-            topic = self._topic(rec.topic)
-            msg = decode(
-                topic.kind,
-                raw,
-                max_bytes=self.config.service.max_payload_bytes,
-                max_samples=self.config.service.max_samples,
+            return read_record(
+                line, self._topic, max_bytes=self._max_bytes, max_samples=self._max_samples
             )
         except CodecError as exc:
-            s.rejected[exc.code] += 1
-            return
+            self.summary.rejected[exc.code] += 1
+            return None
+
+    def _accept(self, topic: InboundTopic, msg: Message) -> None:
+        """A message read from a line, counted and taken."""
+        s = self.summary
         s.messages[topic.kind] += 1
         begins = msg.ts
         if isinstance(msg, AbpChunk):

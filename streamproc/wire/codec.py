@@ -5,41 +5,47 @@
 :mod:`streamproc.core.protocol.messages`. Whatever the bytes, it returns a message or
 raises :class:`CodecError`, which carries a short machine-friendly ``code``
 (a metric label), the message ``kind``, the offending ``field`` and a
-``reason`` a person can act on.
+``reason`` a person can act on. :func:`read_record` does the same for a line of
+a recording (``{"topic", "payload"}``, ``streamproc replay``): the same route per
+kind, the envelope around it.
 
-Decoding is one ``msgspec`` pass into a wire ``Struct`` per kind (unknown
-fields are ignored, ints are accepted where floats are expected, booleans and
-strings are never numbers), then the core message is built from it; the core
-constructors check ranges and raise ``InvalidMessageError``, which is turned
-into a ``CodecError`` here. The work that only explains a failure is done on
-the failure path, so that the hot path (``abp`` chunks) stays short.
+The schema of each message is the core message itself: its fields (names,
+order, types, defaults) are read from the core class by :func:`_wire_struct`,
+which makes the ``msgspec`` Struct the bytes are decoded into (an enum is its
+text on the wire, looked up here so that an error can list the choices), and
+its limits are the checks of the core constructor, which raises
+``InvalidMessageError``, turned into a ``CodecError`` here. Decoding is one
+``msgspec`` pass (unknown fields are ignored, ints are accepted where floats are
+expected, booleans and strings are never numbers), then the core message is
+built. The work that only explains a failure is done on the failure path.
 
-An ``abp`` chunk is first read with its ``samples`` left as ``msgspec.Raw``
-(msgspec still checks the JSON syntax of the whole payload, and the types of
-the other fields), and a compiled kernel (:mod:`streamproc.wire._numparse`) reads the
-numbers from the payload's bytes straight into the float64 array, without a
-Python ``float`` per sample. The kernel answers only when it is certain to give
-what ``msgspec`` gives, to the bit: one ``samples`` key and no backslash in
-the document, plain numbers within Clinger's exact fast path (at most 18
-digits, a mantissa up to ``2**53``, a power of ten up to ``1e22``), every one
-within the pressure limits. For anything else, and so for every error, the
-payload takes the exact path (``samples`` as ``list[float]``), which gives the
-chunk or the error.
-
-A recording line (``{"topic", "payload"}``, ``streamproc replay``) whose payload
-is an ``abp`` chunk can be read in one pass with :func:`decode_abp_record` and
-:func:`build_abp` (the same kernel, on the line's bytes), which give what
-:func:`decode` gives (the same chunk or the same error) and answer ``None``
-whenever the line needs the general path.
+One route per kind. For every kind but ``abp``: the Struct, then the core
+message. For ``abp`` (:func:`_decode_abp`, :func:`_abp_chunk`): the payload is
+read with its ``samples`` left as ``msgspec.Raw`` (msgspec still checks the JSON
+syntax of the whole payload, and the types of the other fields), and a compiled
+kernel (:mod:`streamproc.wire._numparse`) reads the numbers from the bytes
+straight into the float64 array, without a Python ``float`` per sample. The
+kernel answers only when it is certain to give what ``msgspec`` gives, to the
+bit: one ``samples`` key and no backslash in the document, plain numbers within
+Clinger's exact fast path (at most 18 digits, a mantissa up to ``2**53``, a
+power of ten up to ``1e22``), every one within the pressure limits. For anything
+else, and so for every error, the payload takes the exact read of the same
+route (``samples`` as ``list[float]``), which gives the chunk or the error.
+A recording line's ``abp`` payload takes the same kernel on the line's bytes;
+a replay's batch (:func:`read_chunk_row`) takes the same route, stopped before
+the ``AbpChunk`` is made, and leaves any line it is unsure of to :func:`read_record`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import operator
 import re
 import struct
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar, get_args, get_type_hints
 
 import msgspec
 import numpy as np
@@ -47,6 +53,7 @@ import numpy.typing as npt
 
 from streamproc.core.protocol.messages import (
     DRUG_NAMES,
+    FS_LIMITS,
     MAX_SAMPLES_PER_CHUNK,
     PRESSURE_LIMITS,
     TS_LIMITS,
@@ -70,14 +77,11 @@ __all__ = [
     "DEFAULT_MAX_SAMPLES",
     "ERROR_CODES",
     "INBOUND_KINDS",
-    "AbpPayload",
-    "AbpRecord",
     "CodecError",
-    "build_abp",
     "decode",
-    "decode_abp_record",
     "kinds",
-    "read_abp_line",
+    "read_chunk_row",
+    "read_record",
     "warm_up",
 ]
 
@@ -152,68 +156,54 @@ def kinds() -> tuple[str, ...]:
     return INBOUND_KINDS
 
 
-# --------------------------------------------------------------------------- wire structs
-# One Struct per kind, as on the wire. Enum-valued fields are plain strings
-# here and are looked up below, so that the error can list the valid choices.
-# Optional fields accept an explicit JSON null as "absent".
+# --------------------------------------------------------------------------- the schema
+# The Struct of each kind is made from the core message's own fields (names, order,
+# types, defaults): the core message is the schema, written once. On the wire an enum
+# is its text (looked up below, so that the error can list the valid choices) and an
+# optional field accepts an explicit JSON null as "absent".
+
+_REQUIRED: Final = (dataclasses.MISSING, msgspec.NODEFAULT)
 
 
-class _AbpWire(msgspec.Struct, gc=False):
-    t0: float
-    fs: float
-    samples: list[float]
-    seq: int | None = None
+def _message_fields(message: type) -> list[tuple[str, Any, Any]]:
+    """``(name, type, default)`` of each field of a core message, in order."""
+    hints = get_type_hints(message)
+    if dataclasses.is_dataclass(message):
+        return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(message)]
+    return [(f.name, hints[f.name], f.default) for f in msgspec.structs.fields(message)]
 
 
-class _AbpRawWire(msgspec.Struct, gc=False):
-    """An ``abp`` payload whose ``samples`` stay JSON text (syntax checked, types not)."""
-
-    t0: float
-    fs: float
-    samples: msgspec.Raw
-    seq: int | None = None
-
-
-class _VitalsWire(msgspec.Struct, gc=False):
-    ts: float
-    source: str
-    sbp: float | None = None
-    dbp: float | None = None
-    map: float | None = None
-    hr: float | None = None
+def _enum_of(hint: Any) -> type[StrEnum] | None:
+    """The enum a field's type holds (``E`` or ``E | None``), if any."""
+    for t in (hint, *get_args(hint)):
+        if isinstance(t, type) and issubclass(t, StrEnum):
+            return t
+    return None
 
 
-class _InfusionWire(msgspec.Struct, gc=False):
-    ts: float
-    drug: str
-    rate: float
-    unit: str
-    running: bool = True
-    concentration: float | None = None
+def _wire_type(hint: Any) -> Any:
+    """A core field's type as on the wire: an enum is its text."""
+    args = get_args(hint)
+    if type(None) in args:
+        return functools.reduce(operator.or_, (_wire_type(a) for a in args))
+    return str if _enum_of(hint) is not None else hint
 
 
-class _PatientWire(msgspec.Struct, gc=False):
-    ts: float
-    profile: str | None = None
-    age: float | None = None
-    weight_kg: float | None = None
-    map_target: float | None = None
-    sbp_target: float | None = None
-    crystalloid_ml: float | None = None
-    peritonitis: bool | None = None
+def _wire_struct(message: type, name: str, **types: Any) -> Any:
+    """The ``msgspec`` Struct of ``message`` as on the wire.
 
-
-class _LabsWire(msgspec.Struct, gc=False):
-    ts: float
-    lactate: float | None = None
-    urine_ml_kg_h: float | None = None
-    scvo2: float | None = None
-
-
-class _AckWire(msgspec.Struct, gc=False):
-    ts: float
-    alarm_id: str
-    by: str | None = None
+    ``types`` gives the wire type of a field that has no JSON type of its own
+    (``samples``) or whose JSON null means the core default (``Ack.by``).
+    """
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field, hint, default in _message_fields(message):
+        wire = types.get(field, _wire_type(hint))
+        if default in _REQUIRED:
+            fields.append((field, wire))
+        else:
+            nullable = default is not None and type(None) in get_args(wire)
+            fields.append((field, wire, None if nullable else default))
+    return msgspec.defstruct(name, fields, gc=False)
 
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -235,9 +225,65 @@ def _lookup(kind: str, enum: type[_E], table: Mapping[str, _E], what: str, value
     return member
 
 
-_UNITS: Final = {m.value: m for m in RateUnit}
-_PROFILES: Final = {m.value: m for m in Profile}
-_SOURCES: Final = {m.value: m for m in VitalsSource}
+def _drug_name(value: str) -> str:
+    # any name of DRUG_NAMES, in any case: "Noradrenaline" is norepinephrine
+    return value.strip().casefold()
+
+
+#: The names each enum is looked up by, and how a wire text is made one of them.
+_ENUM_NAMES: Final[Mapping[type[StrEnum], tuple[Mapping[str, Any], Callable[[str], str]]]] = {
+    Drug: (DRUG_NAMES, _drug_name),
+    **{e: ({m.value: m for m in e}, str) for e in (RateUnit, Profile, VitalsSource)},
+}
+
+
+def _field_converter(
+    kind: str, field: str, hint: Any, default: Any, wire: Any
+) -> Callable[[Any], Any] | None:
+    """What turns a wire value of ``field`` into the core's (``None``: it is the core's)."""
+    enum = _enum_of(hint)
+    if enum is not None:
+        names, spelling = _ENUM_NAMES[enum]
+
+        def convert(value: str | None) -> Any:
+            if value is None:
+                return None
+            return _lookup(kind, enum, names, field, spelling(value))
+
+        return convert
+    if default not in _REQUIRED and default is not None and wire is None:
+        return lambda value: default if value is None else value
+    return None
+
+
+def _builder(kind: str, message: type, struct: Any) -> Callable[[Any, int], Message]:
+    """The core ``message`` of a decoded wire ``struct`` (the core constructor checks it)."""
+    wire_defaults = {f.name: f.default for f in msgspec.structs.fields(struct)}
+    converters = [
+        (i, convert)
+        for i, (field, hint, default) in enumerate(_message_fields(message))
+        if (convert := _field_converter(kind, field, hint, default, wire_defaults[field]))
+    ]
+    astuple = msgspec.structs.astuple
+
+    def build(w: Any, _max_samples: int) -> Message:
+        args = list(astuple(w))
+        for i, convert in converters:
+            args[i] = convert(args[i])
+        return message(*args)  # type: ignore[no-any-return]
+
+    return build
+
+
+_AbpWire: Final = _wire_struct(AbpChunk, "_AbpWire", samples=list[float])
+#: An ``abp`` payload whose ``samples`` stay JSON text (syntax checked, types not).
+_AbpHead: Final = _wire_struct(AbpChunk, "_AbpHead", samples=msgspec.Raw)
+_VitalsWire: Final = _wire_struct(Vitals, "_VitalsWire")
+_InfusionWire: Final = _wire_struct(Infusion, "_InfusionWire")
+_PatientWire: Final = _wire_struct(Patient, "_PatientWire")
+_LabsWire: Final = _wire_struct(Labs, "_LabsWire")
+_AckWire: Final = _wire_struct(Ack, "_AckWire", by=str | None)
+
 _SEQ_MAX: Final = 2**63 - 1
 
 
@@ -285,23 +331,41 @@ def _check_abp(n: int, seq: int | None, max_samples: int) -> None:
         )
 
 
-def _build_abp(w: _AbpWire, max_samples: int) -> AbpChunk:
+def _build_abp(w: Any, max_samples: int) -> AbpChunk:
     _check_abp(len(w.samples), w.seq, max_samples)
     return AbpChunk(w.t0, w.fs, _samples_array(w.samples), w.seq)
 
 
-# --------------------------------------------------------------------------- abp fast path
+# kind -> (decoder created once, builder from wire struct to core message): the exact read
+_KINDS: Final[dict[str, tuple[msgspec.json.Decoder[Any], Callable[[Any, int], Message]]]] = {
+    "abp": (msgspec.json.Decoder(_AbpWire), _build_abp),
+    **{
+        kind: (msgspec.json.Decoder(wire), _builder(kind, message, wire))
+        for kind, message, wire in (
+            ("vitals", Vitals, _VitalsWire),
+            ("infusion", Infusion, _InfusionWire),
+            ("patient", Patient, _PatientWire),
+            ("labs", Labs, _LabsWire),
+            ("ack", Ack, _AckWire),
+        )
+    },
+}
+
+
+# --------------------------------------------------------------------------- abp
 # ``samples`` decoded as msgspec.Raw (msgspec still checks the JSON syntax of the
 # whole document) and parsed from the document's bytes by a compiled kernel
 # (streamproc.wire._numparse), without a Python float per sample. The kernel answers
-# only when it is sure to give what the exact path gives; otherwise the exact
-# path runs, which also makes every error.
+# only when it is sure to give what the exact read gives; otherwise the exact
+# read runs, which also makes every error.
 
 _PRESSURE_LO, _PRESSURE_HI = PRESSURE_LIMITS
+_T0_LO, _T0_HI = TS_LIMITS
+_FS_LO, _FS_HI = FS_LIMITS
 #: Length of the array handed to the kernel first: the last chunk's (when the
 #: count differs, the kernel is called again with an array of that count).
 _LAST_N: Final = [125]
-_ABP_RAW: Final = msgspec.json.Decoder(_AbpRawWire)
+_ABP_HEAD: Final = msgspec.json.Decoder(_AbpHead)
 
 
 def _parse_samples(doc: bytes, max_n: int) -> npt.NDArray[np.float64] | None:
@@ -318,69 +382,31 @@ def _parse_samples(doc: bytes, max_n: int) -> npt.NDArray[np.float64] | None:
     return out
 
 
-def _decode_abp_fast(data: bytes, max_samples: int) -> AbpChunk | None:
-    """What :func:`decode` gives an ``abp`` payload when it is a chunk; ``None`` when unsure."""
-    try:
-        w = _ABP_RAW.decode(data)
-    except (msgspec.MsgspecError, RecursionError):
-        return None
-    seq = w.seq
+def _abp_chunk(doc: bytes, head: Any, max_samples: int) -> AbpChunk | None:
+    """The chunk of ``head`` (an ``_AbpHead`` read from ``doc``), its samples read from ``doc``.
+
+    ``None`` whenever the kernel is unsure or the chunk is not valid: the exact
+    read then gives the chunk or the error.
+    """
+    seq = head.seq
     if seq is not None and not 0 <= seq <= _SEQ_MAX:
         return None
-    samples = _parse_samples(data, min(max_samples, MAX_SAMPLES_PER_CHUNK))
+    samples = _parse_samples(doc, min(max_samples, MAX_SAMPLES_PER_CHUNK))
     if samples is None:
         return None
     try:
-        return AbpChunk(w.t0, w.fs, samples, seq)
+        return AbpChunk(head.t0, head.fs, samples, seq)
     except InvalidMessageError:
         return None
 
 
-def _build_vitals(w: _VitalsWire, _max_samples: int) -> Vitals:
-    source = _lookup("vitals", VitalsSource, _SOURCES, "source", w.source)
-    return Vitals(w.ts, source, w.sbp, w.dbp, w.map, w.hr)
-
-
-def _build_infusion(w: _InfusionWire, _max_samples: int) -> Infusion:
-    # any name of DRUG_NAMES, in any case: "Noradrenaline" is norepinephrine
-    drug = _lookup("infusion", Drug, DRUG_NAMES, "drug", w.drug.strip().casefold())
-    unit = _lookup("infusion", RateUnit, _UNITS, "unit", w.unit)
-    return Infusion(w.ts, drug, w.rate, unit, w.running, w.concentration)
-
-
-def _build_patient(w: _PatientWire, _max_samples: int) -> Patient:
-    profile = (
-        None if w.profile is None else _lookup("patient", Profile, _PROFILES, "profile", w.profile)
-    )
-    return Patient(
-        w.ts,
-        profile,
-        w.age,
-        w.weight_kg,
-        w.map_target,
-        w.sbp_target,
-        w.crystalloid_ml,
-        w.peritonitis,
-    )
-
-
-def _build_labs(w: _LabsWire, _max_samples: int) -> Labs:
-    return Labs(w.ts, w.lactate, w.urine_ml_kg_h, w.scvo2)
-
-
-def _build_ack(w: _AckWire, _max_samples: int) -> Ack:
-    return Ack(w.ts, w.alarm_id) if w.by is None else Ack(w.ts, w.alarm_id, w.by)
-
-
-# kind -> (decoder created once, builder from wire struct to core message)
-_KINDS: Final[dict[str, tuple[msgspec.json.Decoder[Any], Callable[[Any, int], Message]]]] = {
-    "abp": (msgspec.json.Decoder(_AbpWire), _build_abp),
-    "vitals": (msgspec.json.Decoder(_VitalsWire), _build_vitals),
-    "infusion": (msgspec.json.Decoder(_InfusionWire), _build_infusion),
-    "patient": (msgspec.json.Decoder(_PatientWire), _build_patient),
-    "labs": (msgspec.json.Decoder(_LabsWire), _build_labs),
-    "ack": (msgspec.json.Decoder(_AckWire), _build_ack),
-}
+def _decode_abp(data: bytes, max_samples: int) -> AbpChunk | None:
+    """The chunk of an ``abp`` payload by the kernel; ``None`` when the exact read must answer."""
+    try:
+        head = _ABP_HEAD.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    return _abp_chunk(data, head, max_samples)
 
 
 # --------------------------------------------------------------------------- decode
@@ -419,11 +445,11 @@ def decode(
             code="unknown_kind",
         )
     data = _as_bytes(kind, payload, max_bytes)
-    decoder, build = entry
     if kind == "abp":
-        chunk = _decode_abp_fast(data, max_samples)
+        chunk = _decode_abp(data, max_samples)
         if chunk is not None:
             return chunk
+    decoder, build = entry
     try:
         wire = decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -440,147 +466,118 @@ def decode(
         raise CodecError(kind, exc.field, exc.reason, code=_classify(wire, exc.field)) from exc
 
 
-class AbpPayload(msgspec.Struct, gc=False):
-    """The payload of an :class:`AbpRecord`: an ``abp`` chunk's fields, its samples as an array.
-
-    ``samples`` is a new float64 array of the values; the checks are
-    :func:`build_abp`'s.
-    """
-
-    t0: float
-    fs: float
-    samples: npt.NDArray[np.float64]
-    seq: int | None
+# --------------------------------------------------------------------------- recordings
 
 
-class AbpRecord(msgspec.Struct, gc=False):
-    """A recording line ``{"topic": ..., "payload": {...}}`` read as an ``abp`` chunk in one pass.
+class _Routed(Protocol):
+    """A parsed inbound topic: what :func:`read_record` needs of it is its kind."""
 
-    What :func:`decode_abp_record` returns; ``payload`` is turned into an
-    :class:`AbpChunk` by :func:`build_abp` once the topic is known to be an
-    ``abp`` topic.
-    """
+    @property
+    def kind(self) -> str: ...
+
+
+_T = TypeVar("_T", bound=_Routed)
+
+
+class _Line(msgspec.Struct, gc=False):
+    """A recording line's envelope, its payload as it is."""
 
     topic: str
-    payload: AbpPayload
+    payload: msgspec.Raw
 
 
-class _AbpRecordRaw(msgspec.Struct, gc=False):
-    topic: str
-    payload: _AbpRawWire
+_LINE: Final = msgspec.json.Decoder(_Line)
+_TEXT: Final = msgspec.json.Decoder(str)
+#: A line whose payload is an ``abp`` object, read in one pass with :data:`_ABP_HEAD`'s schema.
+_ABP_LINE: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(
+    msgspec.defstruct("_AbpLine", [("topic", str), ("payload", _AbpHead)], gc=False)
+)
 
 
-class _AbpRecordWire(msgspec.Struct, gc=False):
-    topic: str
-    payload: _AbpWire
-
-
-_ABP_RECORD_RAW: Final = msgspec.json.Decoder(_AbpRecordRaw)
-_ABP_RECORD: Final = msgspec.json.Decoder(_AbpRecordWire)
-
-
-def decode_abp_record(line: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AbpRecord | None:
-    """The fast path of a recording line whose payload is a well-formed ``abp`` object.
-
-    Returns ``None`` (never raises) for any other line: another kind, a raw
-    string payload, non-ASCII bytes, a line longer than ``max_bytes``, bad JSON,
-    a wrong type... The caller then takes the general path (the line's
-    envelope, then :func:`decode` of the payload), which classifies the line.
-    When this returns a record, that path would have read the same topic and
-    the same wire payload: the line is valid JSON (duplicate keys: the last
-    one wins in both), the payload is within ``max_bytes`` (it is part of the
-    line) and is UTF-8 (the line is ASCII).
-
-    The samples of a ``bytes`` line are parsed by the compiled kernel when it is
-    sure of them (and they lie within the pressure limits), else as a list of
-    floats (what ``msgspec`` makes of them), which gives the same array.
-    """
-    if len(line) > max_bytes or not line.isascii():
-        return None
-    if type(line) is bytes:
-        try:
-            raw = _ABP_RECORD_RAW.decode(line)
-        except (msgspec.MsgspecError, RecursionError):
-            pass  # not a chunk the kernel reads: the exact decode below decides
-        else:
-            samples = _parse_samples(line, MAX_SAMPLES_PER_CHUNK)
-            if samples is not None:
-                w = raw.payload
-                return AbpRecord(raw.topic, AbpPayload(w.t0, w.fs, samples, w.seq))
-    try:
-        rec = _ABP_RECORD.decode(line)
-    except (msgspec.MsgspecError, RecursionError):
-        return None
-    wire = rec.payload
-    samples = _samples_array(wire.samples)
-    return AbpRecord(rec.topic, AbpPayload(wire.t0, wire.fs, samples, wire.seq))
-
-
-class AbpLine(msgspec.Struct, gc=False):
-    """What :func:`read_abp_line` read of a line: its topic and chunk, the samples aside."""
-
-    topic: str
-    t0: float
-    fs: float
-    n: int
-    #: The chunk's ``seq`` (None: the gateway sends none).
-    seq: int | None = None
-
-
-_T0_LO, _T0_HI = TS_LIMITS
-
-
-def read_abp_line(
+def read_record(
     line: bytes,
+    topic_of: Callable[[str], _T],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> tuple[_T, Message]:
+    """The topic and message of a recording line ``{"topic": ..., "payload": ...}``.
+
+    The payload is a JSON object or, as it came off the wire, a JSON string; its
+    topic is read by ``topic_of`` (which raises :class:`CodecError` for a bad
+    one), its payload is decoded as :func:`decode` decodes it for the topic's
+    kind. An ``abp`` payload's samples are read by the kernel from the line's bytes.
+
+    Raises:
+        CodecError: as :func:`decode`, or with the code ``"bad_line"`` (a
+            recording's own: not a ``{"topic", "payload"}`` object) or
+            ``"too_deep"`` for a line that is not a record.
+    """
+    # (the payload is part of the line: within max_bytes, and UTF-8 when the line is ASCII)
+    if len(line) <= max_bytes and type(line) is bytes and line.isascii():
+        try:
+            rec = _ABP_LINE.decode(line)
+        except (msgspec.MsgspecError, RecursionError):
+            pass  # not an abp object: the envelope first, below
+        else:
+            topic = topic_of(rec.topic)
+            if topic.kind == "abp":
+                chunk = _abp_chunk(line, rec.payload, max_samples)
+                if chunk is not None:
+                    return topic, chunk
+    try:
+        env = _LINE.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise CodecError(None, None, f"not a recording line: {exc}", code="bad_line") from exc
+    except RecursionError as exc:  # nested deeper than msgspec's limit
+        raise CodecError(None, None, "JSON is nested too deeply", code="too_deep") from exc
+    raw: bytes | memoryview = memoryview(env.payload)
+    if raw[:1] == b'"':
+        try:
+            raw = _TEXT.decode(raw).encode("utf-8", "surrogatepass")
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            raise CodecError(None, "payload", f"not a JSON text: {exc}", code="bad_line") from exc
+    topic = topic_of(env.topic)
+    return topic, decode(topic.kind, raw, max_bytes=max_bytes, max_samples=max_samples)
+
+
+def read_chunk_row(
+    line: bytes,
+    topic_of: Callable[[str], _T | None],
     out: npt.NDArray[np.float64],
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_samples: int = DEFAULT_MAX_SAMPLES,
-) -> AbpLine | None:
-    """A recording line that is certainly a valid ``abp`` chunk, its samples written to ``out``.
+) -> tuple[_T, float, float, int] | None:
+    """:func:`read_record`'s ``abp`` route for a batch: ``(topic, t0, fs, n)``, samples in ``out``.
 
-    The fast path of a batch (a chunk row of ``Engine.receive``): when this returns a
-    record, :func:`decode_abp_record` then :func:`build_abp` give an
-    :class:`AbpChunk` of this ``t0`` and ``fs`` whose samples are
-    ``out[:n]``, without error (``out`` must have room for them: a longer
-    chunk returns ``None``). ``None`` for any other line, and whenever in doubt:
-    the caller takes the line the ordinary way, which classifies it.
+    The same line schema and kernel as :func:`read_record`, stopped before the
+    :class:`AbpChunk` is made (a replay's batch takes the chunk as a row of
+    arrays; making the message costs about a tenth of a replay's line): the
+    samples are written to ``out[:n]``, the chunk's fields come back as read.
+    It answers only for a line that :func:`read_record` would read as a valid
+    chunk without ``seq``, of a topic ``topic_of`` knows (``None``: unknown);
+    ``None`` for any other line and whenever in doubt: the caller then takes
+    :func:`read_record`, which answers (or raises). Never raises.
     """
     if len(line) > max_bytes or type(line) is not bytes or not line.isascii():
         return None
     try:
-        raw = _ABP_RECORD_RAW.decode(line)
+        rec = _ABP_LINE.decode(line)
     except (msgspec.MsgspecError, RecursionError):
         return None
-    w = raw.payload
-    seq, t0, fs = w.seq, w.t0, w.fs
-    if (
-        (seq is not None and not 0 <= seq <= _SEQ_MAX)
-        or not _T0_LO <= t0 <= _T0_HI
-        or not 1.0 <= fs <= 2000.0
-    ):
+    w = rec.payload
+    t0, fs = w.t0, w.fs
+    if w.seq is not None or not _T0_LO <= t0 <= _T0_HI or not _FS_LO <= fs <= _FS_HI:
+        return None  # (the rest of AbpChunk's rule: the kernel checks the samples)
+    topic = topic_of(rec.topic)
+    if topic is None or topic.kind != "abp":
         return None
     n = _numparse.parse_samples(
         line, out, _PRESSURE_LO, _PRESSURE_HI, min(max_samples, MAX_SAMPLES_PER_CHUNK)
     )
     if not 0 < n <= out.size:
         return None
-    return AbpLine(raw.topic, t0, fs, n, seq)
-
-
-def build_abp(payload: AbpPayload, max_samples: int = DEFAULT_MAX_SAMPLES) -> AbpChunk:
-    """The :class:`AbpChunk` of an :attr:`AbpRecord.payload`, validated as :func:`decode` does.
-
-    Raises:
-        CodecError: with the code :func:`decode` gives the same payload.
-    """
-    samples = payload.samples
-    n = samples.size
-    _check_abp(n, payload.seq, max_samples)
-    try:
-        return AbpChunk(payload.t0, payload.fs, samples, payload.seq)
-    except InvalidMessageError as exc:
-        code = _abp_samples_code(n) if exc.field == "samples" else "out_of_range"
-        raise CodecError("abp", exc.field, exc.reason, code=code) from exc
+    return topic, t0, fs, n
 
 
 def _as_bytes(kind: str, payload: object, max_bytes: int) -> bytes:
@@ -715,4 +712,3 @@ def warm_up() -> None:
     fraction of a second): the service and ``replay`` call this as they start.
     """
     decode("abp", b'{"t0":1700000000.0,"fs":125.0,"samples":[80.5,81.25]}')
-    decode_abp_record(b'{"topic":"t","payload":{"t0":1700000000.0,"fs":125,"samples":[80]}}')

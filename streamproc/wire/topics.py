@@ -35,6 +35,7 @@ __all__ = [
     "inbound_topic",
     "parse_alarm_topic",
     "parse_inbound",
+    "status_filter",
     "status_topic",
 ]
 
@@ -249,6 +250,12 @@ def summary_filter(root: str = "icu", unit: str | None = None) -> str:
     _root_levels(root)
     level = "+" if unit is None else _unit_level(unit)
     return f"{root}/{level}/+/summary"
+
+
+def status_filter(root: str = DEFAULT_ROOT) -> str:
+    """Every instance's status: ``{root}/_status/#``."""
+    _root_levels(root)
+    return f"{root}/{STATUS_LEVEL}/#"
 
 
 def status_topic(root: str, instance: str) -> str:

@@ -1,13 +1,12 @@
 """The replay's fast paths give what the general path gives, line for line.
 
-``Replayer.feed_line`` reads an ``abp`` line in one pass
-(``codec.decode_abp_record`` + ``codec.build_abp``) and leaves every other line,
-and every line that pass is unsure of, to the general path (the envelope, then
-``codec.decode``). ``Replayer.feed_lines`` (what ``replay_lines`` runs) goes
-further: the chunk lines between two ticks are read into one array
-(``codec.read_abp_line``) and taken by the engine in one call, as the chunk
-rows of one batch (``Engine.receive``). Here the same lines go through all three ways
-(batches; one line at a time; one line at a time with every fast path switched
+``Replayer.feed_line`` reads a line by ``codec.read_record`` (an ``abp`` line's
+samples by the compiled kernel, from the line's bytes; the exact read whenever
+the kernel is unsure). ``Replayer.feed_lines`` (what ``replay_lines`` runs) goes
+further: the samples of the chunk lines between two ticks are read into one array
+(``codec.read_chunk_row``) and taken by the engine in one call
+as the chunk rows of one batch (``Engine.receive``). Here the same lines go through all three ways
+(batches; one line at a time; one line at a time with the kernel switched
 off): the output lines and the summary must be the same, byte for byte and
 count for count, valid or hostile.
 """
@@ -29,6 +28,7 @@ from streamproc.apps import replay
 from streamproc.apps.replay import Replayer, ReplaySummary, replay_lines
 from streamproc.core.engine import Batch, Engine
 from streamproc.shell.config import load_config
+from streamproc.wire import codec
 from tests.apps.test_replay_fuzz import arbitrary_line, valid_lines
 from tests.fuzzing import fuzz_settings
 
@@ -45,7 +45,7 @@ def _summary(s: ReplaySummary) -> dict[str, Any]:
 def _replay(lines: list[bytes], *, way: str = "batch", **overrides: Any) -> Result:
     """``lines`` replayed one ``way``: ``batch`` (``replay_lines``), ``batch_always`` (the
     same, batches from the first bed on), ``line`` (``feed_line`` on each) or ``general``
-    (``feed_line`` with the one-pass read switched off)."""
+    (``feed_line`` with the kernel switched off: the codec's exact read)."""
     out: list[bytes] = []
     config = load_config(environ={}, overrides=overrides)
     if way == "batch":
@@ -55,7 +55,7 @@ def _replay(lines: list[bytes], *, way: str = "batch", **overrides: Any) -> Resu
             mp.setattr(replay, "BATCH_MIN_BEDS", 0)
             return out, _summary(replay_lines(lines, config, out.append))
         if way == "general":
-            mp.setattr(replay, "decode_abp_record", lambda line, max_bytes: None)
+            mp.setattr(codec, "_parse_samples", lambda doc, max_n: None)
         rp = Replayer(config, out.append)
         for line in lines:
             rp.feed_line(line)
@@ -159,20 +159,20 @@ def _mixed(seed: int) -> list[bytes]:
 
 
 def test_ward_is_the_same_and_takes_the_fast_path() -> None:
-    """Every ``abp`` line is read in one pass; all but a bed's first go in batches."""
+    """Every ``abp`` line is read by the kernel; all but a bed's first go in batches."""
     lines = list(ward())
     out, summary = assert_same(lines)
     assert out
     assert summary["rejected"] == []
-    one_pass: list[bool] = []
+    by_kernel: list[bool] = []
     batched: list[int] = []
-    real = replay.decode_abp_record
+    real = codec._abp_chunk
     real_batch = Engine.receive
 
-    def spy(line: bytes, max_bytes: int) -> Any:
-        rec = real(line, max_bytes)
-        one_pass.append(rec is not None)
-        return rec
+    def spy(*args: Any) -> Any:
+        chunk = real(*args)
+        by_kernel.append(chunk is not None)
+        return chunk
 
     def spy_batch(engine: Engine, batch: Batch) -> Any:
         if batch.ends:  # (chunk rows: not a message taken alone)
@@ -180,13 +180,14 @@ def test_ward_is_the_same_and_takes_the_fast_path() -> None:
         return real_batch(engine, batch)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(replay, "decode_abp_record", spy)
+        mp.setattr(codec, "_abp_chunk", spy)
         mp.setattr(Engine, "receive", spy_batch)
         replay_lines(lines, load_config(environ={}), [].append)
     n_abp = sum(1 for x in lines if b'/abp"' in x)
-    # every chunk line read in one pass: line by line until the ward has
-    # BATCH_MIN_BEDS beds (and a topic's first line), then in batches
-    assert sum(batched) + sum(one_pass) == n_abp
+    # every chunk line read by the kernel (from the line's bytes): line by line until
+    # the ward has BATCH_MIN_BEDS beds (and a topic's first line), then in batches
+    assert all(by_kernel)
+    assert sum(batched) + len(by_kernel) == n_abp + 1  # (and the warm-up's chunk)
     assert sum(batched) > 0.9 * n_abp
     assert len(batched) < sum(batched) / 3  # batches, not lines one by one
 

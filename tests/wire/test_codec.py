@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -93,6 +95,17 @@ class TestKinds:
     def test_every_kind_has_a_decoder(self) -> None:
         """Each listed kind has a decoder entry, and there are no extras."""
         assert tuple(codec._KINDS) == INBOUND_KINDS
+
+    @pytest.mark.parametrize("kind", INBOUND_KINDS)
+    def test_the_core_message_is_the_schema(self, kind: str) -> None:
+        """Each kind's wire Struct has the core message's fields, in its order: one schema."""
+        wire = codec._KINDS[kind][0].type
+        names = [f.name for f in msgspec.structs.fields(wire)]
+        message = TYPES[kind]
+        if dataclasses.is_dataclass(message):
+            assert names == [f.name for f in dataclasses.fields(message)]
+        else:
+            assert names == [f.name for f in msgspec.structs.fields(message)]
 
 
 class TestDecodeValid:

@@ -25,7 +25,8 @@ from simulators.waveform import synthesize_abp
 from streamproc.core.protocol.messages import MAX_SAMPLES_PER_CHUNK, PRESSURE_LIMITS
 from streamproc.wire import _numparse, codec
 from streamproc.wire._numparse import OUT_OF_RANGE, UNSURE, UNSURE_DOC, parse_samples
-from streamproc.wire.codec import decode, decode_abp_record
+from streamproc.wire.codec import CodecError, decode, read_record
+from streamproc.wire.topics import parse_inbound
 from tests.wire.test_codec import BAD, TS, VALID, field_dicts, plausible
 from tests.wire.test_codec_fastpath import line_of, outcome
 
@@ -411,15 +412,16 @@ class TestCompiledMatchesInterpreted:
 def exact(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args)`` with the kernel switched off: the codec's exact (msgspec-only) path."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(codec, "_parse_samples", lambda doc, max_n: None)
+        mp.setattr(codec, "_parse_samples", lambda doc, max_n, out=None: None)
         return fn(*args, **kwargs)
 
 
 def record_outcome(line: bytes, max_samples: int = codec.DEFAULT_MAX_SAMPLES) -> Any:
-    rec = decode_abp_record(line)
-    if rec is None:
-        return None
-    return rec.topic, outcome(codec.build_abp, rec.payload, max_samples)
+    try:
+        topic, _ = read_record(line, parse_inbound, max_samples=max_samples)
+    except CodecError as err:
+        topic = err.code
+    return topic, outcome(lambda: read_record(line, parse_inbound, max_samples=max_samples)[1])
 
 
 def check_same(payload: bytes, **limits: int) -> None:
@@ -476,7 +478,7 @@ HOSTILE = [
 
 
 class TestCodecAgreesWithExactPath:
-    """``decode`` and ``decode_abp_record``/``build_abp`` answer as without the kernel."""
+    """``decode`` and ``read_record`` answer as without the kernel."""
 
     @pytest.mark.parametrize("payload", HOSTILE, ids=range(len(HOSTILE)))
     def test_hostile_payloads(self, payload: bytes) -> None:
@@ -538,18 +540,16 @@ class TestCodecAgreesWithExactPath:
         payload = payload_with(TYPICAL)
         chunk = decode("abp", payload)
         assert chunk.samples.tolist() == [72.43, 71.2, -3.0, 0.5]  # type: ignore[union-attr]
-        rec = decode_abp_record(line_of(payload))
-        assert rec is not None
-        assert codec.build_abp(rec.payload).samples.tolist() == [72.43, 71.2, -3.0, 0.5]
+        _, msg = read_record(line_of(payload), parse_inbound)
+        assert msg.samples.tolist() == [72.43, 71.2, -3.0, 0.5]  # type: ignore[union-attr]
         with pytest.raises(AssertionError, match="exact path"):  # and the spy works
             decode("abp", payload_with(b"[80, 1000]"))
 
     def test_line_not_bytes(self) -> None:
-        """A line given as another buffer than bytes is read by the exact path, alike."""
+        """A line given as another buffer than bytes is read by its envelope, alike."""
         line = line_of(payload_with(TYPICAL))
-        rec = decode_abp_record(bytearray(line))  # type: ignore[arg-type]
-        assert rec is not None
-        assert outcome(codec.build_abp, rec.payload) == record_outcome(line)[1]
+        _, msg = read_record(bytearray(line), parse_inbound)  # type: ignore[arg-type]
+        assert outcome(lambda: msg) == record_outcome(line)[1]
 
     def test_chunks_of_changing_length(self) -> None:
         """A chunk of another length than the last one's is parsed as well."""

@@ -21,6 +21,7 @@ from streamproc.wire.topics import (
     inbound_topic,
     parse_alarm_topic,
     parse_inbound,
+    status_filter,
     status_topic,
 )
 
@@ -366,6 +367,7 @@ class TestFilters:
         assert ack_filter("icu") == "icu/+/+/ack"
         assert alarms_filter("icu") == "icu/+/+/alarms/#"
         assert alarms_filter("hospital/icu") == "hospital/icu/+/+/alarms/#"
+        assert status_filter("hospital/icu") == "hospital/icu/_status/#"
 
     def test_per_unit_filters(self) -> None:
         """With care units, one filter per unit and kind, and the unit's alarms: the broker
@@ -390,7 +392,7 @@ class TestFilters:
         with pytest.raises(TopicError):
             alarms_filter("icu", unit)
 
-    @pytest.mark.parametrize("build", [inbound_filters, ack_filter, alarms_filter])
+    @pytest.mark.parametrize("build", [inbound_filters, ack_filter, alarms_filter, status_filter])
     @pytest.mark.parametrize("root", ["icu/#", "+", "", "icu/"])
     def test_filters_reject_bad_root(self, build: object, root: str) -> None:
         """No filter is built under an invalid root."""

@@ -66,6 +66,7 @@ from streamproc.wire.topics import (
     alarms_filter,
     inbound_topic,
     parse_alarm_topic,
+    status_filter,
     summary_filter,
 )
 
@@ -126,7 +127,7 @@ class MqttBridge:
         self.client_id = client_id or f"spdash-{secrets.token_hex(6)}"
         self.tls_ca = tls_ca
         self.keepalive = keepalive
-        self.filters = (alarms_filter(root), summary_filter(root), f"{root}/{STATUS_LEVEL}/#")
+        self.filters = (alarms_filter(root), summary_filter(root), status_filter(root))
         self.connections = 0
         self._client: aiomqtt.Client | None = None
 

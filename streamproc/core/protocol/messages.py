@@ -5,6 +5,11 @@ Every message validates itself on construction (after the style of
 Construction with impossible values raises :class:`InvalidMessageError`,
 which names the field and the reason. The codec (``streamproc.wire.codec``) turns
 that into its own ``CodecError``; the core never sees an invalid message.
+
+These classes are also the wire schema of the inbound kinds: the codec makes the
+Struct it decodes each payload into from the class's fields (names, order,
+types, defaults), and their limits are the checks here. A field added here is
+a field on the wire.
 """
 
 from __future__ import annotations
