@@ -13,26 +13,37 @@ call, so which code runs is decided by what those attributes hold:
   (:func:`use_compiled`). The loops work on the callers' numpy arrays either way, so
   a switch between two calls changes nothing but the speed.
 
-Only the import system here (and the stat of source files numba's cache is checked
-against): no other I/O, no clock, no threads.
+numba's on-disk cache is checked against the source file of each compiled function
+only; what a compiled module compiles in from *other* files (the packed state's slot
+numbers, ``messages.chunk_fault``...) is not. So each compiled module declares the digest
+of that (``BUILT_FROM``) and checks it at import (:func:`check_built_from`): a change
+elsewhere refuses to import until the module's own file says so, which also makes numba
+compile it anew instead of loading stale machine code.
+
+Only the import system here (and reading the source of those other functions): no
+other I/O, no clock, no threads.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import importlib
 import importlib.util
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import ModuleType
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final, TypeVar, cast
 
 import numba
 import numba.extending
 
 __all__ = [
-    "DEPENDENCIES",
     "KERNEL_MODULES",
+    "StaleKernelError",
+    "built_from",
     "cache_available",
+    "check_built_from",
     "generation",
     "interpreted",
     "jit",
@@ -50,16 +61,6 @@ KERNEL_MODULES: Final = (
     "streamproc.core.protocol._samples",
     "streamproc.core.signal._kernels",
     "streamproc.wire._numparse",
-)
-
-#: Modules whose source the compiled functions are built from beside their own module's:
-#: the packed state's layout and the rules they compile in (``messages.chunk_fault``...).
-#: numba's on-disk cache checks only a function's own file; :func:`jit` makes it check
-#: these too, so that a change to one of them compiles anew rather than loading stale code.
-DEPENDENCIES: Final = (
-    "streamproc.core.protocol.messages",
-    "streamproc.core.signal.state",
-    *KERNEL_MODULES,
 )
 
 #: Per module: its compiled functions' names -> their dispatchers.
@@ -93,32 +94,7 @@ def jit(fn: _F) -> _F:
             _uncached.append(f"{fn.__module__}.{fn.__name__}")
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
-        # numba's ``IndexDataCacheFile`` keeps the stamp its index must match (the
-        # function's own file's): there is no public hook for more files
-        cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
-        if cache_file is not None:
-            index = vars(cache_file)
-            index["_source_stamp"] = (index["_source_stamp"], _dependencies_stamp())
     return cast("_F", disp)
-
-
-#: ``[stamp]`` once computed (:func:`_dependencies_stamp`).
-_stamp: list[tuple[tuple[float, int], ...]] = []
-
-
-def _dependencies_stamp() -> tuple[tuple[float, int], ...]:
-    """Modification time and size of each of :data:`DEPENDENCIES`' source files."""
-    if not _stamp:
-        stamps = []
-        for name in DEPENDENCIES:
-            spec = importlib.util.find_spec(name)
-            origin = None if spec is None else spec.origin
-            if origin is None:  # pragma: no cover - our own modules, from files
-                raise ImportError(f"no source file for {name}")
-            st = Path(origin).stat()
-            stamps.append((st.st_mtime, st.st_size))
-        _stamp.append(tuple(stamps))
-    return _stamp[0]
 
 
 def jitable(fn: _F) -> _F:
@@ -226,3 +202,119 @@ def load(sigs: Mapping[str, list[tuple[Any, ...]]]) -> None:
             raise LookupError(f"no compiled function {qualname} in this process")
         for sig in sig_list:
             disp.compile(sig)
+
+
+#: Only this package's rules and constants are followed (see :func:`built_from`).
+_PACKAGE: Final = "streamproc."
+
+
+class StaleKernelError(ImportError):
+    """A compiled module's ``BUILT_FROM`` is not the digest of what it compiles in from
+    other files: the developer's fault (a rule or a slot changed elsewhere); the module's
+    own file must change too, or numba's cache would load code built from the old one."""
+
+    def __init__(self, module: str, declared: str, actual: str) -> None:
+        self.module = module
+        self.declared = declared
+        self.actual = actual
+        super().__init__(
+            f"{module} compiles in rules or constants from other files, which changed: "
+            f'set BUILT_FROM = "{actual}" in {module} (was "{declared}"; '
+            "the edit also makes numba compile it anew)"
+        )
+
+
+def check_built_from(module: str, declared: str) -> None:
+    """Raise :class:`StaleKernelError` unless ``declared`` is :func:`built_from` ``(module)``.
+
+    Called at the end of each compiled module (after its ``@jit`` functions); nothing is
+    checked while an interpreted copy loads (the same source, nothing compiled).
+    """
+    if _loading_copy:
+        return
+    actual = built_from(module)
+    if actual != declared:
+        raise StaleKernelError(module, declared, actual)
+
+
+def built_from(module: str) -> str:
+    """Digest of what ``module``'s compiled functions take from outside its file.
+
+    The values of the numbers they use that are imported (``from ... import X`` or
+    ``state.X``) and the source, with the same recursively, of every function of another
+    module they call (``chunk_fault``...). Numbers and functions of the module's own
+    file are left out: numba's cache sees that file.
+    """
+    home = importlib.import_module(module)
+    own = _assigned(home)
+    digest = hashlib.sha256()
+    seen: set[int] = set()
+    for name in sorted(_registry.get(module, {})):
+        _feed(_registry[module][name].py_func, module, own, digest, seen)
+    return digest.hexdigest()[:16]
+
+
+def _assigned(module: ModuleType) -> frozenset[str]:
+    """Names a module's own file defines at module level (not imported)."""
+    tree = ast.parse(inspect.getsource(module))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+    return frozenset(names)
+
+
+def _names(code: CodeType) -> Iterator[str]:
+    """Every global or attribute name ``code`` (and the code nested in it) refers to."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _names(const)
+
+
+def _feed(fn: FunctionType, home: str, own: frozenset[str], digest: Any, seen: set[int]) -> None:
+    """Add to ``digest`` what ``fn`` takes from outside module ``home`` (see built_from)."""
+    if id(fn) in seen:
+        return
+    seen.add(id(fn))
+    foreign = fn.__module__ != home
+    if foreign:
+        digest.update(inspect.getsource(fn).encode())
+    names = sorted(set(_names(fn.__code__)))
+    for name in names:
+        if name not in fn.__globals__:
+            continue
+        value = fn.__globals__[name]
+        if isinstance(value, ModuleType):
+            if not value.__name__.startswith(_PACKAGE):
+                continue  # (numpy...: a library's change is a new install, a new cache)
+            # ``state.X`` / ``_samples.all_within``: the attributes named in the code
+            for attr in names:
+                if hasattr(value, attr):
+                    _feed_value(f"{name}.{attr}", getattr(value, attr), home, own, digest, seen)
+        elif foreign or name not in own:
+            _feed_value(name, value, home, own, digest, seen)
+        else:
+            _feed_value(name, value, home, own, digest, seen, numbers=False)
+
+
+def _feed_value(  # noqa: PLR0917 - _feed's state, passed on
+    name: str,
+    value: Any,
+    home: str,
+    own: frozenset[str],
+    digest: Any,
+    seen: set[int],
+    numbers: bool = True,
+) -> None:
+    if isinstance(value, bool | int | float):
+        if numbers:
+            digest.update(f"{name}={value!r};".encode())
+        return
+    fn = getattr(value, "py_func", value)  # a dispatcher's Python function
+    if isinstance(fn, FunctionType) and fn.__module__.startswith(_PACKAGE):
+        _feed(fn, home, own, digest, seen)

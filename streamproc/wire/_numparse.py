@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from streamproc.core import _compile
 from streamproc.core._compile import jit
 
 __all__ = ["OUT_OF_RANGE", "UNSURE", "UNSURE_DOC", "parse_samples"]
@@ -239,3 +240,10 @@ def parse_samples(doc: Any, out: np.ndarray, lo: float, hi: float, max_n: int) -
         else:
             i += 1
     return n
+
+
+#: The digest of what this module's compiled functions take from other files
+#: (``_compile.built_from``): checked below, so that a change there cannot load code
+#: numba's cache built from the old one. The error says the new value.
+BUILT_FROM: Final = "e3b0c44298fc1c14"
+_compile.check_built_from(__name__, BUILT_FROM)

@@ -6,8 +6,11 @@ into ``_kernels.step_chunks`` through it. Pure: arrays in, a verdict out.
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 
+from streamproc.core import _compile
 from streamproc.core._compile import jit
 
 __all__ = ["all_within"]
@@ -20,3 +23,10 @@ def all_within(x: np.ndarray, lo: float, hi: float) -> bool:
         if not (v >= lo and v <= hi):
             return False
     return True
+
+
+#: The digest of what this module's compiled functions take from other files
+#: (``_compile.built_from``): checked below, so that a change there cannot load code
+#: numba's cache built from the old one. The error says the new value.
+BUILT_FROM: Final = "e3b0c44298fc1c14"
+_compile.check_built_from(__name__, BUILT_FROM)

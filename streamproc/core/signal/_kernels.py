@@ -17,11 +17,12 @@ interpreter; the tests check the compiled and interpreted versions agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numba.typed import List
 
+from streamproc.core import _compile
 from streamproc.core._compile import jit
 from streamproc.core.protocol.messages import CHUNK_OK, chunk_fault, continues, sample_time
 from streamproc.core.signal.state import (
@@ -1350,3 +1351,10 @@ def table_append(table: Any, item: Any) -> None:
 def table_set(table: Any, i: int, item: Any) -> None:
     """``table[i] = item``."""
     table[i] = item
+
+
+#: The digest of what this module's compiled functions take from other files
+#: (``_compile.built_from``): checked below, so that a change there cannot load code
+#: numba's cache built from the old one. The error says the new value.
+BUILT_FROM: Final = "46c93c2ad44516e4"
+_compile.check_built_from(__name__, BUILT_FROM)
