@@ -14,11 +14,18 @@ those attributes hold:
   (:func:`use_compiled`). The loops work on the callers' numpy arrays either way, so
   a switch between two calls changes nothing but the speed.
 
-Only the import system here: no I/O of its own, no clock, no threads.
+The protocol's rules that the loops call (:mod:`streamproc.core.protocol.hold`) are
+decorated with :func:`rule`: plain Python when called from Python, compiled into the
+loops that call them. numba's on-disk cache knows only a function's own file, so the
+loops' cache entries also name the rules' source (:data:`RULE_MODULES`): a change to
+a rule makes the loops compile again.
+
+Only the import system here, and reading the rules' source: no clock, no threads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
@@ -26,14 +33,17 @@ from types import ModuleType
 from typing import Any, Final, TypeVar, cast
 
 import numba
+from numba.extending import register_jitable
 
 __all__ = [
     "KERNEL_MODULES",
+    "RULE_MODULES",
     "cache_available",
     "generation",
     "interpreted",
     "jit",
     "load",
+    "rule",
     "signatures",
     "use_compiled",
     "use_interpreted",
@@ -44,6 +54,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: The modules whose functions :func:`jit` compiles (imported by :func:`use_interpreted`).
 KERNEL_MODULES: Final = ("streamproc.core.signal._kernels", "streamproc.wire._numparse")
 
+#: The modules of :func:`rule` functions: what the compiled functions' cache depends on
+#: besides their own file.
+RULE_MODULES: Final = ("streamproc.core.protocol.hold",)
+
 #: Per module: its compiled functions' names -> their dispatchers.
 _registry: dict[str, dict[str, Any]] = {}
 #: Functions numba could not give an on-disk cache (compiled anew in every process).
@@ -52,6 +66,8 @@ _uncached: list[str] = []
 _copies: dict[str, ModuleType] = {}
 #: Set while an interpreted copy is being loaded: :func:`jit` is then the identity.
 _loading_copy: list[bool] = []
+#: The rules' source digests, read once (:func:`_rules_stamp`).
+_rules_digest: list[tuple[bytes, ...]] = []
 #: ``[0]``: True while the modules' attributes hold the interpreted functions;
 #: ``[1]``: bumped at each switch (a typed list made before a switch is not one after).
 _state: list[Any] = [False, 0]
@@ -75,7 +91,38 @@ def jit(fn: _F) -> _F:
             _uncached.append(f"{fn.__module__}.{fn.__name__}")
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
+        _stamp_rules(disp)
     return cast("_F", disp)
+
+
+def rule(fn: _F) -> _F:
+    """A function of :data:`RULE_MODULES` that compiled functions call: numba compiles it
+    into them (``numba.extending.register_jitable``); from Python it is the plain function.
+    """
+    return register_jitable(fn)
+
+
+def _stamp_rules(disp: Any) -> None:
+    """Make ``disp``'s on-disk cache entries stale when a rule's source changes too.
+
+    numba keeps a stamp of the function's own source file with its cache index and
+    ignores an index whose stamp differs; the rules' digests are added to that stamp
+    (numba's ``IndexDataCacheFile._source_stamp``, any picklable value).
+    """
+    cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+    if cache_file is None:  # no on-disk cache: nothing can go stale
+        return
+    if not _rules_digest:
+        digests = []
+        for name in RULE_MODULES:
+            spec = importlib.util.find_spec(name)
+            origin = None if spec is None else spec.origin
+            if origin is None:  # pragma: no cover - the rules are files of the package
+                raise ImportError(f"no source for {name}")
+            with open(origin, "rb") as f:  # noqa: PTH123 - read once per process
+                digests.append(hashlib.sha256(f.read()).digest())
+        _rules_digest.append(tuple(digests))
+    cache_file._source_stamp = (cache_file._source_stamp, *_rules_digest[0])
 
 
 def _modules() -> list[ModuleType]:

@@ -20,6 +20,22 @@ import numpy as np
 from numba.typed import List
 
 from streamproc.core._compile import jit
+from streamproc.core.protocol.hold import (
+    ALARM_OTHER,
+    HOLD_COLUMNS,
+    MOVE_NONE,
+    T_ROWS,
+    T_SBP_AT_TARGET,
+    T_VALID_RUN,
+    at_target_flag,
+    hold_held,
+    hold_observe,
+    hypotension_move,
+    observe_pressure,
+    signal_invalid_due,
+    suspend_sbp_runs,
+    trend_due,
+)
 
 __all__ = [
     "advance_beats",
@@ -637,18 +653,6 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
 # The monitor's per-beat steps (``monitor.BedMonitor``): rolling window, medians,
 # hold timers, and whether the beat needs the protocol's decisions at all.
 
-# Rows of the hold-timer array; columns start, last, accum (NaN start: not holding).
-T_VALID_RUN = 0
-T_BELOW = 1
-T_CRITICAL = 2
-T_RECOVERED = 3
-T_SBP_AT_TARGET = 4
-T_ROWS = 5
-T_START = 0
-T_LAST = 1
-T_ACCUM = 2
-T_COLUMNS = 3
-
 # Columns of the rolling window: its beats (end, MAP, SBP, DBP, HR) in order of end,
 # then each value column kept sorted on its own (``W_SORTED`` after it), for the medians.
 W_END = 0
@@ -680,7 +684,7 @@ DECIDE_OBSERVED = 2  # the last beat taken needs decisions on its observation
 C_METRIC_SBP = 0  # 1 when the target is on SBP, 0 on MAP
 C_TARGET = 1
 C_SIGNAL_INVALID = 2  # 1 when the signal-invalid alarm is open
-C_ALARM = 3  # hypotension alarm: ALARM_NONE / ALARM_ACTIVE / ALARM_ACKED / ALARM_OTHER
+C_ALARM = 3  # hypotension alarm: ``hold.ALARM_*``
 C_RANK = 4  # its priority's rank
 C_ACK_VALUE = 5  # the value it was acknowledged at (NaN: none)
 C_REFRACTORY = 6  # 1 on the refractory step
@@ -690,10 +694,6 @@ C_WAKE = 9  # data time from which a re-announcement may be due (inf: none)
 C_TREND_TS = 10  # data time of the last trend point (NaN: none)
 C_LINE = 11  # the line state the monitor's alarms show (``LINE_*``)
 C_SIZE = 12
-ALARM_NONE = 0
-ALARM_ACTIVE = 1
-ALARM_ACKED = 2
-ALARM_OTHER = 3
 
 # Parameter slots (``par``), from the settings.
 P_WINDOW_S = 0
@@ -745,8 +745,8 @@ LQ_SIZE = LQ_RING + LINE_MAX_BEATS
 
 # A monitor's float arrays packed in one (``mf``), as ``advance_beats`` and
 # ``step_chunk`` take them: numba's call costs grow with the number of arguments.
-MF_TIMERS = 0  # the hold timers, T_ROWS x T_COLUMNS
-MF_MST = MF_TIMERS + T_ROWS * T_COLUMNS
+MF_TIMERS = 0  # the hold timers, ``hold.T_ROWS`` x ``hold.HOLD_COLUMNS``
+MF_MST = MF_TIMERS + T_ROWS * HOLD_COLUMNS
 MF_PAR = MF_MST + M_SIZE
 MF_CTX = MF_PAR + P_SIZE
 MF_LINE = MF_CTX + C_SIZE  # the line-quality judgement's state (``LQ_*``)
@@ -875,38 +875,6 @@ def judge_line(lq: np.ndarray, row: np.ndarray, par: np.ndarray, state: int) -> 
 
 
 @jit
-def observe_timer(  # noqa: PLR0917 - a timer's row and one observation, flat
-    timers: np.ndarray, row: int, holds: bool, ts: float, dt: float, max_gap: float
-) -> None:
-    """One observation of a hold timer (``monitor.Sustained``'s rule).
-
-    ``timers`` holds the ``T_ROWS`` timers' rows one after the other (``T_COLUMNS``
-    each). A false observation ends the run; a gap in valid data longer than
-    ``max_gap`` ends it too, shorter gaps neither break it nor count.
-    """
-    at = row * T_COLUMNS
-    if not holds:
-        timers[at + T_START] = np.nan
-        timers[at + T_LAST] = np.nan
-        timers[at + T_ACCUM] = 0.0
-        return
-    start = timers[at + T_START]
-    last = timers[at + T_LAST]
-    if np.isnan(start) or (not np.isnan(last) and ts - dt - last > max_gap):
-        timers[at + T_START] = ts - dt
-        timers[at + T_ACCUM] = 0.0
-    timers[at + T_ACCUM] += dt
-    timers[at + T_LAST] = ts
-
-
-@jit
-def timer_held(timers: np.ndarray, row: int, duration: float) -> bool:
-    """Whether the timer has held for ``duration`` of valid data time."""
-    at = row * T_COLUMNS
-    return (not np.isnan(timers[at + T_START])) and timers[at + T_ACCUM] >= duration - 1e-9
-
-
-@jit
 def _sorted_median(win: np.ndarray, wn: int, col: int) -> float:
     """Median of the ``wn`` sorted values of window column ``col`` (``W_SORTED``)."""
     sc = col + W_SORTED
@@ -999,7 +967,7 @@ def advance_beats(
         i += 1
         dur = end - onset
         counts[0] += 1.0
-        observe_timer(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
+        hold_observe(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
         was = int(mst[M_LINE])
         line = judge_line(lq, rows[i - 1], par, was)
         mst[M_LINE] = line
@@ -1007,8 +975,7 @@ def advance_beats(
         # begun are dropped, and they neither start, extend nor end one (the mean is)
         suspended = metric_sbp and line != LINE_OK
         if suspended and was == LINE_OK:
-            for t in (T_BELOW, T_RECOVERED, T_SBP_AT_TARGET):
-                observe_timer(timers, t, holds=False, ts=end, dt=dur, max_gap=gap)
+            suspend_sbp_runs(timers, end, dur, gap)
         if not valid:
             if line != ctx[C_LINE]:
                 mst[M_DECIDE] = DECIDE_BEAT
@@ -1017,7 +984,7 @@ def advance_beats(
         counts[1] += 1.0
         mst[M_VALID_REF] = end
         decide = line != ctx[C_LINE] or (
-            ctx[C_SIGNAL_INVALID] != 0.0 and timer_held(timers, T_VALID_RUN, par[P_VALID_CLEAR_S])
+            ctx[C_SIGNAL_INVALID] != 0.0 and hold_held(timers, T_VALID_RUN, par[P_VALID_CLEAR_S])
         )
         # the rolling window
         if wn > 0 and end < win[wn - 1, W_END]:
@@ -1045,37 +1012,42 @@ def advance_beats(
         value = sbp_v if metric_sbp else map_v
         mst[M_VALUE] = value
         mst[M_OBS_TS] = end
-        observe_timer(timers, T_CRITICAL, map_v < par[P_CRITICAL_MAP], end, dur, gap)
-        if not suspended:
-            observe_timer(timers, T_BELOW, value < target, end, dur, gap)
-            observe_timer(timers, T_RECOVERED, value >= target + par[P_CLEAR_MARGIN], end, dur, gap)
-        if not metric_sbp:
-            observe_timer(timers, T_SBP_AT_TARGET, holds=False, ts=end, dt=dur, max_gap=gap)
-        elif not suspended:
-            observe_timer(timers, T_SBP_AT_TARGET, value >= target, end, dur, gap)
-        trend_ts = ctx[C_TREND_TS]
-        if np.isnan(trend_ts) or end < trend_ts or end - trend_ts >= par[P_TREND_STEP_S]:
+        observe_pressure(
+            timers,
+            value,
+            map_v,
+            target,
+            metric_sbp,
+            suspended,
+            end,
+            dur,
+            gap,
+            par[P_CRITICAL_MAP],
+            par[P_CLEAR_MARGIN],
+        )
+        # the protocol's rules (``rules``), as the monitor's decisions apply them
+        if trend_due(end, ctx[C_TREND_TS], par[P_TREND_STEP_S]) or end >= ctx[C_WAKE]:
             decide = True
-        if end >= ctx[C_WAKE]:
+        move, _ = hypotension_move(
+            timers,
+            alarm,
+            rank,
+            ack_value,
+            value,
+            suspended,
+            ctx[C_REFRACTORY] != 0.0,
+            par[P_HOLD_S],
+            par[P_CRITICAL_HOLD_S],
+            par[P_CLEAR_HOLD_S],
+            par[P_WORSEN],
+            par[P_RANK_MEDIUM],
+            par[P_RANK_HIGH],
+        )
+        if move != MOVE_NONE or alarm == ALARM_OTHER:
             decide = True
-        critical = timer_held(timers, T_CRITICAL, par[P_CRITICAL_HOLD_S])
-        if alarm == ALARM_NONE:
-            if critical or timer_held(timers, T_BELOW, par[P_HOLD_S]):
-                decide = True
-        elif alarm == ALARM_OTHER or timer_held(timers, T_RECOVERED, par[P_CLEAR_HOLD_S]):
-            decide = True
-        else:
-            want = par[P_RANK_HIGH] if critical or ctx[C_REFRACTORY] != 0.0 else par[P_RANK_MEDIUM]
-            if want > rank or (
-                alarm == ALARM_ACKED
-                and not suspended
-                and not np.isnan(ack_value)
-                and value <= ack_value - par[P_WORSEN]
-            ):
-                decide = True
-        flag_sbp = timer_held(timers, T_SBP_AT_TARGET, par[P_HOLD_S])
-        if flag_sbp != (ctx[C_FLAG_SBP] != 0.0) or (
-            not suspended and (value >= target) != (ctx[C_FLAG_AT] != 0.0)
+        flag_at = ctx[C_FLAG_AT] != 0.0
+        if hold_held(timers, T_SBP_AT_TARGET, par[P_HOLD_S]) != (ctx[C_FLAG_SBP] != 0.0) or (
+            at_target_flag(value, target, suspended, flag_at) != flag_at
         ):
             decide = True
         if decide:
@@ -1283,7 +1255,7 @@ def step_chunk(  # noqa: PLR0917 - a segment's and a monitor's state, packed for
     if i < nb or mst[M_DECIDE] != 0.0:
         return STEP_BEATS
     par = mf[MF_PAR:MF_CTX]
-    if ts - mst[M_VALID_REF] >= par[P_SIGNAL_INVALID_S]:
+    if signal_invalid_due(ts, mst[M_VALID_REF], par[P_SIGNAL_INVALID_S]):
         return STEP_SIGNAL
     return STEP_DONE
 

@@ -1,0 +1,246 @@
+"""When a trigger fires: every decision of the alarm protocol, each written once.
+
+The alarm table (:mod:`streamproc.core.protocol.alarms`) says which moves are legal;
+this module and :mod:`streamproc.core.protocol.hold` say when each one is due. A
+newcomer who must change a clinical rule changes it there and nowhere else:
+
+* on an observation of the pressure (in :mod:`~streamproc.core.protocol.hold`, compiled
+  into the per-beat loop and called as plain Python by the monitor, so that the loop
+  that skips idle beats cannot disagree with the decisions it hands beats to): the hold
+  rule (``hold.hold_observe``, ``hold.hold_held``) and the conditions the hold timers
+  follow (``hold.observe_pressure``, ``hold.suspend_sbp_runs``); the hypotension
+  alarm's raise, clear, escalate, worsen (``hold.hypotension_move``; its trigger:
+  :data:`MOVE_TRIGGERS`, its priority: :func:`priority_of_rank`); a trend point
+  (``hold.trend_due``), the advisories' at-target flag (``hold.at_target_flag``), the
+  signal-invalid alarm (``hold.signal_invalid_due``);
+* here, on the processor's clock: re-announcement and the end of an acknowledgement's
+  silence (:func:`announcement_due`, :func:`announcement_wake`), stale data
+  (:func:`stale_due`);
+* here: which advisories hold (:func:`advisories`);
+* here: what a bed's eviction closes (:func:`eviction_closes`, :func:`eviction_ts`).
+
+(``hold`` is a module of its own because the compiled loop imports it: it imports
+nothing of the protocol's types, which this module needs.)
+
+Pure: facts in, decisions out; the monitor (``streamproc.core.monitor``) gathers the
+facts and applies the transitions, the engine applies an eviction's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+
+from streamproc.core.protocol import hold
+from streamproc.core.protocol.alarms import Alarm, AlarmState, Priority, Trigger
+from streamproc.core.protocol.escalation import (
+    ADVISORY_REASONS,
+    AdvisoryKind,
+    dose_unknown_reason,
+    running,
+    vasopressin_u_min,
+)
+from streamproc.core.protocol.messages import Drug, Infusion, Profile
+
+if TYPE_CHECKING:
+    from streamproc.core.protocol.settings import AlarmSettings, Settings
+
+__all__ = [
+    "MOVE_TRIGGERS",
+    "advisories",
+    "alarm_code",
+    "announcement_due",
+    "announcement_wake",
+    "eviction_closes",
+    "eviction_ts",
+    "priority_of_rank",
+    "stale_due",
+]
+
+# ---------------------------------------------------------------------------
+# The hypotension alarm on an observation (the rules themselves: ``hold``)
+
+#: The trigger of each move ``hold.hypotension_move`` finds due.
+MOVE_TRIGGERS: Final[Mapping[int, Trigger]] = {
+    hold.MOVE_RAISE: Trigger.RAISE,
+    hold.MOVE_CLEAR: Trigger.CLEAR,
+    hold.MOVE_ESCALATE: Trigger.ESCALATE,
+    hold.MOVE_WORSEN: Trigger.WORSEN,
+}
+
+
+def alarm_code(alarm: Alarm | None) -> int:
+    """``alarm``'s state as ``hold.hypotension_move`` takes it (``hold.ALARM_*``)."""
+    if alarm is None:
+        return hold.ALARM_NONE
+    if alarm.state is AlarmState.ACTIVE:
+        return hold.ALARM_ACTIVE
+    if alarm.state is AlarmState.ACKNOWLEDGED:
+        return hold.ALARM_ACKED
+    return hold.ALARM_OTHER
+
+
+def priority_of_rank(rank: float) -> Priority:
+    """The priority of a rank ``hold.hypotension_move`` wants."""
+    return Priority.HIGH if rank == Priority.HIGH.rank else Priority.MEDIUM
+
+
+# ---------------------------------------------------------------------------
+# The timers on the processor's clock
+
+
+def announcement_due(
+    alarm: Alarm, now: float, als: AlarmSettings
+) -> tuple[Trigger, Priority | None] | None:
+    """The timer move due on ``alarm`` at ``now`` and the priority it sets, or None.
+
+    An active alarm is re-announced every ``reannounce_s`` (its audience widens); the
+    hypotension alarm goes high at its ``escalate_after_reannounces``-th. An
+    acknowledged one is active again ``ack_silence_s`` after the acknowledgement.
+    """
+    if alarm.state is AlarmState.ACTIVE and now - alarm.last_announce >= als.reannounce_s:
+        prio = None
+        if (
+            alarm.kind == "hypotension"
+            and als.escalate_after_reannounces
+            and alarm.announce_count + 1 >= als.escalate_after_reannounces
+        ):
+            prio = Priority.HIGH
+        return Trigger.REANNOUNCE, prio
+    if (
+        alarm.state is AlarmState.ACKNOWLEDGED
+        and alarm.ack_ts is not None
+        and now - alarm.ack_ts >= als.ack_silence_s
+    ):
+        return Trigger.ACK_EXPIRED, None
+    return None
+
+
+def announcement_wake(alarms: Iterable[Alarm], als: AlarmSettings) -> float:
+    """The earliest time :func:`announcement_due` may find a move on ``alarms`` (inf: never)."""
+    wake = math.inf
+    for a in alarms:
+        if a.state is AlarmState.ACTIVE:
+            wake = min(wake, a.last_announce + als.reannounce_s)
+        elif a.state is AlarmState.ACKNOWLEDGED and a.ack_ts is not None:
+            wake = min(wake, a.ack_ts + als.ack_silence_s)
+    return wake
+
+
+def stale_due(
+    now: float, last_data: float | None, nibp_only: bool, stale_s: float, nibp_stands_s: float
+) -> bool:
+    """Whether data last arrived at ``last_data`` (None: never) is stale at ``now``.
+
+    The limit is ``monitor.stale_s``, or ``hypotension.nibp_stands_s`` for a bed that
+    has sent only non-invasive pressures (it stands on its last cuff reading longer).
+    """
+    return last_data is not None and now - last_data >= (nibp_stands_s if nibp_only else stale_s)
+
+
+# ---------------------------------------------------------------------------
+# The advisories
+
+
+def advisories(  # noqa: PLR0917 - the facts the advisories read, as the monitor has them
+    settings: Settings,
+    ts: float,
+    infusions: Mapping[Drug, Infusion],
+    weight_kg: float | None,
+    profile: Profile,
+    sbp_at_target_held: bool,
+    labs: Mapping[str, tuple[float, float]],
+    prev_labs: Mapping[str, tuple[float, float]],
+    ne_doses: Sequence[tuple[float, float, str]],
+    *,
+    at_target: bool,
+    hypotension_open: bool,
+) -> dict[AdvisoryKind, str]:
+    """The advisories that hold at ``ts`` and their reasons (the others are cleared).
+
+    ``sbp_at_target_held``: an SBP target reached for ``hold_s``; ``labs`` and
+    ``prev_labs``: the last two results per lab (time, value); ``ne_doses``: the last
+    two norepinephrine doses (time, dose, unit); ``at_target``: the metric at its
+    target now.
+    """
+    ms = settings.monitor
+    on = running(infusions)
+    holds: dict[AdvisoryKind, str] = {}
+    if Drug.DOPAMINE in on:
+        holds[AdvisoryKind.DOPAMINE] = ADVISORY_REASONS[AdvisoryKind.DOPAMINE]
+    if Drug.PHENYLEPHRINE in on:
+        holds[AdvisoryKind.PHENYLEPHRINE] = ADVISORY_REASONS[AdvisoryKind.PHENYLEPHRINE]
+    if Drug.VASOPRESSIN in on:
+        u_min = vasopressin_u_min(infusions[Drug.VASOPRESSIN])
+        if u_min is not None and u_min > ms.vasopressin_max_u_min:
+            holds[AdvisoryKind.VASOPRESSIN_DOSE] = (
+                f"{ADVISORY_REASONS[AdvisoryKind.VASOPRESSIN_DOSE]} Now {u_min:.3g} U/min."
+            )
+        if Drug.NOREPINEPHRINE not in on:
+            holds[AdvisoryKind.VASOPRESSIN_WITHOUT_NE] = ADVISORY_REASONS[
+                AdvisoryKind.VASOPRESSIN_WITHOUT_NE
+            ]
+    if profile is Profile.TRAUMA and Drug.NOREPINEPHRINE in on and sbp_at_target_held:
+        holds[AdvisoryKind.PREMATURE_NE_TRAUMA] = ADVISORY_REASONS[AdvisoryKind.PREMATURE_NE_TRAUMA]
+    fresh = {k: v for k, (t, v) in labs.items() if ts - t <= ms.labs_valid_s}
+    abnormal = []
+    if fresh.get("lactate", 0.0) > ms.lactate_high:
+        abnormal.append(f"lactate {fresh['lactate']:g} mmol/L")
+    if "urine_ml_kg_h" in fresh and fresh["urine_ml_kg_h"] < ms.urine_low_ml_kg_h:
+        abnormal.append(f"urine {fresh['urine_ml_kg_h']:g} mL/kg/h")
+    if "scvo2" in fresh and fresh["scvo2"] < ms.scvo2_low:
+        abnormal.append(f"ScvO2 {fresh['scvo2']:g}%")
+    if abnormal and at_target and not hypotension_open:
+        holds[AdvisoryKind.PERFUSION] = (
+            f"{ADVISORY_REASONS[AdvisoryKind.PERFUSION]} ({', '.join(abnormal)})"
+        )
+    if _vasoconstriction(ts, ms.labs_valid_s, on, labs, prev_labs, ne_doses):
+        holds[AdvisoryKind.VASOCONSTRICTION] = ADVISORY_REASONS[AdvisoryKind.VASOCONSTRICTION]
+    unknown = dose_unknown_reason(infusions, weight_kg)
+    if unknown is not None:
+        holds[AdvisoryKind.DOSE_UNKNOWN] = unknown
+    return holds
+
+
+def _vasoconstriction(  # noqa: PLR0917 - the facts, as ``advisories`` has them
+    ts: float,
+    window: float,
+    on: frozenset[Drug] | set[Drug],
+    labs: Mapping[str, tuple[float, float]],
+    prev_labs: Mapping[str, tuple[float, float]],
+    ne_doses: Sequence[tuple[float, float, str]],
+) -> bool:
+    """Norepinephrine raised (same unit) within ``window`` while urine fell and lactate
+    rose between their last two results, all within ``window``."""
+    if Drug.NOREPINEPHRINE not in on or len(ne_doses) < 2:
+        return False
+    (t0, d0, u0), (_, d1, u1) = ne_doses
+    if u0 != u1 or d1 <= d0 or ts - t0 > window:
+        return False
+    for name, worse in (("urine_ml_kg_h", -1.0), ("lactate", 1.0)):
+        if name not in labs or name not in prev_labs:
+            return False
+        (ta, a), (_, b) = prev_labs[name], labs[name]
+        if ts - ta > window or (b - a) * worse <= 0:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Eviction
+
+
+def eviction_closes(alarm: Alarm) -> bool:
+    """Whether the eviction of ``alarm``'s bed closes it: every open alarm (cleared, NOT
+    resolved: nobody watches the bed any more)."""
+    return alarm.open
+
+
+def eviction_ts(alarm: Alarm, now: float, obs_ts: float | None) -> tuple[float, float]:
+    """When an eviction at ``now`` clears ``alarm``: the processor's time of the move
+    (never before the bed's last observation ``obs_ts``) and its data time (nor before
+    the alarm's last announcement)."""
+    if obs_ts is not None:
+        now = max(now, obs_ts)
+    return now, max(now, alarm.last_announce)
