@@ -930,13 +930,13 @@ class BedMonitor:
             value,
             math.nan if map_value is None else map_value,
             target,
-            metric == "sbp",
-            False,  # noqa: FBT003 - a numeric's SBP is judged (not the line's)
-            ts,
-            dt,
-            hs.max_invalid_gap_s,
-            hs.critical_map,
-            hs.clear_margin,
+            metric_sbp=metric == "sbp",
+            suspended=False,  # a numeric's SBP is judged (not the line's)
+            ts=ts,
+            dt=dt,
+            gap=hs.max_invalid_gap_s,
+            critical_map=hs.critical_map,
+            clear_margin=hs.clear_margin,
         )
         self._decide(ts, value, map_value, metric, target, out)
 

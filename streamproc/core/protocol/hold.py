@@ -133,7 +133,7 @@ def observe_pressure(  # noqa: PLR0917 - an observation and its settings, flat f
         hold_observe(timers, T_BELOW, value < target, ts, dt, gap)
         hold_observe(timers, T_RECOVERED, value >= target + clear_margin, ts, dt, gap)
     if not metric_sbp:
-        hold_observe(timers, T_SBP_AT_TARGET, False, ts, dt, gap)  # noqa: FBT003
+        hold_observe(timers, T_SBP_AT_TARGET, holds=False, ts=ts, dt=dt, max_gap=gap)
     elif not suspended:
         hold_observe(timers, T_SBP_AT_TARGET, value >= target, ts, dt, gap)
 
@@ -141,9 +141,9 @@ def observe_pressure(  # noqa: PLR0917 - an observation and its settings, flat f
 @rule
 def suspend_sbp_runs(timers: np.ndarray, ts: float, dt: float, gap: float) -> None:
     """The line stopped being fine under an SBP target: the runs its SBP had begun end."""
-    hold_observe(timers, T_BELOW, False, ts, dt, gap)  # noqa: FBT003
-    hold_observe(timers, T_RECOVERED, False, ts, dt, gap)  # noqa: FBT003
-    hold_observe(timers, T_SBP_AT_TARGET, False, ts, dt, gap)  # noqa: FBT003
+    hold_observe(timers, T_BELOW, holds=False, ts=ts, dt=dt, max_gap=gap)
+    hold_observe(timers, T_RECOVERED, holds=False, ts=ts, dt=dt, max_gap=gap)
+    hold_observe(timers, T_SBP_AT_TARGET, holds=False, ts=ts, dt=dt, max_gap=gap)
 
 
 # ---------------------------------------------------------------------------
