@@ -142,21 +142,18 @@ _BEAT_CONTINUITY_S: Final = 3.0
 
 
 class Sustained:
-    """One of the monitor's hold timers: valid data time for which a condition has held
-    without a break (the rule: ``hold.hold_observe``, ``hold.hold_held``).
+    """One of the monitor's hold timers, as read: valid data time for which a condition
+    has held without a break.
 
-    The state is row ``row`` (start, last, accum; NaN for none) of the monitor's flat
-    timer array, which the compiled per-beat path (``_kernels.advance_beats``) updates
-    by the same rule.
+    Its state is row ``row`` (start, last, accum; NaN for none) of the monitor's flat
+    timer array, which the hold rule (``hold.hold_observe``) updates, in the monitor and
+    in the compiled per-beat path (``_kernels.advance_beats``) alike.
     """
 
-    __slots__ = ("_at", "_row", "_timers")
+    __slots__ = ("_at", "_timers")
 
-    def __init__(self, timers: FloatArray | None = None, row: int = 0) -> None:
-        if timers is None:
-            timers = _new_timers(1)
+    def __init__(self, timers: FloatArray, row: int) -> None:
         self._timers = timers
-        self._row = row
         self._at = row * hold.HOLD_COLUMNS
 
     @property
@@ -172,15 +169,6 @@ class Sustained:
     @property
     def accum(self) -> float:
         return float(self._timers[self._at + hold.HOLD_ACCUM])
-
-    def observe(self, holds: bool, ts: float, dt: float, max_gap: float) -> None:
-        hold.hold_observe(self._timers, self._row, holds, ts, dt, max_gap)
-
-    def reset(self) -> None:
-        self._timers[self._at : self._at + hold.HOLD_COLUMNS] = _RESET
-
-    def held(self, duration: float) -> bool:
-        return bool(hold.hold_held(self._timers, self._row, duration))
 
 
 _RESET: Final = (math.nan, math.nan, 0.0)
@@ -777,7 +765,10 @@ class BedMonitor:
             metric, target = self.target()
             details = self._hypo_details(metric, self.value, target)
             out.append(self._apply(alarm, Trigger.UPDATE, ts, details=details))
-        flags = (self.sbp_at_target.held(self.settings.hypotension.hold_s), self._flags[1])
+        flags = (
+            hold.sbp_at_target_held(self._timers, self.settings.hypotension.hold_s),
+            self._flags[1],
+        )
         if flags != self._flags:
             self._flags = flags
             self._advise(ts, out)
@@ -842,13 +833,14 @@ class BedMonitor:
         """
         n = rows.shape[0]
         mst = self._mst
+        ms = self.settings.monitor
         while True:
             decide = mst[_kernels.M_DECIDE]
             if decide:
                 end = float(rows[i - 1, _kernels.B_END])
                 if int(mst[_kernels.M_LINE]) != self._line_shown():
                     self._line_changed(end, out)
-                if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
+                if hold.signal_valid_again(self._timers, ms.signal_valid_clear_s):
                     self._clear(SIGNAL_INVALID, end, out)
                 if decide == _kernels.DECIDE_OBSERVED:
                     metric, target = self.target()
@@ -990,7 +982,7 @@ class BedMonitor:
         if move != hold.MOVE_NONE:
             self._move_hypotension(move, want, alarm, ts, (metric, value, target), out)
         at_target = hold.at_target_flag(value, target, suspended, self._flags[1])
-        flags = (self.sbp_at_target.held(hs.hold_s), at_target)
+        flags = (hold.sbp_at_target_held(self._timers, hs.hold_s), at_target)
         if flags != self._flags:
             self._flags = flags
             self._advise(ts, out)
@@ -1122,7 +1114,7 @@ class BedMonitor:
             self.infusions,
             self.patient.get("weight_kg"),
             self.profile,
-            self.sbp_at_target.held(self.settings.hypotension.hold_s),
+            hold.sbp_at_target_held(self._timers, self.settings.hypotension.hold_s),
             self.labs,
             self.prev_labs,
             self.ne_doses,

@@ -5,8 +5,8 @@ trigger fires and points here for these): the hold rule (:func:`hold_observe`,
 :func:`hold_held`) and the conditions the hold timers follow
 (:func:`observe_pressure`, :func:`suspend_sbp_runs`), the hypotension alarm's move on
 an observation (:func:`hypotension_move`), a trend point (:func:`trend_due`), the
-advisories' at-target flag (:func:`at_target_flag`), the signal-invalid alarm
-(:func:`signal_invalid_due`).
+advisories' flags (:func:`sbp_at_target_held`, :func:`at_target_flag`), the signal-invalid alarm
+(:func:`signal_invalid_due`, :func:`signal_valid_again`).
 
 Each is written once and runs two ways (:func:`streamproc.core._compile.rule`):
 compiled into the per-beat loop (``_kernels.advance_beats``), which takes the beats on
@@ -50,7 +50,9 @@ __all__ = [
     "hold_observe",
     "hypotension_move",
     "observe_pressure",
+    "sbp_at_target_held",
     "signal_invalid_due",
+    "signal_valid_again",
     "suspend_sbp_runs",
     "trend_due",
 ]
@@ -221,6 +223,20 @@ def at_target_flag(value: float, target: float, suspended: bool, previous: bool)
     """The advisories' at-target flag after an observation of ``value``: unchanged
     (``previous``) while the SBP is ``suspended``."""
     return previous if suspended else value >= target
+
+
+@rule
+def sbp_at_target_held(timers: np.ndarray, hold_s: float) -> bool:
+    """The advisories' SBP flag: an SBP target reached for ``hold_s`` (the trauma
+    patient's premature-norepinephrine advisory)."""
+    return hold_held(timers, T_SBP_AT_TARGET, hold_s)
+
+
+@rule
+def signal_valid_again(timers: np.ndarray, valid_clear_s: float) -> bool:
+    """Whether the signal-invalid alarm clears: valid beats without a break (the
+    ``T_VALID_RUN`` timer) for ``valid_clear_s``."""
+    return hold_held(timers, T_VALID_RUN, valid_clear_s)
 
 
 @rule

@@ -25,14 +25,14 @@ from streamproc.core.protocol.hold import (
     HOLD_COLUMNS,
     MOVE_NONE,
     T_ROWS,
-    T_SBP_AT_TARGET,
     T_VALID_RUN,
     at_target_flag,
-    hold_held,
     hold_observe,
     hypotension_move,
     observe_pressure,
+    sbp_at_target_held,
     signal_invalid_due,
+    signal_valid_again,
     suspend_sbp_runs,
     trend_due,
 )
@@ -984,7 +984,7 @@ def advance_beats(
         counts[1] += 1.0
         mst[M_VALID_REF] = end
         decide = line != ctx[C_LINE] or (
-            ctx[C_SIGNAL_INVALID] != 0.0 and hold_held(timers, T_VALID_RUN, par[P_VALID_CLEAR_S])
+            ctx[C_SIGNAL_INVALID] != 0.0 and signal_valid_again(timers, par[P_VALID_CLEAR_S])
         )
         # the rolling window
         if wn > 0 and end < win[wn - 1, W_END]:
@@ -1046,7 +1046,7 @@ def advance_beats(
         if move != MOVE_NONE or alarm == ALARM_OTHER:
             decide = True
         flag_at = ctx[C_FLAG_AT] != 0.0
-        if hold_held(timers, T_SBP_AT_TARGET, par[P_HOLD_S]) != (ctx[C_FLAG_SBP] != 0.0) or (
+        if sbp_at_target_held(timers, par[P_HOLD_S]) != (ctx[C_FLAG_SBP] != 0.0) or (
             at_target_flag(value, target, suspended, flag_at) != flag_at
         ):
             decide = True
