@@ -473,15 +473,20 @@ class BedMonitor:
             if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
                 self._after_chunk(t0, ts, code, out)
             return out
+        self._receive_other(msg, now, out)
+        return out
+
+    def _receive_other(self, msg: Message, now: float, out: list[AlarmEvent]) -> None:
+        """A message that is not a chunk (what :meth:`receive` does with it)."""
         if isinstance(msg, Vitals):
             reason = self._vitals_order(msg)
             if reason is not None:
                 self._drop("vitals", reason, msg.ts, self._vitals_last)
-                return out
+                return
         elif isinstance(msg, Infusion | Patient | Labs):
             reason = self._context_order(msg)
             if reason is not None:
-                return out
+                return
         self._ctx_ok = False  # any other message may change what the decisions depend on
         if isinstance(msg, Vitals):
             self._data_arrived(now, msg.ts, out)
@@ -494,7 +499,6 @@ class BedMonitor:
             self._on_labs(msg, out)
         elif isinstance(msg, Ack):
             self._on_ack(msg, out)
-        return out
 
     @property
     def holding(self) -> bool:

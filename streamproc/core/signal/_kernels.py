@@ -944,6 +944,10 @@ def advance_beats(
     caller decides, in Python, exactly as for any other observation. A beat
     that changes nothing is only counted (``counts``: beats, valid beats).
 
+    The timers and those decisions are the protocol's rules
+    (``streamproc.core.protocol.hold``), called here, not copied: the monitor
+    applies the same functions.
+
     Stops too, before taking a beat, when the window is full (the caller
     grows it and calls again). Returns the index of the next beat to take;
     ``win``, ``mf`` (timers, state), ``counts`` are updated in place.
