@@ -17,8 +17,8 @@ those attributes hold:
 The protocol's rules that the loops call (:mod:`streamproc.core.protocol.hold`) are
 decorated with :func:`rule`: plain Python when called from Python, compiled into the
 loops that call them. numba's on-disk cache knows only a function's own file, so the
-loops' cache entries also name the rules' source (:data:`RULE_MODULES`): a change to
-a rule makes the loops compile again.
+cache entries of a module that calls the rules also name the rules' source
+(:data:`RULE_MODULES`): a change to a rule makes its loops compile again.
 
 Only the import system here, and reading the rules' source: no clock, no threads.
 """
@@ -91,7 +91,8 @@ def jit(fn: _F) -> _F:
             _uncached.append(f"{fn.__module__}.{fn.__name__}")
     if ours:
         _registry.setdefault(fn.__module__, {})[fn.__name__] = disp
-        _stamp_rules(disp)
+        if any(getattr(v, "__module__", None) in RULE_MODULES for v in fn.__globals__.values()):
+            _stamp_rules(disp)  # (its module calls the rules)
     return cast("_F", disp)
 
 
