@@ -18,14 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from streamproc.core.monitor import (
-    HYPOTENSION,
     BedMonitor,
     BedStatus,
     alarm_id_number,
     warm_up,
 )
 from streamproc.core.protocol import rules
-from streamproc.core.protocol.alarms import Alarm, AlarmEvent, Priority, Trigger
+from streamproc.core.protocol.alarms import HYPOTENSION, Alarm, AlarmEvent, Priority, Trigger
 from streamproc.core.protocol.messages import (
     MAX_SAMPLES_PER_CHUNK,
     PRESSURE_LIMITS,

@@ -20,7 +20,19 @@ import numpy as np
 import numpy.typing as npt
 
 from streamproc.core.protocol import hold, rules
-from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.protocol.alarms import (
+    HYPOTENSION,
+    LINE_DAMPED,
+    LINE_RINGING,
+    NO_PULSE,
+    SIGNAL_INVALID,
+    STALE,
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Priority,
+    Trigger,
+)
 from streamproc.core.protocol.escalation import (
     DISCLAIMER,
     AdvisoryKind,
@@ -50,12 +62,6 @@ from streamproc.core.signal.beats import BeatDetector
 from streamproc.core.signal.ordering import ChunkOrder, DropNotice, DropReason, Drops
 
 __all__ = [
-    "HYPOTENSION",
-    "LINE_DAMPED",
-    "LINE_RINGING",
-    "NO_PULSE",
-    "SIGNAL_INVALID",
-    "STALE",
     "BedMonitor",
     "BedStatus",
     "ChunkArrays",
@@ -64,13 +70,6 @@ __all__ = [
     "alarm_id_number",
     "warm_up",
 ]
-
-HYPOTENSION: Final = "hypotension"
-SIGNAL_INVALID: Final = "abp_signal_invalid"
-STALE: Final = "data_stale"
-LINE_DAMPED: Final = "abp_line_damped"
-LINE_RINGING: Final = "abp_line_ringing"
-NO_PULSE: Final = "abp_no_pulse"
 
 #: ``_kernels.LINE_*`` -> the technical alarm that says so, its priority and its words.
 _LINE_ALARMS: Final = {

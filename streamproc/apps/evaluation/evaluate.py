@@ -47,8 +47,14 @@ import numpy.typing as npt
 from streamproc.apps.evaluation.agreement import Agreement, agreement_table, record_agreement
 from streamproc.apps.replay import Replayer
 from streamproc.core.engine import Engine
-from streamproc.core.monitor import HYPOTENSION, SIGNAL_INVALID, STALE
-from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
+from streamproc.core.protocol.alarms import (
+    HYPOTENSION,
+    SIGNAL_INVALID,
+    STALE,
+    AlarmEvent,
+    AlarmState,
+    Trigger,
+)
 from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals
 from streamproc.core.protocol.settings import HypotensionSettings, Settings, TargetSettings
 from streamproc.core.signal.beats import BeatDetector

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from streamproc.core.protocol import hold
-from streamproc.core.protocol.alarms import Alarm, AlarmState, Priority, Trigger
+from streamproc.core.protocol.alarms import HYPOTENSION, Alarm, AlarmState, Priority, Trigger
 from streamproc.core.protocol.escalation import (
     ADVISORY_REASONS,
     AdvisoryKind,
@@ -103,7 +103,7 @@ def announcement_due(
     if alarm.state is AlarmState.ACTIVE and now - alarm.last_announce >= als.reannounce_s:
         prio = None
         if (
-            alarm.kind == "hypotension"
+            alarm.kind == HYPOTENSION
             and als.escalate_after_reannounces
             and alarm.announce_count + 1 >= als.escalate_after_reannounces
         ):
