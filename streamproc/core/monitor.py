@@ -22,9 +22,6 @@ import numpy.typing as npt
 from streamproc.core.protocol import hold, rules
 from streamproc.core.protocol.alarms import (
     HYPOTENSION,
-    LINE_DAMPED,
-    LINE_RINGING,
-    NO_PULSE,
     SIGNAL_INVALID,
     STALE,
     Alarm,
@@ -71,41 +68,6 @@ __all__ = [
     "warm_up",
 ]
 
-#: ``_kernels.LINE_*`` -> the technical alarm that says so, its priority and its words.
-_LINE_ALARMS: Final = {
-    _kernels.LINE_DAMPED: (
-        LINE_DAMPED,
-        Priority.MEDIUM,
-        "line damped",
-        (
-            "Arterial line over-damped or clotting (slow upstroke, no dicrotic notch, narrow "
-            "pulse pressure at a steady mean): flush and check the line (clot, kink, air, loose "
-            "connection, closed stopcock), re-zero the transducer. The mean pressure is still "
-            "usable; the systolic reads low and the diastolic high."
-        ),
-    ),
-    _kernels.LINE_RINGING: (
-        LINE_RINGING,
-        Priority.LOW,
-        "line ringing",
-        (
-            "Arterial line under-damped (the pulse rings): the systolic reads high and the "
-            "diastolic low. Check the line for air bubbles and excess tubing, check it with a "
-            "fast-flush test, re-zero. The mean pressure is still usable."
-        ),
-    ),
-    _kernels.LINE_NO_PULSE: (
-        NO_PULSE,
-        Priority.HIGH,
-        "no pulse on the trace",
-        (
-            "No arterial pulse on the trace: check the patient's pulse now. If the patient "
-            "has a pulse, the line is disconnected, clotted or kinked, or the stopcock is "
-            "turned: flush and check the line, re-zero. No MAP is taken from this trace."
-        ),
-    ),
-}
-
 FloatArray = npt.NDArray[np.float64]
 #: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
 SegmentArrays = tuple[
@@ -126,16 +88,9 @@ ChunkArrays = tuple[
 ]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
-_LINE_KINDS: Final = (LINE_DAMPED, LINE_RINGING, NO_PULSE)
 
 #: Recent vitals readings (``ts``, ``source``) remembered to tell a repeat from a late one.
 _VITALS_SEEN: Final = 8
-#: On a line alarm of an SBP-target bed: what its state suspends.
-_SUSPENDED_TEXT: Final = (
-    "SBP-based decisions suspended (the SBP target, the premature-norepinephrine advisory): "
-    "the systolic of this line is not reliable; MAP-based ones go on."
-)
-
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
 
@@ -723,16 +678,14 @@ class BedMonitor:
 
     def sbp_suspended(self) -> str | None:
         """Why an SBP target's readings are not judged now (the line's state), or None."""
-        if self._line == _kernels.LINE_OK or self.target()[0] != "sbp":
-            return None
-        return _LINE_ALARMS[self._line][2]
+        return rules.sbp_suspended(self._line, self.target()[0])
 
     def _line_shown(self) -> int:
         """``_line`` when the open line alarms show it (-1 when not: an alarm adopted
         from before a restart, say, that the judgement has not seen)."""
-        want = None if self._line == _kernels.LINE_OK else _LINE_ALARMS[self._line][0]
+        want = rules.line_alarm_kind(self._line)
         alarms = self.alarms
-        if any(k in alarms for k in _LINE_KINDS if k != want) or (
+        if any(k in alarms for k in rules.LINE_KINDS if k != want) or (
             want is not None and want not in alarms
         ):
             return -1
@@ -745,18 +698,15 @@ class BedMonitor:
         new = int(self._mst[_kernels.M_LINE])
         self._line = new
         self._ctx_ok = False
-        keep = None if new == _kernels.LINE_OK else _LINE_ALARMS[new][0]
-        for kind in _LINE_KINDS:
+        keep = rules.line_alarm_kind(new)
+        for kind in rules.LINE_KINDS:
             if kind != keep:
                 self._clear(kind, ts, out)
-        suspended = self.sbp_suspended()
-        if new != _kernels.LINE_OK:
-            kind, priority, _, reason = _LINE_ALARMS[new]
-            extra = {}
-            if suspended is not None:
-                reason = f"{reason} {_SUSPENDED_TEXT}"
-                extra["sbp_suspended"] = suspended
+        raised = rules.line_alarm(new, self.target()[0])
+        if raised is not None:
+            kind, priority, reason, extra = raised
             self._raise_simple(kind, ts, ts, priority, out, reason=reason, extra=extra)
+        suspended = self.sbp_suspended()
         if self.target()[0] != "sbp":
             return
         alarm = self.alarms.get(HYPOTENSION)

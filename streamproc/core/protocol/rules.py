@@ -17,6 +17,8 @@ newcomer who must change a clinical rule changes it there and nowhere else:
 * here, on the processor's clock: re-announcement and the end of an acknowledgement's
   silence (:func:`announcement_due`, :func:`announcement_wake`), stale data
   (:func:`stale_due`);
+* here: the line's technical alarms (:data:`LINE_ALARMS`, :func:`line_alarm`) and what
+  they suspend (:func:`sbp_suspended`);
 * here: which advisories hold (:func:`advisories`);
 * here: what a bed's eviction closes (:func:`eviction_closes`, :func:`eviction_ts`).
 
@@ -31,10 +33,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from streamproc.core.protocol import hold
-from streamproc.core.protocol.alarms import HYPOTENSION, Alarm, AlarmState, Priority, Trigger
+from streamproc.core.protocol.alarms import (
+    HYPOTENSION,
+    LINE_DAMPED,
+    LINE_RINGING,
+    NO_PULSE,
+    Alarm,
+    AlarmState,
+    Priority,
+    Trigger,
+)
 from streamproc.core.protocol.escalation import (
     ADVISORY_REASONS,
     AdvisoryKind,
@@ -43,19 +54,26 @@ from streamproc.core.protocol.escalation import (
     vasopressin_u_min,
 )
 from streamproc.core.protocol.messages import Drug, Infusion, Profile
+from streamproc.core.signal import _kernels
 
 if TYPE_CHECKING:
     from streamproc.core.protocol.settings import AlarmSettings, Settings
 
 __all__ = [
+    "LINE_ALARMS",
+    "LINE_KINDS",
     "MOVE_TRIGGERS",
+    "SUSPENDED_TEXT",
     "advisories",
     "alarm_code",
     "announcement_due",
     "announcement_wake",
     "eviction_closes",
     "eviction_ts",
+    "line_alarm",
+    "line_alarm_kind",
     "priority_of_rank",
+    "sbp_suspended",
     "stale_due",
 ]
 
@@ -85,6 +103,82 @@ def alarm_code(alarm: Alarm | None) -> int:
 def priority_of_rank(rank: float) -> Priority:
     """The priority of a rank ``hold.hypotension_move`` wants."""
     return Priority.HIGH if rank == Priority.HIGH.rank else Priority.MEDIUM
+
+
+# ---------------------------------------------------------------------------
+# The line's technical alarms (the line's state: ``_kernels.judge_line``)
+
+#: ``_kernels.LINE_*`` -> the technical alarm that says so, its priority and its words.
+LINE_ALARMS: Final[Mapping[int, tuple[str, Priority, str, str]]] = {
+    _kernels.LINE_DAMPED: (
+        LINE_DAMPED,
+        Priority.MEDIUM,
+        "line damped",
+        (
+            "Arterial line over-damped or clotting (slow upstroke, no dicrotic notch, narrow "
+            "pulse pressure at a steady mean): flush and check the line (clot, kink, air, loose "
+            "connection, closed stopcock), re-zero the transducer. The mean pressure is still "
+            "usable; the systolic reads low and the diastolic high."
+        ),
+    ),
+    _kernels.LINE_RINGING: (
+        LINE_RINGING,
+        Priority.LOW,
+        "line ringing",
+        (
+            "Arterial line under-damped (the pulse rings): the systolic reads high and the "
+            "diastolic low. Check the line for air bubbles and excess tubing, check it with a "
+            "fast-flush test, re-zero. The mean pressure is still usable."
+        ),
+    ),
+    _kernels.LINE_NO_PULSE: (
+        NO_PULSE,
+        Priority.HIGH,
+        "no pulse on the trace",
+        (
+            "No arterial pulse on the trace: check the patient's pulse now. If the patient "
+            "has a pulse, the line is disconnected, clotted or kinked, or the stopcock is "
+            "turned: flush and check the line, re-zero. No MAP is taken from this trace."
+        ),
+    ),
+}
+
+
+#: On a line alarm of an SBP-target bed: what its state suspends.
+SUSPENDED_TEXT: Final = (
+    "SBP-based decisions suspended (the SBP target, the premature-norepinephrine advisory): "
+    "the systolic of this line is not reliable; MAP-based ones go on."
+)
+
+#: The line's technical alarm kinds.
+LINE_KINDS: Final = (LINE_DAMPED, LINE_RINGING, NO_PULSE)
+
+
+def line_alarm_kind(line: int) -> str | None:
+    """The technical alarm a line state (``_kernels.LINE_*``) keeps open, or None."""
+    return None if line == _kernels.LINE_OK else LINE_ALARMS[line][0]
+
+
+def sbp_suspended(line: int, metric: str) -> str | None:
+    """Why the readings of an SBP target (``metric``) are not judged in line state
+    ``line``, or None: while the line is not fine its systolic is not reliable."""
+    if line == _kernels.LINE_OK or metric != "sbp":
+        return None
+    return LINE_ALARMS[line][2]
+
+
+def line_alarm(line: int, metric: str) -> tuple[str, Priority, str, dict[str, Any]] | None:
+    """The technical alarm raised in line state ``line`` (None when the line is fine):
+    its kind, priority, reason and details; on an SBP target it says what it suspends."""
+    if line == _kernels.LINE_OK:
+        return None
+    kind, priority, _, reason = LINE_ALARMS[line]
+    extra: dict[str, Any] = {}
+    suspended = sbp_suspended(line, metric)
+    if suspended is not None:
+        reason = f"{reason} {SUSPENDED_TEXT}"
+        extra["sbp_suspended"] = suspended
+    return kind, priority, reason, extra
 
 
 # ---------------------------------------------------------------------------
