@@ -42,23 +42,26 @@ def held_for(row: int, seconds: float) -> np.ndarray:
     return t
 
 
-def move(t: np.ndarray, alarm: int, rank: float = 0.0, **kw: float | bool) -> tuple[int, float]:
+def move(
+    t: np.ndarray,
+    alarm: int,
+    rank: float = 0.0,
+    *,
+    ack_value: float = math.nan,
+    value: float = 60.0,
+    suspended: bool = False,
+    refractory: bool = False,
+) -> tuple[int, float]:
     """``hold.hypotension_move`` with the default settings."""
     hs = SETTINGS.hypotension
-    args: dict[str, float | bool] = {
-        "ack_value": math.nan,
-        "value": 60.0,
-        "suspended": False,
-        "refractory": False,
-    } | kw
     return hold.hypotension_move(
         t,
         alarm,
         rank,
-        args["ack_value"],
-        args["value"],
-        args["suspended"],
-        args["refractory"],
+        ack_value,
+        value,
+        suspended,
+        refractory,
         hs.hold_s,
         hs.critical_hold_s,
         hs.clear_hold_s,
@@ -181,7 +184,7 @@ class TestHold:
         assert not hasattr(_kernels, "observe_timer")
         assert not hasattr(_kernels, "timer_held")
         assert "streamproc.core.protocol.hold" in _compile.RULE_MODULES
-        compiled = _kernels.advance_beats.py_func.__globals__
+        compiled = getattr(_kernels.advance_beats, "py_func", _kernels.advance_beats).__globals__
         assert compiled["hold_observe"] is hold.hold_observe
         assert compiled["hypotension_move"] is hold.hypotension_move
         cache_file = getattr(getattr(_kernels.advance_beats, "_cache", None), "_cache_file", None)
@@ -192,7 +195,7 @@ class TestHold:
 
 
 class TestRules:
-    """``rules``: re-announcement, stale data, advisories, eviction."""
+    """``rules``: re-announcement, stale data, line alarms, advisories, eviction."""
 
     def test_reannounce_and_escalate(self) -> None:
         """An active alarm is re-announced every ``reannounce_s``; hypotension goes high at
@@ -268,6 +271,23 @@ class TestRules:
         assert rules.priority_of_rank(HIGH) is Priority.HIGH
         assert rules.alarm_code(None) == hold.ALARM_NONE
         assert rules.alarm_code(alarm(AlarmState.ACKNOWLEDGED)) == hold.ALARM_ACKED
+
+    def test_line_alarms(self) -> None:
+        """A line that is not fine keeps its technical alarm open (no pulse: high); on an SBP
+        target it suspends the SBP's decisions and says so; a fine line raises nothing."""
+        assert rules.line_alarm(_kernels.LINE_OK, "sbp") is None
+        assert rules.line_alarm_kind(_kernels.LINE_OK) is None
+        no_pulse = rules.line_alarm(_kernels.LINE_NO_PULSE, "map")
+        assert no_pulse is not None
+        kind, priority, reason, extra = no_pulse
+        assert (kind, priority, extra) == ("abp_no_pulse", Priority.HIGH, {})
+        assert rules.SUSPENDED_TEXT not in reason
+        damped = rules.line_alarm(_kernels.LINE_DAMPED, "sbp")
+        assert damped is not None
+        assert damped[2].endswith(rules.SUSPENDED_TEXT)
+        assert damped[3] == {"sbp_suspended": rules.sbp_suspended(_kernels.LINE_DAMPED, "sbp")}
+        assert rules.sbp_suspended(_kernels.LINE_DAMPED, "map") is None
+        assert set(rules.LINE_KINDS) == {v[0] for v in rules.LINE_ALARMS.values()}
 
     @pytest.mark.parametrize("state", [AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED])
     def test_eviction_closes_open_alarms(self, state: AlarmState) -> None:
