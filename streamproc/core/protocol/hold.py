@@ -5,8 +5,8 @@ trigger fires and points here for these): the hold rule (:func:`hold_observe`,
 :func:`hold_held`) and the conditions the hold timers follow
 (:func:`observe_pressure`, :func:`suspend_sbp_runs`), the hypotension alarm's move on
 an observation (:func:`hypotension_move`), a trend point (:func:`trend_due`), the
-advisories' flags (:func:`sbp_at_target_held`, :func:`at_target_flag`), the signal-invalid alarm
-(:func:`signal_invalid_due`, :func:`signal_valid_again`).
+advisories' flags (:func:`sbp_at_target_held`, :func:`at_target_flag`), the
+signal-invalid alarm (:func:`signal_invalid_due`, :func:`signal_valid_again`).
 
 Each is written once and runs two ways (:func:`streamproc.core._compile.rule`):
 compiled into the per-beat loop (``_kernels.advance_beats``), which takes the beats on
@@ -70,7 +70,7 @@ HOLD_COLUMNS: Final = 3
 #: The hold timers of a bed (rows of ``HOLD_COLUMNS`` slots each, one after the other).
 T_VALID_RUN: Final = 0  # valid beats without a break (clears the signal-invalid alarm)
 T_BELOW: Final = 1  # the metric below its target (raises hypotension)
-T_CRITICAL: Final = 2  # the MAP below the critical MAP (raises at once, high)
+T_CRITICAL: Final = 2  # the MAP below the critical MAP (raises sooner, high)
 T_RECOVERED: Final = 3  # the metric at its target plus the clear margin (clears)
 T_SBP_AT_TARGET: Final = 4  # an SBP target reached (premature-norepinephrine advisory)
 T_ROWS: Final = 5

@@ -12,8 +12,8 @@ newcomer who must change a clinical rule changes it there and nowhere else:
   alarm's raise, clear, escalate, worsen (``hold.hypotension_move``; its trigger:
   :data:`MOVE_TRIGGERS`, its priority: :func:`priority_of_rank`); a trend point
   (``hold.trend_due``), the advisories' flags (``hold.sbp_at_target_held``,
-  ``hold.at_target_flag``), the
-  signal-invalid alarm (``hold.signal_invalid_due``, ``hold.signal_valid_again``);
+  ``hold.at_target_flag``), the signal-invalid alarm (``hold.signal_invalid_due``,
+  ``hold.signal_valid_again``);
 * here, on the processor's clock: re-announcement and the end of an acknowledgement's
   silence (:func:`announcement_due`, :func:`announcement_wake`), stale data
   (:func:`stale_due`);
