@@ -713,7 +713,7 @@ class BedMonitor:
         if (
             alarm is not None
             and self.value is not None
-            and (alarm.details.get("sbp_suspended") != suspended)
+            and rules.suspension_changed(alarm.details, suspended)
         ):
             metric, target = self.target()
             details = self._hypo_details(metric, self.value, target)
@@ -1051,11 +1051,7 @@ class BedMonitor:
             return
         metric, target = self.target()
         details = self._hypo_details(metric, self.value, target)
-        changed = any(
-            alarm.details.get(k) != details[k]
-            for k in ("step", "target", "profile", "recommendation")
-        )
-        if changed:
+        if rules.advice_changed(alarm.details, details):
             out.append(self._apply(alarm, Trigger.UPDATE, ts, details=details))
 
     # ------------------------------------------------------------------ advisories

@@ -10,7 +10,8 @@ newcomer who must change a clinical rule changes it there and nowhere else:
   rule (``hold.hold_observe``, ``hold.hold_held``) and the conditions the hold timers
   follow (``hold.observe_pressure``, ``hold.suspend_sbp_runs``); the hypotension
   alarm's raise, clear, escalate, worsen (``hold.hypotension_move``; its trigger:
-  :data:`MOVE_TRIGGERS`, its priority: :func:`priority_of_rank`); a trend point
+  :data:`MOVE_TRIGGERS`, its priority: :func:`priority_of_rank`), and here its update
+  (:func:`advice_changed`, :func:`suspension_changed`); a trend point
   (``hold.trend_due``), the advisories' flags (``hold.sbp_at_target_held``,
   ``hold.at_target_flag``), the signal-invalid alarm (``hold.signal_invalid_due``,
   ``hold.signal_valid_again``);
@@ -60,10 +61,12 @@ if TYPE_CHECKING:
     from streamproc.core.protocol.settings import AlarmSettings, Settings
 
 __all__ = [
+    "ADVICE_KEYS",
     "LINE_ALARMS",
     "LINE_KINDS",
     "MOVE_TRIGGERS",
     "SUSPENDED_TEXT",
+    "advice_changed",
     "advisories",
     "alarm_code",
     "announcement_due",
@@ -75,10 +78,28 @@ __all__ = [
     "priority_of_rank",
     "sbp_suspended",
     "stale_due",
+    "suspension_changed",
 ]
 
 # ---------------------------------------------------------------------------
 # The hypotension alarm on an observation (the rules themselves: ``hold``)
+
+#: What the hypotension alarm's advice is: a change of one republishes it (``updated``).
+ADVICE_KEYS: Final = ("step", "target", "profile", "recommendation")
+
+
+def advice_changed(shown: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether an open hypotension alarm whose details are ``shown`` is updated to the
+    details ``now`` (a step of the ladder, the target, the profile, the recommendation:
+    a dose crossing the high-dose threshold, say)."""
+    return any(shown.get(k) != now[k] for k in ADVICE_KEYS)
+
+
+def suspension_changed(shown: Mapping[str, Any], suspended: str | None) -> bool:
+    """Whether an open hypotension alarm whose details are ``shown`` is updated because
+    its SBP's suspension (``sbp_suspended``: why, or None) changed."""
+    return shown.get("sbp_suspended") != suspended
+
 
 #: The trigger of each move ``hold.hypotension_move`` finds due.
 MOVE_TRIGGERS: Final[Mapping[int, Trigger]] = {

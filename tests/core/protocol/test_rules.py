@@ -195,7 +195,7 @@ class TestHold:
 
 
 class TestRules:
-    """``rules``: re-announcement, stale data, line alarms, advisories, eviction."""
+    """``rules``: updates, re-announcement, stale data, line alarms, advisories, eviction."""
 
     def test_reannounce_and_escalate(self) -> None:
         """An active alarm is re-announced every ``reannounce_s``; hypotension goes high at
@@ -271,6 +271,17 @@ class TestRules:
         assert rules.priority_of_rank(HIGH) is Priority.HIGH
         assert rules.alarm_code(None) == hold.ALARM_NONE
         assert rules.alarm_code(alarm(AlarmState.ACKNOWLEDGED)) == hold.ALARM_ACKED
+
+    def test_hypotension_update(self) -> None:
+        """An open hypotension alarm is republished when its advice changes (step, target,
+        profile, recommendation) or its SBP's suspension does; not for a new value."""
+        shown = {"step": "add_vasopressin", "target": 65.0, "profile": "standard"}
+        shown["recommendation"] = "Add vasopressin."
+        assert not rules.advice_changed(shown, {**shown, "value": 50.0})
+        assert rules.advice_changed(shown, {**shown, "target": 80.0})
+        assert not rules.suspension_changed(shown, None)
+        assert rules.suspension_changed(shown, "line damped")
+        assert rules.suspension_changed({**shown, "sbp_suspended": "line damped"}, None)
 
     def test_line_alarms(self) -> None:
         """A line that is not fine keeps its technical alarm open (no pulse: high); on an SBP
