@@ -100,7 +100,8 @@ def jit(fn: _F) -> _F:
 def jitable(fn: _F) -> _F:
     """``numba.extending.register_jitable``: a plain Python function (called as such from
     Python, nothing compiled) that the compiled loops compile into themselves when they
-    call it: a rule written once for both (``messages.chunk_fault``)."""
+    call it: a rule written once for both (``messages.chunk_fault``, the hold rule of
+    ``protocol.hold``)."""
     return numba.extending.register_jitable(fn)
 
 

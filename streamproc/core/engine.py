@@ -20,14 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from streamproc.core.monitor import (
-    HYPOTENSION,
     BedMonitor,
     BedStatus,
     Clock,
     alarm_id_number,
     warm_up,
 )
-from streamproc.core.protocol.alarms import Alarm, AlarmEvent, Priority, Trigger
+from streamproc.core.protocol import rules
+from streamproc.core.protocol.alarms import HYPOTENSION, Alarm, AlarmEvent, Priority, Trigger
 from streamproc.core.protocol.messages import (
     AbpChunk,
     Ack,
@@ -362,21 +362,20 @@ class Engine:
 
     def _close_evicted(self, mon: BedMonitor) -> None:
         now = self.now if self.now is not None else mon.now
-        if mon.obs_ts is not None:
-            now = max(now, mon.obs_ts)
         note = (
             f"Closed, NOT resolved: the processor reached its limit of {self.max_beds} beds "
             "and stopped monitoring this one (the bed silent longest). Check the patient "
             "and the monitor's connection."
         )
         for alarm in list(mon.alarms.values()):
-            if alarm.open:
+            if rules.eviction_closes(alarm):
+                at, ts = rules.eviction_ts(alarm, now, mon.obs_ts)
                 self._evicted.append(
                     alarm.apply(
                         Trigger.CLEAR,
-                        max(now, alarm.last_announce),
+                        ts,
                         details={"clear_reason": BED_EVICTED, "clear_note": note},
-                        at=None if self.data_clock else now,
+                        at=None if self.data_clock else at,
                     )
                 )
                 self._stats.alarms_evicted += 1

@@ -20,19 +20,26 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
+from streamproc.core.protocol import hold, rules
+from streamproc.core.protocol.alarms import (
+    HYPOTENSION,
+    SIGNAL_INVALID,
+    STALE,
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Priority,
+    Trigger,
+)
 from streamproc.core.protocol.escalation import (
-    ADVISORY_REASONS,
     DISCLAIMER,
     AdvisoryKind,
     Step,
     current_step,
-    dose_unknown_reason,
     ne_equivalent,
     norepinephrine_dose,
     recommend,
     running,
-    vasopressin_u_min,
 )
 from streamproc.core.protocol.messages import (
     AbpChunk,
@@ -54,12 +61,6 @@ from streamproc.core.signal.beats import BeatDetector
 from streamproc.core.signal.ordering import ChunkOrder, DropNotice, DropReason, Drops
 
 __all__ = [
-    "HYPOTENSION",
-    "LINE_DAMPED",
-    "LINE_RINGING",
-    "NO_PULSE",
-    "SIGNAL_INVALID",
-    "STALE",
     "BedMonitor",
     "BedStatus",
     "ChunkArrays",
@@ -69,48 +70,6 @@ __all__ = [
     "alarm_id_number",
     "warm_up",
 ]
-
-HYPOTENSION: Final = "hypotension"
-SIGNAL_INVALID: Final = "abp_signal_invalid"
-STALE: Final = "data_stale"
-LINE_DAMPED: Final = "abp_line_damped"
-LINE_RINGING: Final = "abp_line_ringing"
-NO_PULSE: Final = "abp_no_pulse"
-
-#: ``state.LINE_*`` -> the technical alarm that says so, its priority and its words.
-_LINE_ALARMS: Final = {
-    state.LINE_DAMPED: (
-        LINE_DAMPED,
-        Priority.MEDIUM,
-        "line damped",
-        (
-            "Arterial line over-damped or clotting (slow upstroke, no dicrotic notch, narrow "
-            "pulse pressure at a steady mean): flush and check the line (clot, kink, air, loose "
-            "connection, closed stopcock), re-zero the transducer. The mean pressure is still "
-            "usable; the systolic reads low and the diastolic high."
-        ),
-    ),
-    state.LINE_RINGING: (
-        LINE_RINGING,
-        Priority.LOW,
-        "line ringing",
-        (
-            "Arterial line under-damped (the pulse rings): the systolic reads high and the "
-            "diastolic low. Check the line for air bubbles and excess tubing, check it with a "
-            "fast-flush test, re-zero. The mean pressure is still usable."
-        ),
-    ),
-    state.LINE_NO_PULSE: (
-        NO_PULSE,
-        Priority.HIGH,
-        "no pulse on the trace",
-        (
-            "No arterial pulse on the trace: check the patient's pulse now. If the patient "
-            "has a pulse, the line is disconnected, clotted or kinked, or the stopcock is "
-            "turned: flush and check the line, re-zero. No MAP is taken from this trace."
-        ),
-    ),
-}
 
 FloatArray = npt.NDArray[np.float64]
 #: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
@@ -132,82 +91,51 @@ ChunkArrays = tuple[
 ]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
-_LINE_KINDS: Final = (LINE_DAMPED, LINE_RINGING, NO_PULSE)
 
 #: Recent vitals readings (``ts``, ``source``) remembered to tell a repeat from a late one.
 _VITALS_SEEN: Final = 8
-#: On a line alarm of an SBP-target bed: what its state suspends.
-_SUSPENDED_TEXT: Final = (
-    "SBP-based decisions suspended (the SBP target, the premature-norepinephrine advisory): "
-    "the systolic of this line is not reliable; MAP-based ones go on."
-)
-
 #: Beats further apart than this are not one continuous run of valid data.
 _BEAT_CONTINUITY_S: Final = 3.0
 
 
 class Sustained:
-    """Valid data time for which a condition has held without a break.
+    """One of the monitor's hold timers, as read: valid data time for which a condition
+    has held without a break.
 
-    ``observe`` is called with each observation: whether the condition holds,
-    its data time ``ts`` and the valid time ``dt`` it stands for. A false
-    observation ends the run; a gap in valid data longer than ``max_gap`` ends
-    it too, but shorter gaps (artifact) neither break it nor count towards it.
-
-    The state is one row (start, last, accum; NaN for none) of the monitor's
-    timer array, which the compiled per-beat path (``_kernels.advance_beats``)
-    updates with the same rule.
+    Its state is row ``row`` (start, last, accum; NaN for none) of the monitor's flat
+    timer array, which the hold rule (``hold.hold_observe``) updates, in the monitor and
+    in the compiled per-beat path (``_kernels.advance_beats``) alike.
     """
 
-    __slots__ = ("_row", "_timers")
+    __slots__ = ("_at", "_timers")
 
-    def __init__(self, timers: FloatArray | None = None, row: int = 0) -> None:
-        if timers is None:
-            timers = _new_timers(1)
+    def __init__(self, timers: FloatArray, row: int) -> None:
         self._timers = timers
-        self._row = row
+        self._at = row * hold.HOLD_COLUMNS
 
     @property
     def start(self) -> float | None:
-        v = float(self._timers[self._row, state.T_START])
+        v = float(self._timers[self._at + hold.HOLD_START])
         return None if math.isnan(v) else v
 
     @property
     def last(self) -> float | None:
-        v = float(self._timers[self._row, state.T_LAST])
+        v = float(self._timers[self._at + hold.HOLD_LAST])
         return None if math.isnan(v) else v
 
     @property
     def accum(self) -> float:
-        return float(self._timers[self._row, state.T_ACCUM])
-
-    def observe(self, holds: bool, ts: float, dt: float, max_gap: float) -> None:
-        t = self._timers[self._row]
-        if not holds:
-            t[:] = _RESET
-            return
-        start, last = t[state.T_START], t[state.T_LAST]
-        if math.isnan(start) or (not math.isnan(last) and ts - dt - last > max_gap):
-            t[state.T_START] = ts - dt
-            t[state.T_ACCUM] = 0.0
-        t[state.T_ACCUM] += dt
-        t[state.T_LAST] = ts
-
-    def reset(self) -> None:
-        self._timers[self._row] = _RESET
-
-    def held(self, duration: float) -> bool:
-        t = self._timers[self._row]
-        return not math.isnan(t[state.T_START]) and t[state.T_ACCUM] >= duration - 1e-9
+        return float(self._timers[self._at + hold.HOLD_ACCUM])
 
 
 _RESET: Final = (math.nan, math.nan, 0.0)
 
 
 def _new_timers(rows: int) -> FloatArray:
-    timers = np.empty((rows, 3), np.float64)
+    """``rows`` hold timers, none holding, flat (``hold.HOLD_COLUMNS`` slots each)."""
+    timers = np.empty((rows, hold.HOLD_COLUMNS), np.float64)
     timers[:] = _RESET
-    return timers
+    return timers.reshape(-1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -370,14 +298,12 @@ class BedMonitor:
         # and in one packed array (``state.MF_*``): the hold timers, the latest values
         # (``state.M_*``), the parameters, the context of the decisions
         self._mf: FloatArray = np.empty(state.MF_SIZE, np.float64)
-        self._timers = self._mf[state.MF_TIMERS : state.MF_MST].reshape(
-            state.T_ROWS, state.T_COLUMNS
-        )
-        self._timers[:] = _RESET
+        self._timers = self._mf[state.MF_TIMERS : state.MF_MST]
+        self._timers[:] = _new_timers(hold.T_ROWS)
         self._mst = self._mf[state.MF_MST : state.MF_PAR]
         self._mst[:] = math.nan
         self._mst[state.M_WIN_N] = 0.0
-        self._mst[state.M_LINE] = state.LINE_OK
+        self._mst[state.M_LINE] = hold.LINE_OK
         self._mf[state.MF_PAR : state.MF_CTX] = _params(settings)
         self._ctx = self._mf[state.MF_CTX : state.MF_LINE]
         lq = self._mf[state.MF_LINE :]
@@ -385,7 +311,7 @@ class BedMonitor:
         lq[state.LQ_LAST_END : state.LQ_COUNT] = math.nan  # (and no reference yet)
         #: The line's state the open alarms show (``state.LINE_*``; the compiled
         #: judgement's is ``_mst[M_LINE]``).
-        self._line = state.LINE_OK
+        self._line = hold.LINE_OK
         #: Whether ``_ctx`` holds ``_context()``: False once something it reads has changed.
         self._ctx_ok = False
         #: Bumped by every call that may change what :meth:`chunk_state` gives
@@ -406,11 +332,11 @@ class BedMonitor:
         self.alarms: dict[str, Alarm] = {}
         self._id_ms: dict[str, int] = {}  # last id number issued per alarm kind
         # hold timers on data time
-        self.below = Sustained(self._timers, state.T_BELOW)
-        self.critical = Sustained(self._timers, state.T_CRITICAL)
-        self.recovered = Sustained(self._timers, state.T_RECOVERED)
-        self.sbp_at_target = Sustained(self._timers, state.T_SBP_AT_TARGET)
-        self.valid_run = Sustained(self._timers, state.T_VALID_RUN)
+        self.below = Sustained(self._timers, hold.T_BELOW)
+        self.critical = Sustained(self._timers, hold.T_CRITICAL)
+        self.recovered = Sustained(self._timers, hold.T_RECOVERED)
+        self.sbp_at_target = Sustained(self._timers, hold.T_SBP_AT_TARGET)
+        self.valid_run = Sustained(self._timers, hold.T_VALID_RUN)
         self.standing: _Standing | None = None
         self.last_wave_ts: float | None = None
         self.last_data_now: float | None = None
@@ -513,15 +439,20 @@ class BedMonitor:
             if code != _STEP_DONE:  # else its beats changed nothing the protocol decides
                 self._after_chunk(t0, ts, code, out)
             return out
+        self._receive_other(msg, now, out)
+        return out
+
+    def _receive_other(self, msg: Message, now: float, out: list[AlarmEvent]) -> None:
+        """A message that is not a chunk (what :meth:`receive` does with it)."""
         if isinstance(msg, Vitals):
             reason = self._vitals_order(msg)
             if reason is not None:
                 self._drop("vitals", reason, msg.ts, self._vitals_last)
-                return out
+                return
         elif isinstance(msg, Infusion | Patient | Labs):
             reason = self._context_order(msg)
             if reason is not None:
-                return out
+                return
         self._ctx_ok = False  # any other message may change what the decisions depend on
         if isinstance(msg, Vitals):
             self._data_arrived(now, msg.ts, out)
@@ -534,7 +465,6 @@ class BedMonitor:
             self._on_labs(msg, out)
         elif isinstance(msg, Ack):
             self._on_ack(msg, out)
-        return out
 
     @property
     def holding(self) -> bool:
@@ -677,13 +607,17 @@ class BedMonitor:
                 # data decides first what the time up to ``now`` brings (as in order)
                 return out
         standing = self.standing
-        if not out and not self.alarms and (standing is None or not standing.nibp):
+        if (
+            not out
+            and not self.alarms
+            and (standing is None or not standing.nibp)
+            and not rules.stale_due(
+                now, self.last_data_now, self.nibp_only, self._stale_s, self._nibp_stands_s
+            )
+        ):
             # nothing stands on the clock alone and nothing is open: only the
             # staleness check can act (what the three steps below would find)
-            last = self.last_data_now
-            limit = self._nibp_stands_s if self.nibp_only else self._stale_s
-            if last is None or now - last < limit:
-                return []
+            return []
         self.version += 1
         self._advance_standing(now, out, tick=True)
         self._check_stale(now, out)
@@ -742,7 +676,7 @@ class BedMonitor:
         ref = self.valid_ref
         if ref is None:
             ref = t0
-        if ts - ref >= self.settings.monitor.signal_invalid_s:
+        if hold.signal_invalid_due(ts, ref, self.settings.monitor.signal_invalid_s):
             self._raise_simple(
                 SIGNAL_INVALID,
                 ref,
@@ -755,16 +689,14 @@ class BedMonitor:
 
     def sbp_suspended(self) -> str | None:
         """Why an SBP target's readings are not judged now (the line's state), or None."""
-        if self._line == state.LINE_OK or self.target()[0] != "sbp":
-            return None
-        return _LINE_ALARMS[self._line][2]
+        return rules.sbp_suspended(self._line, self.target()[0])
 
     def _line_shown(self) -> int:
         """``_line`` when the open line alarms show it (-1 when not: an alarm adopted
         from before a restart, say, that the judgement has not seen)."""
-        want = None if self._line == state.LINE_OK else _LINE_ALARMS[self._line][0]
+        want = rules.line_alarm_kind(self._line)
         alarms = self.alarms
-        if any(k in alarms for k in _LINE_KINDS if k != want) or (
+        if any(k in alarms for k in rules.LINE_KINDS if k != want) or (
             want is not None and want not in alarms
         ):
             return -1
@@ -777,30 +709,30 @@ class BedMonitor:
         new = int(self._mst[state.M_LINE])
         self._line = new
         self._ctx_ok = False
-        keep = None if new == state.LINE_OK else _LINE_ALARMS[new][0]
-        for kind in _LINE_KINDS:
+        keep = rules.line_alarm_kind(new)
+        for kind in rules.LINE_KINDS:
             if kind != keep:
                 self._clear(kind, ts, out)
-        suspended = self.sbp_suspended()
-        if new != state.LINE_OK:
-            kind, priority, _, reason = _LINE_ALARMS[new]
-            extra = {}
-            if suspended is not None:
-                reason = f"{reason} {_SUSPENDED_TEXT}"
-                extra["sbp_suspended"] = suspended
+        raised = rules.line_alarm(new, self.target()[0])
+        if raised is not None:
+            kind, priority, reason, extra = raised
             self._raise_simple(kind, ts, ts, priority, out, reason=reason, extra=extra)
+        suspended = self.sbp_suspended()
         if self.target()[0] != "sbp":
             return
         alarm = self.alarms.get(HYPOTENSION)
         if (
             alarm is not None
             and self.value is not None
-            and (alarm.details.get("sbp_suspended") != suspended)
+            and rules.suspension_changed(alarm.details, suspended)
         ):
             metric, target = self.target()
             details = self._hypo_details(metric, self.value, target)
             out.append(self._apply(alarm, Trigger.UPDATE, ts, details=details))
-        flags = (self.sbp_at_target.held(self.settings.hypotension.hold_s), self._flags[1])
+        flags = (
+            hold.sbp_at_target_held(self._timers, self.settings.hypotension.hold_s),
+            self._flags[1],
+        )
         if flags != self._flags:
             self._flags = flags
             self._advise(ts, out)
@@ -825,29 +757,17 @@ class BedMonitor:
         metric, target = self.target()
         alarms = self.alarms
         alarm = alarms.get(HYPOTENSION)
-        code, rank, ack_value = _kernels.ALARM_NONE, 0, math.nan
+        code, rank, ack_value = rules.alarm_code(alarm), 0, math.nan
         if alarm is not None:
             rank = alarm.priority.rank
-            if alarm.state is AlarmState.ACTIVE:
-                code = _kernels.ALARM_ACTIVE
-            elif alarm.state is AlarmState.ACKNOWLEDGED:
-                code = _kernels.ALARM_ACKED
-                if alarm.ack_value is not None:
-                    ack_value = alarm.ack_value
-            else:
-                code = _kernels.ALARM_OTHER
+            if code == hold.ALARM_ACKED and alarm.ack_value is not None:
+                ack_value = alarm.ack_value
         step = self._step
         if step is None:
             step = self._step = current_step(self.infusions)
         wake = math.inf
         if self.data_clock and alarms:
-            als = self.settings.alarms
-            for a in alarms.values():
-                if a.state is AlarmState.ACTIVE:
-                    wake = min(wake, a.last_announce + als.reannounce_s)
-                elif a.state is AlarmState.ACKNOWLEDGED and a.ack_ts is not None:
-                    wake = min(wake, a.ack_ts + als.ack_silence_s)
-            wake -= _WAKE_MARGIN_S
+            wake = rules.announcement_wake(alarms.values(), self.settings.alarms) - _WAKE_MARGIN_S
         return np.array(
             (
                 metric == "sbp",
@@ -877,13 +797,14 @@ class BedMonitor:
         """
         n = rows.shape[0]
         mst = self._mst
+        ms = self.settings.monitor
         while True:
             decide = mst[state.M_DECIDE]
             if decide:
                 end = float(rows[i - 1, state.B_END])
                 if int(mst[state.M_LINE]) != self._line_shown():
                     self._line_changed(end, out)
-                if self.valid_run.held(self.settings.monitor.signal_valid_clear_s):
+                if hold.signal_valid_again(self._timers, ms.signal_valid_clear_s):
                     self._clear(SIGNAL_INVALID, end, out)
                 if decide == _kernels.DECIDE_OBSERVED:
                     metric, target = self.target()
@@ -960,14 +881,19 @@ class BedMonitor:
             return
         self.value = value
         self.obs_ts = ts
-        gap = hs.max_invalid_gap_s
-        self.below.observe(value < target, ts, dt, gap)
-        self.critical.observe(map_value is not None and map_value < hs.critical_map, ts, dt, gap)
-        self.recovered.observe(value >= target + hs.clear_margin, ts, dt, gap)
-        if metric == "sbp":
-            self.sbp_at_target.observe(value >= target, ts, dt, gap)
-        else:
-            self.sbp_at_target.reset()
+        hold.observe_pressure(
+            self._timers,
+            value,
+            math.nan if map_value is None else map_value,
+            target,
+            metric_sbp=metric == "sbp",
+            suspended=False,  # a numeric's SBP is judged (not the line's)
+            ts=ts,
+            dt=dt,
+            gap=hs.max_invalid_gap_s,
+            critical_map=hs.critical_map,
+            clear_margin=hs.clear_margin,
+        )
         self._decide(ts, value, map_value, metric, target, out)
 
     def _decide(  # noqa: PLR0917 - the observation, as ``_observe`` has it
@@ -988,71 +914,67 @@ class BedMonitor:
         self._ctx_ok = False  # the trend's clock, the flags, the alarms may change here
         hs = self.settings.hypotension
         suspended = waveform and self.sbp_suspended() is not None
-        if self._trend_ts is not None and ts < self._trend_ts:
-            self._trend_ts = None  # data time went back: restart the trend's clock
-        if map_value is not None and (
-            self._trend_ts is None or ts - self._trend_ts >= self.settings.monitor.trend_step_s
+        trend_ts = self._trend_ts
+        if trend_ts is not None and ts < trend_ts:
+            trend_ts = self._trend_ts = None  # data time went back: restart the trend's clock
+        if map_value is not None and hold.trend_due(
+            ts, math.nan if trend_ts is None else trend_ts, self.settings.monitor.trend_step_s
         ):
             self.trend.append(round(map_value, 1))
             self._trend_ts = ts
         if self.data_clock and self.alarms:
             self._reannounce(ts, out)
-        critical = self.critical.held(hs.critical_hold_s)
         step = self._step
         if step is None:
             step = self._step = current_step(self.infusions)
-        refractory = step is Step.REFRACTORY
-        want = Priority.HIGH if critical or refractory else Priority.MEDIUM
         alarm = self.alarms.get(HYPOTENSION)
-        if alarm is None:
-            if critical or self.below.held(hs.hold_s):
-                starts = [s for s in (self.below.start, self.critical.start) if s is not None]
-                alarm = self._new_alarm(HYPOTENSION, min(starts))
-                self.alarms[HYPOTENSION] = alarm
-                out.append(
-                    self._apply(
-                        alarm,
-                        Trigger.RAISE,
-                        ts,
-                        priority=want,
-                        details=self._hypo_details(metric, value, target),
-                    )
-                )
-        elif self.recovered.held(hs.clear_hold_s):
-            self._clear(HYPOTENSION, ts, out, details=self._hypo_details(metric, value, target))
-        elif alarm.state is AlarmState.ACTIVE and want.rank > alarm.priority.rank:
-            out.append(
-                self._apply(
-                    alarm,
-                    Trigger.ESCALATE,
-                    ts,
-                    priority=want,
-                    details=self._hypo_details(metric, value, target),
-                )
-            )
-        elif alarm.state is AlarmState.ACKNOWLEDGED and (
-            want.rank > alarm.priority.rank
-            or (
-                not suspended
-                and alarm.ack_value is not None
-                and value <= alarm.ack_value - self.settings.alarms.worsen_mmhg
-            )
-        ):
-            prio = want if want.rank > alarm.priority.rank else None
-            out.append(
-                self._apply(
-                    alarm,
-                    Trigger.WORSEN,
-                    ts,
-                    priority=prio,
-                    details=self._hypo_details(metric, value, target),
-                )
-            )
-        at_target = self._flags[1] if suspended else value >= target
-        flags = (self.sbp_at_target.held(hs.hold_s), at_target)
+        move, want = hold.hypotension_move(
+            self._timers,
+            rules.alarm_code(alarm),
+            0 if alarm is None else alarm.priority.rank,
+            math.nan if alarm is None or alarm.ack_value is None else alarm.ack_value,
+            value,
+            suspended,
+            step is Step.REFRACTORY,
+            hs.hold_s,
+            hs.critical_hold_s,
+            hs.clear_hold_s,
+            self.settings.alarms.worsen_mmhg,
+            Priority.MEDIUM.rank,
+            Priority.HIGH.rank,
+        )
+        if move != hold.MOVE_NONE:
+            self._move_hypotension(move, want, alarm, ts, (metric, value, target), out)
+        at_target = hold.at_target_flag(value, target, suspended, self._flags[1])
+        flags = (hold.sbp_at_target_held(self._timers, hs.hold_s), at_target)
         if flags != self._flags:
             self._flags = flags
             self._advise(ts, out)
+
+    def _move_hypotension(  # noqa: PLR0917 - the move, the alarm, the observation
+        self,
+        move: int,
+        want: float,
+        alarm: Alarm | None,
+        ts: float,
+        observed: tuple[str, float, float],
+        out: list[AlarmEvent],
+    ) -> None:
+        """Apply the hypotension alarm's ``move`` (``hold.hypotension_move``) at ``ts``;
+        ``want`` is the rank of the priority it wants."""
+        details = self._hypo_details(*observed)
+        trigger = rules.MOVE_TRIGGERS[move]
+        if alarm is None:  # (``MOVE_RAISE``: the run began where the first timer began)
+            starts = [s for s in (self.below.start, self.critical.start) if s is not None]
+            alarm = self._new_alarm(HYPOTENSION, min(starts))
+            self.alarms[HYPOTENSION] = alarm
+        elif trigger is Trigger.CLEAR:
+            self._clear(HYPOTENSION, ts, out, details=details)
+            return
+        prio: Priority | None = rules.priority_of_rank(want)
+        if trigger is Trigger.WORSEN and want <= alarm.priority.rank:
+            prio = None  # worse than acknowledged, not of a higher priority
+        out.append(self._apply(alarm, trigger, ts, priority=prio, details=details))
 
     def _hypo_details(self, metric: str, value: float, target: float) -> dict[str, Any]:
         ms = self.settings.monitor
@@ -1140,75 +1062,25 @@ class BedMonitor:
             return
         metric, target = self.target()
         details = self._hypo_details(metric, self.value, target)
-        changed = any(
-            alarm.details.get(k) != details[k]
-            for k in ("step", "target", "profile", "recommendation")
-        )
-        if changed:
+        if rules.advice_changed(alarm.details, details):
             out.append(self._apply(alarm, Trigger.UPDATE, ts, details=details))
 
     # ------------------------------------------------------------------ advisories
     def _advisories(self, ts: float) -> dict[AdvisoryKind, str]:
-        ms = self.settings.monitor
-        on = running(self.infusions)
-        holds: dict[AdvisoryKind, str] = {}
-        if Drug.DOPAMINE in on:
-            holds[AdvisoryKind.DOPAMINE] = ADVISORY_REASONS[AdvisoryKind.DOPAMINE]
-        if Drug.PHENYLEPHRINE in on:
-            holds[AdvisoryKind.PHENYLEPHRINE] = ADVISORY_REASONS[AdvisoryKind.PHENYLEPHRINE]
-        if Drug.VASOPRESSIN in on:
-            u_min = vasopressin_u_min(self.infusions[Drug.VASOPRESSIN])
-            if u_min is not None and u_min > ms.vasopressin_max_u_min:
-                holds[AdvisoryKind.VASOPRESSIN_DOSE] = (
-                    f"{ADVISORY_REASONS[AdvisoryKind.VASOPRESSIN_DOSE]} Now {u_min:.3g} U/min."
-                )
-            if Drug.NOREPINEPHRINE not in on:
-                holds[AdvisoryKind.VASOPRESSIN_WITHOUT_NE] = ADVISORY_REASONS[
-                    AdvisoryKind.VASOPRESSIN_WITHOUT_NE
-                ]
-        if (
-            self.profile is Profile.TRAUMA
-            and Drug.NOREPINEPHRINE in on
-            and self.sbp_at_target.held(self.settings.hypotension.hold_s)
-        ):
-            holds[AdvisoryKind.PREMATURE_NE_TRAUMA] = ADVISORY_REASONS[
-                AdvisoryKind.PREMATURE_NE_TRAUMA
-            ]
-        fresh = {k: v for k, (t, v) in self.labs.items() if ts - t <= ms.labs_valid_s}
-        abnormal = []
-        if fresh.get("lactate", 0.0) > ms.lactate_high:
-            abnormal.append(f"lactate {fresh['lactate']:g} mmol/L")
-        if "urine_ml_kg_h" in fresh and fresh["urine_ml_kg_h"] < ms.urine_low_ml_kg_h:
-            abnormal.append(f"urine {fresh['urine_ml_kg_h']:g} mL/kg/h")
-        if "scvo2" in fresh and fresh["scvo2"] < ms.scvo2_low:
-            abnormal.append(f"ScvO2 {fresh['scvo2']:g}%")
-        hypo = self.alarms.get(HYPOTENSION)
-        at_target = self.value is not None and self.value >= self.target()[1]
-        if abnormal and at_target and hypo is None:
-            holds[AdvisoryKind.PERFUSION] = (
-                f"{ADVISORY_REASONS[AdvisoryKind.PERFUSION]} ({', '.join(abnormal)})"
-            )
-        if self._vasoconstriction(ts):
-            holds[AdvisoryKind.VASOCONSTRICTION] = ADVISORY_REASONS[AdvisoryKind.VASOCONSTRICTION]
-        unknown = dose_unknown_reason(self.infusions, self.patient.get("weight_kg"))
-        if unknown is not None:
-            holds[AdvisoryKind.DOSE_UNKNOWN] = unknown
-        return holds
-
-    def _vasoconstriction(self, ts: float) -> bool:
-        window = self.settings.monitor.labs_valid_s
-        if Drug.NOREPINEPHRINE not in running(self.infusions) or len(self.ne_doses) < 2:
-            return False
-        (t0, d0, u0), (_, d1, u1) = self.ne_doses
-        if u0 != u1 or d1 <= d0 or ts - t0 > window:
-            return False
-        for name, worse in (("urine_ml_kg_h", -1.0), ("lactate", 1.0)):
-            if name not in self.labs or name not in self.prev_labs:
-                return False
-            (ta, a), (_, b) = self.prev_labs[name], self.labs[name]
-            if ts - ta > window or (b - a) * worse <= 0:
-                return False
-        return True
+        """The advisories that hold now (``rules.advisories``), from this bed's facts."""
+        return rules.advisories(
+            self.settings,
+            ts,
+            self.infusions,
+            self.patient.get("weight_kg"),
+            self.profile,
+            hold.sbp_at_target_held(self._timers, self.settings.hypotension.hold_s),
+            self.labs,
+            self.prev_labs,
+            self.ne_doses,
+            at_target=self.value is not None and self.value >= self.target()[1],
+            hypotension_open=HYPOTENSION in self.alarms,
+        )
 
     def _advise(self, ts: float, out: list[AlarmEvent]) -> None:
         holds = self._advisories(ts)
@@ -1281,8 +1153,9 @@ class BedMonitor:
     def _check_stale(self, now: float, out: list[AlarmEvent]) -> None:
         if self.last_data_now is None or STALE in self.alarms:
             return
-        limit = self._nibp_stands_s if self.nibp_only else self._stale_s
-        if now - self.last_data_now >= limit:
+        if rules.stale_due(
+            now, self.last_data_now, self.nibp_only, self._stale_s, self._nibp_stands_s
+        ):
             self._raise_simple(
                 STALE,
                 self.last_data_now,
@@ -1296,30 +1169,13 @@ class BedMonitor:
     def _reannounce(self, now: float, out: list[AlarmEvent]) -> None:
         als = self.settings.alarms
         for alarm in self.alarms.values():
-            if alarm.state is AlarmState.ACTIVE and now - alarm.last_announce >= als.reannounce_s:
-                prio = None
-                if (
-                    alarm.kind == HYPOTENSION
-                    and als.escalate_after_reannounces
-                    and alarm.announce_count + 1 >= als.escalate_after_reannounces
-                ):
-                    prio = Priority.HIGH
+            due = rules.announcement_due(alarm, now, als)
+            if due is not None:
+                trigger, prio = due
                 out.append(
                     self._apply(
-                        alarm,
-                        Trigger.REANNOUNCE,
-                        now,
-                        priority=prio,
-                        details=self._now_details(alarm),
+                        alarm, trigger, now, priority=prio, details=self._now_details(alarm)
                     )
-                )
-            elif (
-                alarm.state is AlarmState.ACKNOWLEDGED
-                and alarm.ack_ts is not None
-                and now - alarm.ack_ts >= als.ack_silence_s
-            ):
-                out.append(
-                    self._apply(alarm, Trigger.ACK_EXPIRED, now, details=self._now_details(alarm))
                 )
 
     def _now_details(self, alarm: Alarm) -> dict[str, Any] | None:

@@ -38,8 +38,14 @@ from hypothesis.control import currently_in_test_context
 
 from simulators.waveform import apply_artifact, synthesize_abp
 from streamproc.core.engine import Batch, Engine
-from streamproc.core.monitor import HYPOTENSION, BedMonitor, Clock
-from streamproc.core.protocol.alarms import TRANSITIONS, AlarmEvent, AlarmState, Trigger
+from streamproc.core.monitor import BedMonitor, Clock
+from streamproc.core.protocol.alarms import (
+    HYPOTENSION,
+    TRANSITIONS,
+    AlarmEvent,
+    AlarmState,
+    Trigger,
+)
 from streamproc.core.protocol.messages import (
     AbpChunk,
     Ack,

@@ -13,15 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from streamproc.core.monitor import (
+from streamproc.core.protocol.alarms import (
+    AUDIENCES,
     HYPOTENSION,
     LINE_DAMPED,
     LINE_RINGING,
     NO_PULSE,
     SIGNAL_INVALID,
     STALE,
+    Priority,
+    Trigger,
 )
-from streamproc.core.protocol.alarms import AUDIENCES, Priority, Trigger
 from streamproc.core.protocol.escalation import AdvisoryKind
 
 __all__ = ["GROUPS", "LABELS", "catalog"]

@@ -57,8 +57,15 @@ from streamproc.apps.evaluation.truth import (
 )
 from streamproc.apps.replay import Replayer
 from streamproc.core.engine import Engine
-from streamproc.core.monitor import HYPOTENSION, SIGNAL_INVALID, STALE, Clock
-from streamproc.core.protocol.alarms import AlarmEvent, AlarmState, Trigger
+from streamproc.core.monitor import Clock
+from streamproc.core.protocol.alarms import (
+    HYPOTENSION,
+    SIGNAL_INVALID,
+    STALE,
+    AlarmEvent,
+    AlarmState,
+    Trigger,
+)
 from streamproc.core.protocol.messages import AbpChunk, BedId, Message, Vitals
 from streamproc.core.signal.beats import beats_from_rows
 from streamproc.shell.config import ConfigError, StreamprocConfig, load_config, parse_assignment

@@ -27,7 +27,7 @@ from streamproc.apps.evaluation.evaluate import (
     metrics_row,
     sweep_header,
 )
-from streamproc.core.monitor import SIGNAL_INVALID, STALE
+from streamproc.core.protocol.alarms import SIGNAL_INVALID, STALE
 
 __all__ = ["PRIORITY_COLORS", "bed_figure_png", "select_figures", "write_figures", "write_report"]
 

@@ -20,6 +20,12 @@ from typing import Any, Final
 from streamproc.core.protocol.messages import BedId
 
 __all__ = [
+    "HYPOTENSION",
+    "LINE_DAMPED",
+    "LINE_RINGING",
+    "NO_PULSE",
+    "SIGNAL_INVALID",
+    "STALE",
     "TRANSITIONS",
     "Alarm",
     "AlarmEvent",
@@ -29,6 +35,15 @@ __all__ = [
     "Trigger",
     "make_alarm_id",
 ]
+
+
+#: The alarm kinds the monitor raises, besides the advisories (``escalation.AdvisoryKind``).
+HYPOTENSION: Final = "hypotension"
+SIGNAL_INVALID: Final = "abp_signal_invalid"
+STALE: Final = "data_stale"
+LINE_DAMPED: Final = "abp_line_damped"
+LINE_RINGING: Final = "abp_line_ringing"
+NO_PULSE: Final = "abp_no_pulse"
 
 
 class AlarmState(StrEnum):

@@ -24,6 +24,24 @@ from numba.typed import List
 
 from streamproc.core import _compile
 from streamproc.core._compile import jit
+from streamproc.core.protocol.hold import (
+    ALARM_OTHER,
+    LINE_DAMPED,
+    LINE_NO_PULSE,
+    LINE_OK,
+    LINE_RINGING,
+    MOVE_NONE,
+    T_VALID_RUN,
+    at_target_flag,
+    hold_observe,
+    hypotension_move,
+    observe_pressure,
+    sbp_at_target_held,
+    signal_invalid_due,
+    signal_valid_again,
+    suspend_sbp_runs,
+    trend_due,
+)
 from streamproc.core.protocol.messages import CHUNK_OK, chunk_fault, continues, sample_time
 from streamproc.core.signal.state import (
     B0,
@@ -86,10 +104,6 @@ from streamproc.core.signal.state import (
     LEVEL_HISTORY,
     LIM_STALE_S,
     LINE_CLASSES,
-    LINE_DAMPED,
-    LINE_NO_PULSE,
-    LINE_OK,
-    LINE_RINGING,
     LQ_COUNT,
     LQ_HEAD,
     LQ_LAST_END,
@@ -164,15 +178,6 @@ from streamproc.core.signal.state import (
     SP_SIZE,
     STOP_CODE,
     STOP_TOUCHED,
-    T_ACCUM,
-    T_BELOW,
-    T_COLUMNS,
-    T_CRITICAL,
-    T_LAST,
-    T_RECOVERED,
-    T_SBP_AT_TARGET,
-    T_START,
-    T_VALID_RUN,
     TAIL_K,
     W_DBP,
     W_END,
@@ -732,12 +737,6 @@ def classify(  # noqa: PLR0917 - one compiled call for all of a chunk's beats
 DECIDE_BEAT = 1  # the last beat taken needs decisions (window not yet full)
 DECIDE_OBSERVED = 2  # the last beat taken needs decisions on its observation
 
-# The hypotension alarm as the decisions see it (``ctx[C_ALARM]``).
-ALARM_NONE = 0
-ALARM_ACTIVE = 1
-ALARM_ACKED = 2
-ALARM_OTHER = 3
-
 
 @jit
 def _monitor_views(
@@ -861,38 +860,6 @@ def judge_line(lq: np.ndarray, row: np.ndarray, par: np.ndarray, state: int) -> 
 
 
 @jit
-def observe_timer(  # noqa: PLR0917 - a timer's row and one observation, flat
-    timers: np.ndarray, row: int, holds: bool, ts: float, dt: float, max_gap: float
-) -> None:
-    """One observation of a hold timer (``monitor.Sustained``'s rule).
-
-    ``timers`` holds the ``T_ROWS`` timers' rows one after the other (``T_COLUMNS``
-    each). A false observation ends the run; a gap in valid data longer than
-    ``max_gap`` ends it too, shorter gaps neither break it nor count.
-    """
-    at = row * T_COLUMNS
-    if not holds:
-        timers[at + T_START] = np.nan
-        timers[at + T_LAST] = np.nan
-        timers[at + T_ACCUM] = 0.0
-        return
-    start = timers[at + T_START]
-    last = timers[at + T_LAST]
-    if np.isnan(start) or (not np.isnan(last) and ts - dt - last > max_gap):
-        timers[at + T_START] = ts - dt
-        timers[at + T_ACCUM] = 0.0
-    timers[at + T_ACCUM] += dt
-    timers[at + T_LAST] = ts
-
-
-@jit
-def timer_held(timers: np.ndarray, row: int, duration: float) -> bool:
-    """Whether the timer has held for ``duration`` of valid data time."""
-    at = row * T_COLUMNS
-    return (not np.isnan(timers[at + T_START])) and timers[at + T_ACCUM] >= duration - 1e-9
-
-
-@jit
 def _sorted_median(win: np.ndarray, wn: int, col: int) -> float:
     """Median of the ``wn`` sorted values of window column ``col`` (``W_SORTED``)."""
     sc = col + W_SORTED
@@ -962,6 +929,10 @@ def advance_beats(
     caller decides, in Python, exactly as for any other observation. A beat
     that changes nothing is only counted (``counts``: beats, valid beats).
 
+    The timers and those decisions are the protocol's rules
+    (``streamproc.core.protocol.hold``), called here, not copied: the monitor
+    applies the same functions.
+
     Stops too, before taking a beat, when the window is full (the caller
     grows it and calls again). Returns the index of the next beat to take;
     ``win``, ``mf`` (timers, state), ``counts`` are updated in place.
@@ -985,7 +956,7 @@ def advance_beats(
         i += 1
         dur = end - onset
         counts[0] += 1.0
-        observe_timer(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
+        hold_observe(timers, T_VALID_RUN, valid, end, dur, par[P_CONTINUITY_S])
         was = int(mst[M_LINE])
         line = judge_line(lq, rows[i - 1], par, was)
         mst[M_LINE] = line
@@ -993,8 +964,7 @@ def advance_beats(
         # begun are dropped, and they neither start, extend nor end one (the mean is)
         suspended = metric_sbp and line != LINE_OK
         if suspended and was == LINE_OK:
-            for t in (T_BELOW, T_RECOVERED, T_SBP_AT_TARGET):
-                observe_timer(timers, t, holds=False, ts=end, dt=dur, max_gap=gap)
+            suspend_sbp_runs(timers, end, dur, gap)
         if not valid:
             if line != ctx[C_LINE]:
                 mst[M_DECIDE] = DECIDE_BEAT
@@ -1003,7 +973,7 @@ def advance_beats(
         counts[1] += 1.0
         mst[M_VALID_REF] = end
         decide = line != ctx[C_LINE] or (
-            ctx[C_SIGNAL_INVALID] != 0.0 and timer_held(timers, T_VALID_RUN, par[P_VALID_CLEAR_S])
+            ctx[C_SIGNAL_INVALID] != 0.0 and signal_valid_again(timers, par[P_VALID_CLEAR_S])
         )
         # the rolling window
         if wn > 0 and end < win[wn - 1, W_END]:
@@ -1031,37 +1001,42 @@ def advance_beats(
         value = sbp_v if metric_sbp else map_v
         mst[M_VALUE] = value
         mst[M_OBS_TS] = end
-        observe_timer(timers, T_CRITICAL, map_v < par[P_CRITICAL_MAP], end, dur, gap)
-        if not suspended:
-            observe_timer(timers, T_BELOW, value < target, end, dur, gap)
-            observe_timer(timers, T_RECOVERED, value >= target + par[P_CLEAR_MARGIN], end, dur, gap)
-        if not metric_sbp:
-            observe_timer(timers, T_SBP_AT_TARGET, holds=False, ts=end, dt=dur, max_gap=gap)
-        elif not suspended:
-            observe_timer(timers, T_SBP_AT_TARGET, value >= target, end, dur, gap)
-        trend_ts = ctx[C_TREND_TS]
-        if np.isnan(trend_ts) or end < trend_ts or end - trend_ts >= par[P_TREND_STEP_S]:
+        observe_pressure(
+            timers,
+            value,
+            map_v,
+            target,
+            metric_sbp,
+            suspended,
+            end,
+            dur,
+            gap,
+            par[P_CRITICAL_MAP],
+            par[P_CLEAR_MARGIN],
+        )
+        # the protocol's rules (``rules``), as the monitor's decisions apply them
+        if trend_due(end, ctx[C_TREND_TS], par[P_TREND_STEP_S]) or end >= ctx[C_WAKE]:
             decide = True
-        if end >= ctx[C_WAKE]:
+        move, _ = hypotension_move(
+            timers,
+            alarm,
+            rank,
+            ack_value,
+            value,
+            suspended,
+            ctx[C_REFRACTORY] != 0.0,
+            par[P_HOLD_S],
+            par[P_CRITICAL_HOLD_S],
+            par[P_CLEAR_HOLD_S],
+            par[P_WORSEN],
+            par[P_RANK_MEDIUM],
+            par[P_RANK_HIGH],
+        )
+        if move != MOVE_NONE or alarm == ALARM_OTHER:
             decide = True
-        critical = timer_held(timers, T_CRITICAL, par[P_CRITICAL_HOLD_S])
-        if alarm == ALARM_NONE:
-            if critical or timer_held(timers, T_BELOW, par[P_HOLD_S]):
-                decide = True
-        elif alarm == ALARM_OTHER or timer_held(timers, T_RECOVERED, par[P_CLEAR_HOLD_S]):
-            decide = True
-        else:
-            want = par[P_RANK_HIGH] if critical or ctx[C_REFRACTORY] != 0.0 else par[P_RANK_MEDIUM]
-            if want > rank or (
-                alarm == ALARM_ACKED
-                and not suspended
-                and not np.isnan(ack_value)
-                and value <= ack_value - par[P_WORSEN]
-            ):
-                decide = True
-        flag_sbp = timer_held(timers, T_SBP_AT_TARGET, par[P_HOLD_S])
-        if flag_sbp != (ctx[C_FLAG_SBP] != 0.0) or (
-            not suspended and (value >= target) != (ctx[C_FLAG_AT] != 0.0)
+        flag_at = ctx[C_FLAG_AT] != 0.0
+        if sbp_at_target_held(timers, par[P_HOLD_S]) != (ctx[C_FLAG_SBP] != 0.0) or (
+            at_target_flag(value, target, suspended, flag_at) != flag_at
         ):
             decide = True
         if decide:
@@ -1240,7 +1215,7 @@ def step_chunk(  # noqa: PLR0917 - a segment's and a monitor's state, packed for
     if i < nb or mst[M_DECIDE] != 0.0:
         return STEP_BEATS
     par = mf[MF_PAR:MF_CTX]
-    if ts - mst[M_VALID_REF] >= par[P_SIGNAL_INVALID_S]:
+    if signal_invalid_due(ts, mst[M_VALID_REF], par[P_SIGNAL_INVALID_S]):
         return STEP_SIGNAL
     return STEP_DONE
 
@@ -1356,5 +1331,5 @@ def table_set(table: Any, i: int, item: Any) -> None:
 #: The digest of what this module's compiled functions take from other files
 #: (``_compile.built_from``): checked below, so that a change there cannot load code
 #: numba's cache built from the old one. The error says the new value.
-BUILT_FROM: Final = "46c93c2ad44516e4"
+BUILT_FROM: Final = "87fab1c036183ad6"
 _compile.check_built_from(__name__, BUILT_FROM)

@@ -29,6 +29,8 @@ from typing import Final
 
 import numpy as np
 
+from streamproc.core.protocol.hold import HOLD_COLUMNS, LINE_STATES, T_ROWS
+
 __all__ = ["Codes", "Layout"]
 
 
@@ -192,19 +194,7 @@ Q_NO_PULSE: Final = _QUALITY.code()
 # ---------------------------------------------------------------------------
 # A monitor (``monitor.BedMonitor``; ``_kernels.advance_beats``).
 
-# The hold timers: a row each (``T_ROWS`` x ``T_COLUMNS``; NaN start: not holding).
-_TIMER_ROWS: Final = Codes()
-T_VALID_RUN: Final = _TIMER_ROWS.code()
-T_BELOW: Final = _TIMER_ROWS.code()
-T_CRITICAL: Final = _TIMER_ROWS.code()
-T_RECOVERED: Final = _TIMER_ROWS.code()
-T_SBP_AT_TARGET: Final = _TIMER_ROWS.code()
-T_ROWS: Final = _TIMER_ROWS.count
-_TIMER: Final = Layout(np.float64)
-T_START: Final = _TIMER.slot()
-T_LAST: Final = _TIMER.slot()
-T_ACCUM: Final = _TIMER.slot()
-T_COLUMNS: Final = _TIMER.size
+# The hold timers (``MF_TIMERS``): their layout is the hold rule's, ``protocol.hold``.
 
 # The rolling window's columns: its beats (end, MAP, SBP, DBP, HR) in order of end,
 # then each value column kept sorted on its own (column c's at c + ``W_SORTED``).
@@ -278,12 +268,8 @@ P_SLOW_PEAK: Final = _PAR.slot()
 P_SIZE: Final = _PAR.size
 
 # The line's state (``M_LINE``, ``C_LINE``): what its recent beats say of it.
-_LINE: Final = Codes()
-LINE_OK: Final = _LINE.code()
-LINE_DAMPED: Final = _LINE.code()  # over-damped or clotting: slow upstroke, narrow pulse
-LINE_RINGING: Final = _LINE.code()  # under-damped: the pulse rings (systolic over-read)
-LINE_NO_PULSE: Final = _LINE.code()  # no arterial pulse on the trace
-LINE_CLASSES: Final = _LINE.count  # what one beat can say of the line (-1: nothing)
+# (its codes, ``hold.LINE_*``, are the protocol's: the line's alarms are keyed by them)
+LINE_CLASSES: Final = LINE_STATES  # what one beat can say of the line (-1: nothing)
 #: Most beats the judgement keeps (``BeatSettings.line_beats``).
 LINE_MAX_BEATS: Final = 32
 
@@ -302,7 +288,7 @@ LQ_SIZE: Final = _LQ.size
 # ``mf``: a monitor's float arrays packed in one, as ``advance_beats`` and ``step_chunk``
 # take them.
 _MF: Final = Layout(np.float64)
-MF_TIMERS: Final = _MF.slot(T_ROWS * T_COLUMNS)
+MF_TIMERS: Final = _MF.slot(T_ROWS * HOLD_COLUMNS)
 MF_MST: Final = _MF.slot(M_SIZE)
 MF_PAR: Final = _MF.slot(P_SIZE)
 MF_CTX: Final = _MF.slot(C_SIZE)

@@ -19,6 +19,7 @@ from simulators.scenario import load_scenario, render, scenario_dir, to_jsonl
 from simulators.waveform import synthesize_abp
 from streamproc.apps.replay import replay_lines
 from streamproc.core.monitor import BedMonitor
+from streamproc.core.protocol import hold
 from streamproc.core.protocol.messages import AbpChunk, BedId, Drug, Infusion, RateUnit
 from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal import _kernels, state
@@ -31,8 +32,6 @@ MONITOR_KERNELS = (
     "step_chunk",
     "advance_beats",
     "_monitor_views",
-    "observe_timer",
-    "timer_held",
     "_sorted_median",
     "_window_push",
     "_window_drop",
@@ -58,7 +57,7 @@ def _force_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def always(self: BedMonitor) -> np.ndarray:
         ctx = context(self)
-        ctx[state.C_ALARM] = _kernels.ALARM_OTHER
+        ctx[state.C_ALARM] = hold.ALARM_OTHER
         ctx[state.C_SIGNAL_INVALID] = 1.0
         return ctx
 
