@@ -39,15 +39,16 @@ from streamproc.apps.dashboard import (
 from streamproc.apps.dashboard.auth import AuthConfig, add_user
 from streamproc.apps.dashboard.events import sse_message
 from streamproc.apps.dashboard.state import NotConnectedError
-from streamproc.core.monitor import (
+from streamproc.core.protocol.alarms import (
     HYPOTENSION,
     LINE_DAMPED,
     LINE_RINGING,
     NO_PULSE,
     SIGNAL_INVALID,
     STALE,
+    AlarmState,
+    Trigger,
 )
-from streamproc.core.protocol.alarms import AlarmState, Trigger
 from streamproc.core.protocol.escalation import AdvisoryKind
 from streamproc.core.protocol.messages import BedId
 from streamproc.wire.topics import TopicError
