@@ -18,7 +18,6 @@ from typing import Any, Final, overload
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from streamproc.core.protocol.alarms import Alarm, AlarmEvent, AlarmState, Priority, Trigger
 from streamproc.core.protocol.escalation import (
@@ -52,6 +51,7 @@ from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal import _kernels, beats, state
 from streamproc.core.signal.beats import BeatDetector
 from streamproc.core.signal.ordering import ChunkOrder, DropNotice, DropReason, Drops
+from streamproc.core.signal.state import FloatArray, SegmentArrays
 
 __all__ = [
     "HYPOTENSION",
@@ -62,9 +62,7 @@ __all__ = [
     "STALE",
     "BedMonitor",
     "BedStatus",
-    "ChunkArrays",
     "Clock",
-    "SegmentArrays",
     "Sustained",
     "alarm_id_number",
     "warm_up",
@@ -111,25 +109,6 @@ _LINE_ALARMS: Final = {
         ),
     ),
 }
-
-FloatArray = npt.NDArray[np.float64]
-#: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
-SegmentArrays = tuple[
-    FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray, FloatArray
-]
-#: ``_kernels.step_chunks``' view of a bed: its segment's arrays, then its rolling
-#: window and packed state (``win, mf``).
-ChunkArrays = tuple[
-    FloatArray,
-    npt.NDArray[np.int64],
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
 _LINE_KINDS: Final = (LINE_DAMPED, LINE_RINGING, NO_PULSE)
