@@ -257,7 +257,7 @@ class Engine:
         #: as it visits every bed: a separate count of 5,000 beds held a loop 4 ms).
         self.open_alarms: dict[Priority, int] = {}
         #: The beds' slots for a batch's chunk rows (``_kernels.step_chunks``).
-        self._lanes = Lanes()
+        self._lanes: Lanes[BedMonitor] = Lanes()
         lim = np.empty(state.LIM_SIZE, np.float64)
         lim[state.LIM_STALE_S] = self.settings.monitor.stale_s
         self._lim = lim

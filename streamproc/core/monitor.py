@@ -18,7 +18,6 @@ from typing import Any, Final, overload
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from streamproc.core.protocol import hold, rules
 from streamproc.core.protocol.alarms import (
@@ -59,36 +58,17 @@ from streamproc.core.protocol.settings import Settings
 from streamproc.core.signal import _kernels, beats, state
 from streamproc.core.signal.beats import BeatDetector
 from streamproc.core.signal.ordering import ChunkOrder, DropNotice, DropReason, Drops
+from streamproc.core.signal.state import FloatArray, SegmentArrays
 
 __all__ = [
     "BedMonitor",
     "BedStatus",
-    "ChunkArrays",
     "Clock",
-    "SegmentArrays",
     "Sustained",
     "alarm_id_number",
     "warm_up",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-#: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
-SegmentArrays = tuple[
-    FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray, FloatArray
-]
-#: ``_kernels.step_chunks``' view of a bed: its segment's arrays, then its rolling
-#: window and packed state (``win, mf``).
-ChunkArrays = tuple[
-    FloatArray,
-    npt.NDArray[np.int64],
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-    FloatArray,
-]
 
 _STEP_DONE: Final = _kernels.STEP_DONE
 

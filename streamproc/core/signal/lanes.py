@@ -2,27 +2,45 @@
 
 ``_kernels.step_chunks`` takes the chunks of many beds in one call. It finds a
 bed's state through a slot: a row of the numba typed list ``table`` (the
-segment's and the monitor's arrays, :data:`ChunkArrays`) and of the arrays
-beside it. A slot is *armed* when its bed's next chunk needs no Python before
-its compiled step (:meth:`BedMonitor.chunk_state`); the engine re-arms a slot
-from its monitor before each batch and after any chunk of that bed the kernel
-left to Python, so an armed slot always holds the monitor's current arrays.
+segment's and the monitor's arrays, :data:`~streamproc.core.signal.state.ChunkArrays`)
+and of the arrays beside it. A slot is *armed* when its bed's next chunk needs no
+Python before its compiled step (:meth:`ChunkSource.chunk_state`); the engine
+re-arms a slot from its monitor before each batch and after any chunk of that bed
+the kernel left to Python, so an armed slot always holds the monitor's current arrays.
+
+The lanes know of a monitor only :class:`ChunkSource` (its arrays and its
+``version``), never its alarms: the engine's ``Lanes[BedMonitor]`` holds the
+monitors and gets them back typed as such.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from streamproc.core import _compile
-from streamproc.core.monitor import BedMonitor, ChunkArrays, FloatArray, SegmentArrays
 from streamproc.core.protocol.messages import BedId
 from streamproc.core.signal import _kernels
-from streamproc.core.signal.state import STOP_SIZE
+from streamproc.core.signal.state import STOP_SIZE, ChunkArrays, FloatArray, SegmentArrays
 
-__all__ = ["Lanes"]
+__all__ = ["ChunkSource", "Lanes"]
+
+
+class ChunkSource(Protocol):
+    """What the lanes read of a bed's monitor (``monitor.BedMonitor`` is one)."""
+
+    #: Bumped by every change that may arm or disarm its slot.
+    version: int
+
+    def chunk_state(self) -> tuple[SegmentArrays, FloatArray, FloatArray, float] | None:
+        """The segment's arrays, the window, the packed state and the last waveform
+        time, or ``None`` when the next chunk needs Python before its compiled step."""
+        ...
+
+
+M = TypeVar("M", bound=ChunkSource)
 
 
 def _placeholder() -> ChunkArrays:
@@ -32,7 +50,7 @@ def _placeholder() -> ChunkArrays:
     return (f1, np.zeros(1, np.int64), f1, f1, f2, f1, f2, f2, f1)
 
 
-class Lanes:
+class Lanes(Generic[M]):
     """Slots of the monitors that take chunks through ``_kernels.step_chunks``."""
 
     __slots__ = (
@@ -66,7 +84,7 @@ class Lanes:
         self._rows: list[ChunkArrays | None] = []
         self.slot_of: dict[BedId, int] = {}
         #: Per slot: its monitor (``None``: free), the arrays last written to ``table``.
-        self.monitors: list[BedMonitor | None] = []
+        self.monitors: list[M | None] = []
         #: (the segment's arrays and the window: replaced, never changed, when they grow)
         self._cached: list[tuple[SegmentArrays, FloatArray] | None] = []
         self._free: list[int] = []
@@ -109,7 +127,7 @@ class Lanes:
         self._rows[s] = row
         _kernels.table_set(self.table, s, self._placeholder if row is None else row)
 
-    def slot(self, bed: BedId, mon: BedMonitor) -> int:
+    def slot(self, bed: BedId, mon: M) -> int:
         """``bed``'s slot (its monitor ``mon``), given one on first use (not armed)."""
         s = self.slot_of.get(bed)
         if s is not None:
@@ -141,7 +159,7 @@ class Lanes:
             new[:n] = old
             setattr(self, name, new)
 
-    def monitor(self, s: int) -> BedMonitor:
+    def monitor(self, s: int) -> M:
         """The monitor in slot ``s``; LookupError for a free slot."""
         mon = self.monitors[s]
         if mon is None:

@@ -28,10 +28,11 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from streamproc.core.protocol.hold import HOLD_COLUMNS, LINE_STATES, T_ROWS
 
-__all__ = ["Codes", "Layout"]
+__all__ = ["ChunkArrays", "Codes", "FloatArray", "Layout", "SegmentArrays"]
 
 
 class Layout:
@@ -67,6 +68,29 @@ class Codes:
         at = self.count
         self.count += 1
         return at
+
+
+# ---------------------------------------------------------------------------
+# The arrays as the compiled loops take them.
+
+FloatArray = npt.NDArray[np.float64]
+#: A segment's arrays as the compiled loops take them: ``sp, si, sf, ssf, dq, ybuf, rows``.
+SegmentArrays = tuple[
+    FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray, FloatArray
+]
+#: ``_kernels.step_chunks``' view of a bed: its segment's arrays, then its rolling
+#: window and packed state (``win, mf``).
+ChunkArrays = tuple[
+    FloatArray,
+    npt.NDArray[np.int64],
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+    FloatArray,
+]
 
 
 # ---------------------------------------------------------------------------
