@@ -32,7 +32,7 @@ from streamproc.core.protocol.escalation import DISCLAIMER
 from streamproc.shell.config import StreamprocConfig, load_config
 from streamproc.shell.logs import configure_logging
 from streamproc.shell.service import Service
-from streamproc.wire.topics import alarms_filter
+from streamproc.wire.topics import TopicError, alarms_filter, parse_alarm_topic, parse_inbound
 
 __all__ = ["DEMO_WARD", "DemoBroker", "run_demo"]
 
@@ -271,7 +271,9 @@ async def _watch(
             payload = message.payload
             if not isinstance(payload, bytes | bytearray) or not payload:
                 continue
-            if "/alarms/" not in str(message.topic):
+            try:
+                parse_alarm_topic(str(message.topic), root)
+            except TopicError:
                 continue  # amqtt may deliver other retained topics to a wildcard
             data = msgspec.json.decode(payload)
             if not isinstance(data, dict) or "priority" not in data:
@@ -282,7 +284,13 @@ async def _watch(
 
 
 async def _simulate(
-    url: str, version: int, speed: float, view: WardView, lines: list[tuple[float, dict[str, Any]]]
+    url: str,
+    version: int,
+    speed: float,
+    view: WardView,
+    lines: list[tuple[float, dict[str, Any]]],
+    *,
+    root: str,
 ) -> None:
     host, port = url.removeprefix("mqtt://").rsplit(":", 1)
     proto = aiomqtt.ProtocolVersion.V5 if version == 5 else aiomqtt.ProtocolVersion.V311
@@ -294,7 +302,7 @@ async def _simulate(
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            kind = line["topic"].rsplit("/", 1)[1]
+            kind = parse_inbound(line["topic"], root).kind
             await client.publish(
                 line["topic"],
                 enc.encode(line["payload"]),
@@ -446,7 +454,9 @@ async def run_demo(
                 # and amqtt 0.12 drops a client that connects while another one subscribes
                 # (it iterates its subscription table across awaits)
                 await asyncio.wait_for(watching.wait(), 30)
-                sim = tg.create_task(_simulate(url, version, speed, view, lines), name="simulator")
+                sim = tg.create_task(
+                    _simulate(url, version, speed, view, lines, root=root), name="simulator"
+                )
 
                 async def until(done: Callable[[], bool], step: Callable[[], None]) -> None:
                     while not done() and not finished.is_set():

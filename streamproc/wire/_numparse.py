@@ -101,6 +101,69 @@ def _is_key(buf: Any, i: int, end: int) -> bool:
 
 
 @jit
+def _skip_space(buf: Any, i: int, end: int, c: int) -> tuple[int, int]:
+    """The first non-whitespace at or after ``buf[i]`` (``c``): ``(its index, it)``."""
+    while _is_space(c):
+        i += 1
+        c = _peek(buf, i, end)
+    return i, c
+
+
+@jit
+def _digits(buf: Any, i: int, end: int, c: int, m: int) -> tuple[int, int, int]:
+    """The digits from ``buf[i]`` (``c``) appended to ``m``: ``(m, index after them, byte there)``.
+
+    ``m`` may wrap in int64 past 18 digits: the count of digits then says "unsure".
+    """
+    while _is_digit(c):
+        m = m * 10 + (c - _ZERO)
+        i += 1
+        c = _peek(buf, i, end)
+    return m, i, c
+
+
+@jit
+def _exponent(buf: Any, i: int, end: int, c: int, e: int) -> tuple[bool, int, int, int]:
+    """The exponent whose sign or first digit is ``buf[i]`` (``c``), added to ``e``.
+
+    ``(whether it has a digit, e, index after it, byte there)``.
+    """
+    neg_exp = c == _MINUS
+    if neg_exp or c == _PLUS:
+        i += 1
+        c = _peek(buf, i, end)
+    start = i
+    x = 0
+    while _is_digit(c):
+        if x < _EXP_CAP:
+            x = x * 10 + (c - _ZERO)
+        i += 1
+        c = _peek(buf, i, end)
+    return i > start, (e - x if neg_exp else e + x), i, c
+
+
+@jit
+def _value(m: int, nd: int, e: int, neg: bool, is_int: bool) -> tuple[bool, float]:
+    """``(-)m * 10**e`` (``nd`` digits in ``m``; ``is_int``: written without ``.`` or
+    exponent): ``(whether sure, value)``, sure when Clinger's fast path makes it exact."""
+    if nd > _MAX_DIGITS or m > _MAX_EXACT:
+        return False, 0.0
+    if e == 0:
+        v = float(m)
+    elif e < 0:
+        if e < -_MAX_EXP:
+            return False, 0.0
+        v = float(m) / _POW10_F[-e]  # exact / exact: one correctly rounded division
+    elif e <= _MAX_DIGITS and m <= _MAX_EXACT // _POW10_I[e]:
+        v = float(m * _POW10_I[e])  # an exact integer
+    else:
+        return False, 0.0
+    if neg and not (is_int and m == 0):  # the integer -0 is int 0 to msgspec: +0.0
+        v = -v
+    return True, v
+
+
+@jit
 def _array(  # noqa: PLR0917 - the kernel's arguments, passed on
     buf: Any, i: int, out: np.ndarray, lo: float, hi: float, max_n: int
 ) -> tuple[int, int]:
@@ -112,21 +175,13 @@ def _array(  # noqa: PLR0917 - the kernel's arguments, passed on
     n = 0
     cap = out.size
     while True:
-        c = _peek(buf, i, end)
-        while _is_space(c):
-            i += 1
-            c = _peek(buf, i, end)
+        i, c = _skip_space(buf, i, end, _peek(buf, i, end))
         neg = c == _MINUS
         if neg:
             i += 1
             c = _peek(buf, i, end)
-        # integer part; m may wrap in int64 past 18 digits, nd then says "unsure"
         start = i
-        m = 0
-        while _is_digit(c):
-            m = m * 10 + (c - _ZERO)
-            i += 1
-            c = _peek(buf, i, end)
+        m, i, c = _digits(buf, i, end, c, 0)  # the integer part
         nd = i - start  # digits in m (leading zeros included: at most one, "0")
         if nd == 0 or (nd > 1 and _peek(buf, start, end) == _ZERO):
             return UNSURE, i  # no digit, or a leading zero (not JSON)
@@ -134,13 +189,8 @@ def _array(  # noqa: PLR0917 - the kernel's arguments, passed on
         is_int = True
         if c == _DOT:
             is_int = False
-            i += 1
-            c = _peek(buf, i, end)
-            start = i
-            while _is_digit(c):
-                m = m * 10 + (c - _ZERO)
-                i += 1
-                c = _peek(buf, i, end)
+            start = i + 1
+            m, i, c = _digits(buf, start, end, _peek(buf, start, end), m)  # the fraction
             if i == start:
                 return UNSURE, i
             nd += i - start
@@ -148,35 +198,12 @@ def _array(  # noqa: PLR0917 - the kernel's arguments, passed on
         if c in (_LOWER_E, _UPPER_E):
             is_int = False
             i += 1
-            c = _peek(buf, i, end)
-            neg_exp = c == _MINUS
-            if neg_exp or c == _PLUS:
-                i += 1
-                c = _peek(buf, i, end)
-            start = i
-            x = 0
-            while _is_digit(c):
-                if x < _EXP_CAP:
-                    x = x * 10 + (c - _ZERO)
-                i += 1
-                c = _peek(buf, i, end)
-            if i == start:
+            sure, e, i, c = _exponent(buf, i, end, _peek(buf, i, end), e)
+            if not sure:
                 return UNSURE, i
-            e = e - x if neg_exp else e + x
-        if nd > _MAX_DIGITS or m > _MAX_EXACT:
+        sure, v = _value(m, nd, e, neg, is_int)
+        if not sure:
             return UNSURE, i
-        if e == 0:
-            v = float(m)
-        elif e < 0:
-            if e < -_MAX_EXP:
-                return UNSURE, i
-            v = float(m) / _POW10_F[-e]  # exact / exact: one correctly rounded division
-        elif e <= _MAX_DIGITS and m <= _MAX_EXACT // _POW10_I[e]:
-            v = float(m * _POW10_I[e])  # an exact integer
-        else:
-            return UNSURE, i
-        if neg and not (is_int and m == 0):  # the integer -0 is int 0 to msgspec: +0.0
-            v = -v
         if not lo <= v <= hi:
             return OUT_OF_RANGE, i
         if n < cap:
@@ -184,9 +211,7 @@ def _array(  # noqa: PLR0917 - the kernel's arguments, passed on
         n += 1
         if n > max_n:
             return UNSURE, i
-        while _is_space(c):
-            i += 1
-            c = _peek(buf, i, end)
+        i, c = _skip_space(buf, i, end, c)
         i += 1
         if c == _CLOSE:
             return n, i

@@ -8,6 +8,7 @@ after a restart; what it cannot read is refused with a ``CodecError``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -19,7 +20,15 @@ from streamproc.core.protocol.messages import BedId, InvalidMessageError
 from streamproc.wire.codec import CodecError
 from streamproc.wire.topics import alarm_topic
 
-__all__ = ["alarm_message", "as_line", "decode_alarm", "encode_alarm", "encode_summary"]
+__all__ = [
+    "alarm_message",
+    "as_line",
+    "decode_alarm",
+    "encode_alarm",
+    "encode_dead_letter",
+    "encode_status",
+    "encode_summary",
+]
 
 _encoder: Final = msgspec.json.Encoder()
 _REQUIRED: Final = ("alarm_id", "kind", "state", "priority", "ts", "onset_ts", "unit", "bed")
@@ -145,6 +154,50 @@ def encode_summary(status: BedStatus) -> bytes:
             None if status.last_data is None else round(status.last_data, 3),
             status.nibp_only,
         )
+    )
+
+
+def encode_status(
+    instance: str,
+    *,
+    online: bool,
+    version: str,
+    ts: float,
+    units: Iterable[str],
+    shard: object | None,
+) -> bytes:
+    """A service instance's retained status (``{root}/_status/{instance}``; offline: its will).
+
+    ``units``: the listed care units it serves (``null`` when none are listed: all);
+    ``shard``: its shard, written as text (``null``: not sharded).
+    """
+    return _encoder.encode(
+        {
+            "instance": instance,
+            "state": "online" if online else "offline",
+            "version": version,
+            "ts": round(ts, 3),
+            "units": sorted(units) or None,
+            "shard": None if shard is None else str(shard),
+        }
+    )
+
+
+def encode_dead_letter(topic: str, payload: bytes, error: CodecError, ts: float) -> bytes:
+    """What the dead-letter topic gets for a message the codec refused (received at ``ts``).
+
+    The topic and reason are cut to 300 characters, the payload to 2,048 bytes
+    (shown as UTF-8, bad bytes replaced).
+    """
+    return _encoder.encode(
+        {
+            "topic": topic[:300],
+            "code": error.code,
+            "field": error.field,
+            "reason": error.reason[:300],
+            "payload": payload[:2048].decode("utf-8", "replace"),
+            "ts": round(ts, 3),
+        }
     )
 
 

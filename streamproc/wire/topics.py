@@ -26,6 +26,7 @@ __all__ = [
     "ALARMS_LEVEL",
     "DEFAULT_ROOT",
     "STATUS_LEVEL",
+    "SUMMARY_LEVEL",
     "InboundTopic",
     "TopicError",
     "ack_filter",
@@ -35,13 +36,17 @@ __all__ = [
     "inbound_topic",
     "parse_alarm_topic",
     "parse_inbound",
+    "parse_status_topic",
+    "parse_summary_topic",
     "status_filter",
     "status_topic",
+    "under_root",
 ]
 
 DEFAULT_ROOT: Final = "icu"
 ALARMS_LEVEL: Final = "alarms"
 STATUS_LEVEL: Final = "_status"
+SUMMARY_LEVEL: Final = "summary"
 
 _ROOT_LEVEL_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _ALARM_KIND_RE: Final = re.compile(r"[a-z0-9_]{1,64}")
@@ -198,6 +203,62 @@ def parse_alarm_topic(topic: str, root: str = DEFAULT_ROOT) -> tuple[BedId, str]
     return bed_id, alarm_kind
 
 
+def under_root(topic: str, root: str = DEFAULT_ROOT) -> bool:
+    """Whether ``topic``'s first levels are ``root``'s."""
+    root_levels = _root_levels(root)
+    return tuple(topic.split("/")[: len(root_levels)]) == root_levels
+
+
+def parse_status_topic(topic: str, root: str = DEFAULT_ROOT) -> str:
+    """Parse ``{root}/_status/{instance}`` into the instance.
+
+    Raises:
+        TopicError: not a status topic under ``root`` (``field`` None), or its
+            instance does not match ``[A-Za-z0-9_-]{1,64}`` (``field`` ``"instance"``).
+    """
+    root_levels = _root_levels(root)
+    rest = topic.split("/")[len(root_levels) :]
+    if not under_root(topic, root) or len(rest) != 2 or rest[0] != STATUS_LEVEL:
+        raise TopicError(
+            topic,
+            f"topic {_show(topic)} is not a status topic; "
+            f"expected '{root}/{STATUS_LEVEL}/<instance>'",
+        )
+    instance = rest[1]
+    if not IDENT_RE.fullmatch(instance):
+        raise TopicError(
+            topic,
+            f"instance in topic {_show(topic)} must match {_IDENT_WORDS}",
+            field="instance",
+        )
+    return instance
+
+
+def parse_summary_topic(topic: str, root: str = DEFAULT_ROOT) -> BedId:
+    """Parse ``{root}/{unit}/{bed}/summary`` into the bed.
+
+    Raises:
+        TopicError: not a summary topic under ``root`` (``field`` None), or its unit
+            or bed does not match ``[A-Za-z0-9_-]{1,64}`` (``field`` ``"unit"``/``"bed"``).
+    """
+    root_levels = _root_levels(root)
+    rest = topic.split("/")[len(root_levels) :]
+    if not under_root(topic, root) or len(rest) != 3 or rest[2] != SUMMARY_LEVEL:
+        raise TopicError(
+            topic,
+            f"topic {_show(topic)} is not a summary topic; "
+            f"expected '{root}/<unit>/<bed>/{SUMMARY_LEVEL}'",
+        )
+    try:
+        return BedId(rest[0], rest[1])
+    except InvalidMessageError as exc:
+        raise TopicError(
+            topic,
+            f"{exc.field} in topic {_show(topic)} must match {_IDENT_WORDS}",
+            field=exc.field,
+        ) from exc
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -241,7 +302,7 @@ def alarm_topic(root: str, bed: BedId, alarm_kind: str) -> str:
 def summary_topic(root: str, bed: BedId) -> str:
     """``{root}/{unit}/{bed}/summary``: the bed's latest pressures, target, drugs, trend."""
     _root_levels(root)
-    return f"{root}/{_bed_levels(bed)}/summary"
+    return f"{root}/{_bed_levels(bed)}/{SUMMARY_LEVEL}"
 
 
 def summary_filter(root: str = "icu", unit: str | None = None) -> str:
@@ -249,7 +310,7 @@ def summary_filter(root: str = "icu", unit: str | None = None) -> str:
     ``{root}/{unit}/+/summary``."""
     _root_levels(root)
     level = "+" if unit is None else _unit_level(unit)
-    return f"{root}/{level}/+/summary"
+    return f"{root}/{level}/+/{SUMMARY_LEVEL}"
 
 
 def status_filter(root: str = DEFAULT_ROOT) -> str:

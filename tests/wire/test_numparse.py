@@ -36,7 +36,18 @@ LO, HI = PRESSURE_LIMITS
 #: The JSON number grammar (RFC 8259).
 NUMBER_RE = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 #: The compiled functions of the module (``.py_func`` is each one's Python source).
-JITTED = ("_peek", "_is_space", "_is_digit", "_is_key", "_array", "parse_samples")
+JITTED = (
+    "_peek",
+    "_is_space",
+    "_is_digit",
+    "_is_key",
+    "_skip_space",
+    "_digits",
+    "_exponent",
+    "_value",
+    "_array",
+    "parse_samples",
+)
 TYPICAL = b"[72.43,71.2,-3,0.5]"
 
 

@@ -12,7 +12,13 @@ from streamproc.core.monitor import BedStatus
 from streamproc.core.protocol.alarms import Alarm, Priority, Trigger
 from streamproc.core.protocol.messages import BedId
 from streamproc.wire.codec import CodecError
-from streamproc.wire.outbound import decode_alarm, encode_alarm, encode_summary
+from streamproc.wire.outbound import (
+    decode_alarm,
+    encode_alarm,
+    encode_dead_letter,
+    encode_status,
+    encode_summary,
+)
 
 KEYS = [
     "unit",
@@ -137,3 +143,37 @@ class TestAlarmTimes:
             with pytest.raises(CodecError) as info:
                 decode_alarm(json.dumps(doc).encode())
             assert info.value.field == "announced_at"
+
+
+class TestServicePayloads:
+    """The service's status and dead-letter payloads: fixed keys, rounded times, cut texts."""
+
+    def test_status(self) -> None:
+        body = encode_status(
+            "streamproc-1", online=False, version="1.2", ts=5.12345, units=["b", "a"], shard="1/2"
+        )
+        assert body == (
+            b'{"instance":"streamproc-1","state":"offline","version":"1.2","ts":5.123,'
+            b'"units":["a","b"],"shard":"1/2"}'
+        )
+        body = encode_status("i", online=True, version="1.2", ts=1.0, units=(), shard=None)
+        assert json.loads(body) == {
+            "instance": "i",
+            "state": "online",
+            "version": "1.2",
+            "ts": 1.0,
+            "units": None,
+            "shard": None,
+        }
+
+    def test_dead_letter(self) -> None:
+        error = CodecError("abp", "fs", "r" * 400, code="out_of_range")
+        body = json.loads(encode_dead_letter("t" * 400, b"\xff" + b"p" * 3000, error, 7.00049))
+        assert body == {
+            "topic": "t" * 300,
+            "code": "out_of_range",
+            "field": "fs",
+            "reason": "r" * 300,
+            "payload": "\ufffd" + "p" * 2047,
+            "ts": 7.0,
+        }

@@ -21,8 +21,12 @@ from streamproc.wire.topics import (
     inbound_topic,
     parse_alarm_topic,
     parse_inbound,
+    parse_status_topic,
+    parse_summary_topic,
     status_filter,
     status_topic,
+    summary_topic,
+    under_root,
 )
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -319,6 +323,54 @@ class TestStatusTopic:
         """A root with a wildcard is refused."""
         with pytest.raises(TopicError):
             status_topic("icu/#", "streamproc-1")
+
+
+class TestParseOutbound:
+    """The status and summary topics a subscriber reads, parsed as the builders build them."""
+
+    def test_status_round_trip(self) -> None:
+        assert parse_status_topic(status_topic("a/b", "streamproc-1"), "a/b") == "streamproc-1"
+
+    def test_summary_round_trip(self) -> None:
+        bed = BedId("ward7", "bed03")
+        assert parse_summary_topic(summary_topic("icu", bed)) == bed
+
+    @pytest.mark.parametrize(
+        ("topic", "field"),
+        [
+            ("other/_status/x", None),
+            ("icu/_status", None),
+            ("icu/_status/x/y", None),
+            ("icu/ward7/bed03/summary", None),
+            ("icu/_status/bad instance", "instance"),
+            ("icu/_status/", "instance"),
+        ],
+    )
+    def test_status_bad(self, topic: str, field: str | None) -> None:
+        with pytest.raises(TopicError) as info:
+            parse_status_topic(topic)
+        assert info.value.field == field
+
+    @pytest.mark.parametrize(
+        ("topic", "field"),
+        [
+            ("other/ward7/bed03/summary", None),
+            ("icu/ward7/summary", None),
+            ("icu/ward7/bed03/alarms/hypotension", None),
+            ("icu/_status/x", None),
+            ("icu/ward 7/bed03/summary", "unit"),
+            ("icu/ward7//summary", "bed"),
+        ],
+    )
+    def test_summary_bad(self, topic: str, field: str | None) -> None:
+        with pytest.raises(TopicError) as info:
+            parse_summary_topic(topic)
+        assert info.value.field == field
+
+    def test_under_root(self) -> None:
+        assert under_root("a/b/_status/x", "a/b")
+        assert not under_root("a/c/_status/x", "a/b")
+        assert not under_root("a", "a/b")
 
 
 class TestInboundTopic:

@@ -55,19 +55,21 @@ from streamproc.apps.dashboard.security import Guard, HostCheck, SecurityHeaders
 from streamproc.apps.dashboard.state import DashboardState, NotConnectedError, now
 from streamproc.apps.dashboard.web import printable
 from streamproc.core.protocol.alarms import AlarmState, Priority
-from streamproc.core.protocol.messages import IDENT_RE, BedId, InvalidMessageError
+from streamproc.core.protocol.messages import BedId
 from streamproc.shell.backoff import Backoff
 from streamproc.shell.config import parse_broker_url
 from streamproc.shell.logs import get_logger
 from streamproc.wire.topics import (
     DEFAULT_ROOT,
-    STATUS_LEVEL,
     TopicError,
     alarms_filter,
     inbound_topic,
     parse_alarm_topic,
+    parse_status_topic,
+    parse_summary_topic,
     status_filter,
     summary_filter,
+    under_root,
 )
 
 __all__ = [
@@ -120,7 +122,6 @@ class MqttBridge:
         self.state = state
         self.hub = hub
         self.root = root
-        self.root_levels = tuple(root.split("/"))
         self.mqtt_version = mqtt_version
         self.username = username
         self.password = password
@@ -222,25 +223,30 @@ class MqttBridge:
         """
         if len(payload) > MAX_PAYLOAD_BYTES:
             return self._ignore(topic, "payload too large")
-        levels = topic.split("/")
-        n = len(self.root_levels)
-        if tuple(levels[:n]) != self.root_levels:
+        if not under_root(topic, self.root):
             return self._ignore(topic, "not under root")
-        rest = levels[n:]
         data = None
         if payload:
             data = self._decode(payload)
             if data is None:
                 return self._ignore(topic, "not a JSON object")
-        if len(rest) == 2 and rest[0] == STATUS_LEVEL:
-            return self._status(topic, rest[1], data)
-        if len(rest) == 3 and rest[2] == "summary":
-            return self._summary(topic, rest[0], rest[1], data)
+        try:
+            instance = parse_status_topic(topic, self.root)
+        except TopicError as exc:
+            if exc.field is not None:
+                return self._ignore(topic, "bad instance")
+        else:
+            return self._status(topic, instance, data)
+        try:
+            bed_id = parse_summary_topic(topic, self.root)
+        except TopicError as exc:
+            if exc.field is not None:
+                return self._ignore(topic, "bad unit or bed")
+        else:
+            return self._summary(topic, bed_id, data)
         return self._alarm(topic, data)
 
     def _status(self, topic: str, instance: str, data: dict[str, Any] | None) -> bool:
-        if not IDENT_RE.fullmatch(instance):
-            return self._ignore(topic, "bad instance")
         if data is not None and data.get("state") not in ("online", "offline"):
             return self._ignore(topic, "status state must be online or offline")
         entry = {"topic": topic, "instance": instance, "status": data}
@@ -249,14 +255,10 @@ class MqttBridge:
         self.hub.broadcast("status", entry)
         return True
 
-    def _summary(self, topic: str, unit: str, bed: str, data: dict[str, Any] | None) -> bool:
-        try:
-            bed_id = BedId(unit, bed)
-        except InvalidMessageError:
-            return self._ignore(topic, "bad unit or bed")
+    def _summary(self, topic: str, bed_id: BedId, data: dict[str, Any] | None) -> bool:
         if data is not None:
             data["unit"], data["bed"] = bed_id.unit, bed_id.bed
-        entry = {"topic": topic, "unit": unit, "bed": bed, "summary": data}
+        entry = {"topic": topic, "unit": bed_id.unit, "bed": bed_id.bed, "summary": data}
         if not self._store(self.state.summaries, str(bed_id), entry, data):
             return self._ignore(topic, "too many beds")
         self.hub.broadcast("summary", entry)

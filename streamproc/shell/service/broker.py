@@ -27,6 +27,7 @@ from streamproc.shell.transport_paho import (
     Settings,
     Will,
 )
+from streamproc.wire.outbound import encode_status
 from streamproc.wire.topics import alarms_filter, inbound_filters, status_topic, summary_filter
 
 __all__ = ["BrokerLink", "MqttConnection", "served_units", "tls_hint"]
@@ -195,16 +196,13 @@ class BrokerLink:
         self.reconnects = 0
 
     def status(self, *, online: bool) -> bytes:
-        svc = self.config.service
-        return msgspec.json.encode(
-            {
-                "instance": svc.instance,
-                "state": "online" if online else "offline",
-                "version": __version__,
-                "ts": round(self.clock.wall(), 3),
-                "units": sorted(self.units) or None,
-                "shard": None if self.shard is None else str(self.shard),
-            }
+        return encode_status(
+            self.config.service.instance,
+            online=online,
+            version=__version__,
+            ts=self.clock.wall(),
+            units=self.units,
+            shard=self.shard,
         )
 
     def status_topic(self) -> str:

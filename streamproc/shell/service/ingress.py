@@ -9,8 +9,6 @@ import itertools
 import math
 from typing import Final
 
-import msgspec
-
 from streamproc.core.engine import Batch, Engine
 from streamproc.core.protocol.alarms import AlarmEvent
 from streamproc.core.protocol.messages import Ack, Message
@@ -25,6 +23,7 @@ from streamproc.shell.service.queues import Arrived, Outgoing, Queues
 from streamproc.shell.service.summaries import Summaries
 from streamproc.shell.transport_paho import Inbound
 from streamproc.wire.codec import CodecError, decode
+from streamproc.wire.outbound import encode_dead_letter
 from streamproc.wire.topics import parse_inbound
 
 __all__ = ["BATCH_MAX", "LAG_WARN_EVERY_S", "LAG_WARN_S", "Ingress"]
@@ -239,16 +238,7 @@ class Ingress:
         if not topic:
             return
         self.metrics.dead_letters_total.inc()
-        body = msgspec.json.encode(
-            {
-                "topic": item.topic[:300],
-                "code": exc.code,
-                "field": exc.field,
-                "reason": exc.reason[:300],
-                "payload": item.payload[:2048].decode("utf-8", "replace"),
-                "ts": round(item.arrived, 3),
-            }
-        )
+        body = encode_dead_letter(item.topic, item.payload, exc, item.arrived)
         self.outbox.append(Outgoing(topic, body, retain=False))
         self.queues.outbox_event.set()
 
