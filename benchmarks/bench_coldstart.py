@@ -2,6 +2,7 @@
 
     python benchmarks/bench_coldstart.py [--runs 3] [--only help,first,replay,service]
         [--python PATH]
+    python benchmarks/bench_coldstart.py --only container --image streamproc [--runs 3]
 
 Each figure is the median of ``--runs`` runs (wall time; the CPU time of the
 process beside it where it is one process):
@@ -16,7 +17,10 @@ process beside it where it is one process):
 - ``service``: ``python -m streamproc run`` against its own Mosquitto on a free
   port: seconds to ``/healthz`` 200 and to the first ``abp`` chunk processed
   (``streamproc_processing_latency_seconds_count`` >= 1), while a gateway sends
-  one 1-s chunk every 0.1 s from the start; cold and warm as above.
+  one 1-s chunk every 0.1 s from the start; cold and warm as above;
+- ``container``: the same for a new container of the shipped image (``docker run``,
+  host network; build it first: ``docker build -t streamproc .``), timed from
+  ``docker run``; its numba cache is the one the image built.
 
 A cold run leaves its compiling child process behind (by design: it fills the
 cache for the next start); this script makes itself their subreaper (Linux) and
@@ -48,7 +52,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))  # for tests.system (the Mosquitto and service launchers)
 
 from simulators.scenario import load_scenario, render, scenario_dir, to_jsonl  # noqa: E402
-from tests.system.broker import MosquittoBroker  # noqa: E402
+from tests.system.broker import MosquittoBroker, free_port  # noqa: E402
 from tests.system.service_helpers import ServiceProcess  # noqa: E402
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -324,11 +328,104 @@ def bench_service(python: str, runs: int, tmp: Path, warm: Path, generic: Path) 
             )
 
 
+def _container_once(image: str, broker: MosquittoBroker) -> tuple[float, float, float, float]:
+    """As :func:`_service_once`, for a new container of ``image`` (``docker run``, host
+    network): seconds from ``docker run`` to /healthz 200 and to a chunk processed, and the
+    CPU seconds the container's service had used then."""
+    import paho.mqtt.client as mqtt  # noqa: PLC0415
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+    port = free_port()
+    name = f"streamproc-coldstart-{port}"
+    stop = threading.Event()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{port}")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+
+    def gateway() -> None:
+        t = time.time() - 5.0
+        while not stop.is_set():
+            pub.publish("icu/ward1/bed1/abp", _abp(t), qos=1)
+            t += 1.0
+            stop.wait(0.1)
+
+    cmd = [
+        "docker", "run", "--rm", "--detach", "--network", "host", "--name", name,
+        "-e", "STREAMPROC_TICK_S=1.0",
+        image, "run", "--broker", f"mqtt://{broker.host}:{broker.port}",
+        "--metrics-port", str(port),
+    ]  # fmt: skip
+    t_start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)  # noqa: S603 - our own argv
+    pid_text = subprocess.run(  # noqa: S603
+        ["docker", "inspect", "--format", "{{.State.Pid}}", name],  # noqa: S607
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    pid = int(pid_text or 0)
+    sender = threading.Thread(target=gateway, daemon=True)
+    sender.start()
+    healthy: float | None = None
+    first: float | None = None
+    cpu_healthy = cpu_first = math.nan
+    try:
+        deadline = t_start + 120.0
+        while time.perf_counter() < deadline and (healthy is None or first is None):
+            now = time.perf_counter() - t_start
+            if healthy is None and _get(port, "/healthz") is not None:
+                healthy = now
+                cpu_healthy = _cpu(pid)
+            if first is None and _processed(_get(port, "/metrics") or ""):
+                first = now
+                cpu_first = _cpu(pid)
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        sender.join()
+        pub.loop_stop()
+        pub.disconnect()
+        subprocess.run(  # noqa: S603
+            ["docker", "rm", "--force", name],  # noqa: S607
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return (
+        math.nan if healthy is None else healthy,
+        math.nan if first is None else first,
+        cpu_healthy,
+        cpu_first,
+    )
+
+
+def bench_container(image: str, runs: int) -> None:
+    """New containers of the shipped image (its numba cache built at image build)."""
+    healthy, first, cpu_h, cpu_f = [], [], [], []
+    with MosquittoBroker() as broker:
+        if broker.pid is not None:
+            _KEEP.add(broker.pid)
+        for _ in range(runs):
+            h, f, ch, cf = _container_once(image, broker)
+            healthy.append(h)
+            first.append(f)
+            cpu_h.append(ch)
+            cpu_f.append(cf)
+    label = f"new container of {image}"
+    print(f"{label:<34} /healthz 200 {_median(healthy)}; service CPU then {_median(cpu_h)}")
+    print(f"{'':<34} first chunk   {_median(first)}; service CPU then {_median(cpu_f)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="help,first,replay,service")
     parser.add_argument("--python", default=sys.executable, help="the interpreter to time")
+    parser.add_argument(
+        "--image",
+        default="streamproc",
+        help="the image of --only container (docker build -t streamproc .)",
+    )
     parser.add_argument(
         "--caches", help="keep the complete caches here (reused by the next run) [temporary]"
     )
@@ -350,6 +447,8 @@ def main() -> int:
             bench_replay(args.python, args.runs, tmp, warm, generic)
         if "service" in only:
             bench_service(args.python, args.runs, tmp, warm, generic)
+        if "container" in only:
+            bench_container(args.image, args.runs)
     return 0
 
 
