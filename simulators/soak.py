@@ -488,6 +488,12 @@ class SpawnedService:
                 self._next_snapshot += self.sample_s
                 self.snapshot()
 
+    def stop_sampling(self, timeout: float) -> None:
+        """End the sampling thread (waiting up to ``timeout`` s for it): no sample after this."""
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(timeout)
+
     def _sample_once(self) -> None:
         health = self.health() or {}
         self.max_ingress = max(self.max_ingress, int(health.get("ingress", 0)))
@@ -816,9 +822,7 @@ def run_soak(
         results = evaluate(beds, scenarios, collector, speed, stats.t0)
         if service is not None:
             rss = service.rss_kb()
-            service._stop_sampling.set()  # the last sample is this one
-            if service._sampler is not None:
-                service._sampler.join(10)
+            service.stop_sampling(10)  # the last sample is this one
             service.snapshot()
             service_info = {
                 "pid": service.proc.pid if service.proc else None,

@@ -20,7 +20,8 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -79,19 +80,6 @@ def _port_or_free(port: int) -> int:
     return port
 
 
-class _SnapshotIter(dict[str, Any]):
-    """A dict whose iteration walks a snapshot of its keys.
-
-    amqtt 0.12's broker walks its subscription table with awaits inside the
-    loop: a client connecting while another subscribes died of "dictionary
-    changed size during iteration" (seen once in CI, the demo's gateway
-    dropped). The embedded demo broker's table gets this instead.
-    """
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(dict.keys(self)))
-
-
 class DemoBroker:
     """A private broker for the demo: the system's mosquitto, or amqtt in-process."""
 
@@ -144,8 +132,6 @@ class DemoBroker:
                 },
             }
             self._amqtt = Broker(config)
-            if type(getattr(self._amqtt, "_subscriptions", None)) is dict:
-                self._amqtt._subscriptions = _SnapshotIter(self._amqtt._subscriptions)
             await self._amqtt.start()  # listening once it returns
             return
         deadline = time.monotonic() + 10
@@ -344,6 +330,21 @@ def _description(path: Path) -> str:
         return str(tomllib.load(fh).get("description", ""))
 
 
+async def _bridge_subscribed(page: str) -> None:
+    """Return once the dashboard's MQTT bridge has subscribed (its ``/healthz`` is 200)."""
+    where = urllib.parse.urlsplit(page)
+    request = f"GET /healthz HTTP/1.1\r\nHost: {where.netloc}\r\nConnection: close\r\n\r\n"
+    while True:
+        reader, writer = await asyncio.open_connection(where.hostname, where.port)
+        writer.write(request.encode())
+        status = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        if status.split()[1:2] == [b"200"]:
+            return
+        await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def _broker(url: str | None, kind: str) -> AsyncIterator[tuple[str, int, str]]:
     if url:
@@ -421,14 +422,21 @@ async def run_demo(
 
         dash_stop = asyncio.Event()
         try:
+            # the clients connect one after another, each once the one before has subscribed
+            # (service, dashboard bridge, watcher, then the gateway): amqtt 0.12 walks its
+            # subscription table across awaits while a client connects, and drops that
+            # client if another one subscribes meanwhile
             async with asyncio.TaskGroup() as tg:
                 svc_task = tg.create_task(service.run(), name="service")
                 await asyncio.wait_for(service.connected.wait(), 30)
                 if dashboard_port is not None:
                     dash_ready = asyncio.Event()
 
+                    dash_page: list[str] = []
+
                     def ready(page: str) -> None:
                         emit(f"dashboard: {page}")
+                        dash_page.append(page)
                         dash_ready.set()
 
                     tg.create_task(
@@ -443,6 +451,7 @@ async def run_demo(
                         name="dashboard",
                     )
                     await asyncio.wait_for(dash_ready.wait(), 30)
+                    await asyncio.wait_for(_bridge_subscribed(dash_page[0]), 30)
                 watching = asyncio.Event()
                 watch = tg.create_task(
                     _watch(
@@ -450,9 +459,7 @@ async def run_demo(
                     ),
                     name="watch",
                 )
-                # the gateway connects once the watcher has subscribed: no alarm is missed,
-                # and amqtt 0.12 drops a client that connects while another one subscribes
-                # (it iterates its subscription table across awaits)
+                # the gateway connects once the watcher has subscribed: no alarm is missed
                 await asyncio.wait_for(watching.wait(), 30)
                 sim = tg.create_task(
                     _simulate(url, version, speed, view, lines, root=root), name="simulator"

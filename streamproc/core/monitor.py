@@ -165,28 +165,6 @@ def alarm_id_number(alarm_id: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-class _Slot:
-    """A monitor's value kept in its compiled path's state (``state.M_*``; NaN: None)."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> _Slot: ...
-    @overload
-    def __get__(self, obj: BedMonitor, owner: type[Any]) -> float | None: ...
-    def __get__(self, obj: BedMonitor | None, owner: type[Any]) -> _Slot | float | None:
-        if obj is None:
-            return self
-        v = float(obj._mst[self.index])
-        return None if math.isnan(v) else v
-
-    def __set__(self, obj: BedMonitor, value: float | None) -> None:
-        obj._mst[self.index] = math.nan if value is None else value
-
-
 @dataclass(slots=True)
 class _Standing:
     """A numeric that stands for the time after it, until replaced or stale."""
@@ -245,6 +223,32 @@ class Clock(Enum):
 
 class BedMonitor:
     """The protocol applied to one bed."""
+
+    class _Slot:
+        """A monitor's value kept in its compiled path's state (``state.M_*``; NaN: None).
+
+        Part of the class: it reads the monitor's own packed state."""
+
+        __slots__ = ("index",)
+
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        @overload
+        def __get__(self, obj: None, owner: type[Any]) -> BedMonitor._Slot: ...
+        @overload
+        def __get__(self, obj: BedMonitor, owner: type[Any]) -> float | None: ...
+        def __get__(
+            self, obj: BedMonitor | None, owner: type[Any]
+        ) -> BedMonitor._Slot | float | None:
+            if obj is None:
+                return self
+            mon: BedMonitor = obj
+            v = float(mon._mst[self.index])
+            return None if math.isnan(v) else v
+
+        def __set__(self, obj: BedMonitor, value: float | None) -> None:
+            obj._mst[self.index] = math.nan if value is None else value
 
     # latest values, kept in the compiled path's state (``_mst``)
     #: Rolling value of the target's metric (or the standing numeric's).
@@ -1283,7 +1287,10 @@ def warm_up() -> None:
     mon = BedMonitor(BedId("warm", "up"), Settings())
     for chunk in beats.warm_up_chunks():
         mon.receive(chunk, chunk.ts)
+    compiled = mon.chunk_state()  # the decisions' context refreshed, as for a chunk
+    if compiled is None:  # pragma: no cover - the warm-up chunks leave the segment learned
+        raise RuntimeError("warm_up: the monitor did not learn the warm-up segment")
+    _, win, mf, _ = compiled
     rows = np.zeros((1, state.B_COLUMNS), np.float64)
-    mon._refresh_context()
-    _kernels.advance_beats(rows, 0, mon._win, mon._mf, mon.counts)
+    _kernels.advance_beats(rows, 0, win, mf, mon.counts)
     _warm.append(True)

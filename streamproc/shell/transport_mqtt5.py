@@ -89,11 +89,11 @@ class _Protocol(asyncio.Protocol):
         self.conn = conn
 
     def data_received(self, data: bytes) -> None:
-        self.conn._data(data)
+        self.conn.feed(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = (str(exc) or type(exc).__name__) if exc else "connection closed by the broker"
-        self.conn._fail(reason)
+        self.conn.end(reason)
 
 
 class Connection:
@@ -244,7 +244,7 @@ class Connection:
         if self._paused or self._lost.done():
             return
         if self._buf:
-            self._data(b"")
+            self.feed(b"")
         if not self._paused and not self._buf_has_packet():
             self._resume_socket()
 
@@ -252,8 +252,9 @@ class Connection:
         n = _packet_length(memoryview(self._buf))
         return n is not None and n <= len(self._buf)
 
-    def _data(self, data: bytes) -> None:
-        """Parse every complete packet buffered, up to the read budget."""
+    def feed(self, data: bytes) -> None:
+        """Bytes from the socket (``b""``: none new): parse every complete packet buffered,
+        up to the read budget. Called by the asyncio protocol, in arrival order."""
         buf = self._buf + data if self._buf else data
         self._last_in = self._loop.time()
         view = memoryview(buf)
@@ -324,7 +325,7 @@ class Connection:
         elif isinstance(packet, mqtt5.DisconnectPacket):
             code = int(packet.reason_code)
             reason = packet.reason_str or packet.reason_code.name.replace("_", " ").lower()
-            self._fail(f"the broker disconnected: {reason} (code {code})")
+            self.end(f"the broker disconnected: {reason} (code {code})")
         else:
             self._protocol_error(f"unexpected {type(packet).__name__} from the broker")
 
@@ -383,7 +384,7 @@ class Connection:
         silent = now - self._last_in
         if self._ping_sent is not None:
             if now - self._ping_sent >= keepalive and silent >= 1.5 * keepalive:
-                self._fail("keepalive: no answer from the broker")
+                self.end("keepalive: no answer from the broker")
                 return
         elif now - self._last_out >= keepalive * 0.75 or silent >= keepalive:
             self._ping_sent = now
@@ -484,10 +485,11 @@ class Connection:
     def _protocol_error(self, reason: str) -> None:
         if self._log is not None:
             self._log.warning("mqtt protocol error: %s", reason)
-        self._fail(reason)
+        self.end(reason)
 
-    def _fail(self, reason: str) -> None:
-        """The connection is over: every waiter learns it; nothing more is read or written."""
+    def end(self, reason: str) -> None:
+        """The connection is over (socket lost, protocol error, disconnect): every waiter
+        learns it, with ``reason``; nothing more is read or written."""
         error = ConnectionLostError(reason)
         if not self._connack.done():
             self._connack.set_exception(error)
@@ -524,11 +526,11 @@ class Connection:
         with contextlib.suppress(MqttError, TimeoutError):
             async with asyncio.timeout(timeout):
                 await self.wait_lost()
-        self._fail("disconnected")
+        self.end("disconnected")
 
     def abort(self) -> None:
         """Close the socket now, sending nothing (the broker publishes the Last Will)."""
-        self._fail("aborted")
+        self.end("aborted")
 
 
 def _os_reason(exc: BaseException) -> str:

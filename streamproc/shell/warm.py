@@ -145,7 +145,9 @@ class Kernels:
         """Wait until the loops are compiled; False on time-out."""
         return self.ready.wait(timeout)
 
-    def _background(self, on_ready: Callable[[Kernels], None] | None) -> None:
+    def complete(self, on_ready: Callable[[Kernels], None] | None) -> None:
+        """Wait for the compiling child, use what it compiled (or compile here when it
+        failed), then set :attr:`ready` and call ``on_ready``. Run by the background thread."""
         proc = self.proc
         assert proc is not None  # noqa: S101 - started with one
         out, err = proc.communicate()
@@ -221,7 +223,7 @@ def start(mode: str | None = None, *, on_ready: Callable[[Kernels], None] | None
     kernels = Kernels("interpreted", proc)
     _started.append(kernels)
     threading.Thread(
-        target=kernels._background,
+        target=kernels.complete,
         args=(on_ready,),
         name="streamproc-jit",
         daemon=True,

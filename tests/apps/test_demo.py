@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.apps.demo import DemoBroker, _SnapshotIter, build_ward, run_demo
+from streamproc.apps.demo import DemoBroker, build_ward, run_demo
 
 
 def _parent(pid: str) -> int:
@@ -110,18 +110,6 @@ class TestDemo:
 
 
 class TestDemoParts:
-    def test_amqtt_subscription_table_iterates_a_snapshot(self) -> None:
-        """The embedded amqtt's subscription table can change while it is walked (a
-        subscribe during another client's connect) without breaking the walk."""
-        table = _SnapshotIter({"a/#": [], "b/#": []})
-        seen = []
-        for topic in table:
-            seen.append(topic)
-            table[f"new/{topic}"] = []  # a plain dict raises RuntimeError here
-            table.pop("b/#", None)
-        assert seen == ["a/#", "b/#"]
-        assert sorted(table) == ["a/#", "new/a/#", "new/b/#"]
-
     def test_ward_is_the_headline_first(self) -> None:
         """Six beds, the 60/40 patient on NE first, lines in time order."""
         beds, lines = build_ward(1_800_000_000.0)

@@ -166,7 +166,7 @@ def test_ward_is_the_same_and_takes_the_fast_path() -> None:
     assert summary["rejected"] == []
     by_kernel: list[bool] = []
     batched: list[int] = []
-    real = codec._abp_chunk
+    real = codec._abp_chunk  # noqa: SLF001 - spied on: the kernel route's own entry
     real_batch = Engine.receive
 
     def spy(*args: Any) -> Any:
@@ -268,6 +268,6 @@ def test_topic_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = []
     for line in lines:
         rp.feed_line(line)
-        sizes.append(len(rp._topics))
+        sizes.append(len(rp._topics))  # noqa: SLF001 - the cache's bound is the point
     assert max(sizes) <= 3
     assert (out, _summary(rp.finish())) == ref

@@ -301,12 +301,13 @@ def check_bounded(engine: Engine, settings: Settings, chunk_max: int) -> None:
         assert len(mon.prev_labs) <= 3
         assert len(mon.alarms) <= 12
         # the compiled per-beat path's window buffer: at most twice the window
-        assert mon._win.shape[0] <= max(16, 2 * (max_window + 1))
+        assert mon._win.shape[0] <= max(16, 2 * (max_window + 1))  # noqa: SLF001 - the compiled path's buffer bound
         # its cached context of the decisions is never stale: every change dropped it
-        if mon._ctx_ok:
-            fresh = mon._context()
-            assert np.array_equal(mon._ctx, fresh, equal_nan=True), f"{mon.bed}: stale context"
-        seg = getattr(mon.detector, "_segment", None)
+        if mon._ctx_ok:  # noqa: SLF001 - the context cache's invariant
+            fresh = mon._context()  # noqa: SLF001 - the context cache's invariant
+            cached = mon._ctx  # noqa: SLF001 - the context cache's invariant
+            assert np.array_equal(cached, fresh, equal_nan=True), f"{mon.bed}: stale context"
+        seg = mon.detector.current()
         if seg is not None:
             h, learn_n, refr, max_beat_n, confirm = seg.ipar.tolist()
             w = seg.sf.size - state.SF_LEVELS - 2 * (state.LV_SUSP + confirm)

@@ -219,8 +219,8 @@ class TestDurability:
         finally:
             other.close()
         # synchronous is per connection: read it from the log's own (NORMAL is 1)
-        assert log._conn is not None
-        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert log._conn is not None  # noqa: SLF001 - the log's own connection's pragma
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # noqa: SLF001 - the log's own connection's pragma
 
     def test_survives_close_and_reopen(self, db: Path) -> None:
         """Rows written, the file closed and opened again: everything is still there."""
@@ -362,9 +362,9 @@ class TestErrors:
         size, which makes SQLite report SQLITE_FULL exactly as a full disk does.
         """
         log.append(hypotension_life(), recorded_at=0.0)
-        assert log._conn is not None
-        pages = log._conn.execute("PRAGMA page_count").fetchone()[0]
-        log._conn.execute(f"PRAGMA max_page_count = {pages}")
+        assert log._conn is not None  # noqa: SLF001 - a full disk, simulated on its connection
+        pages = log._conn.execute("PRAGMA page_count").fetchone()[0]  # noqa: SLF001 - a full disk, simulated on its connection
+        log._conn.execute(f"PRAGMA max_page_count = {pages}")  # noqa: SLF001 - a full disk, simulated on its connection
         big = {"note": "x" * 20_000}
         batch = [
             Alarm(BED4, f"kind{i}", T0).apply(Trigger.RAISE, T0, details=big) for i in range(20)
@@ -373,7 +373,7 @@ class TestErrors:
             log.append(batch, recorded_at=1.0)
         assert info.value.code == "SQLITE_FULL"
         assert len(log.query()) == 3  # nothing of the failed batch
-        log._conn.execute("PRAGMA max_page_count = 1073741823")
+        log._conn.execute("PRAGMA max_page_count = 1073741823")  # noqa: SLF001 - a full disk, simulated on its connection
         log.append(batch[:1], recorded_at=2.0)
         assert len(log.query()) == 4
 

@@ -139,10 +139,17 @@ class TestMetrics:
         a, b = ServiceMetrics(), ServiceMetrics()
         a.observe_batch(done, arrived)
         b.observe_latencies(done - np.asarray(arrived))
-        ha, hb = a.processing_latency_seconds, b.processing_latency_seconds
-        assert ha._counts.tolist() == hb._counts.tolist()
-        assert ha._sum == pytest.approx(hb._sum, rel=1e-12)
-        assert sum(ha._counts.tolist()) == n
+        (ha,) = a.processing_latency_seconds.collect()
+        (hb,) = b.processing_latency_seconds.collect()
+        buckets = [(s.labels["le"], s.value) for s in ha.samples if s.name.endswith("_bucket")]
+        assert buckets == [
+            (s.labels["le"], s.value) for s in hb.samples if s.name.endswith("_bucket")
+        ]
+        total = {s.name.rsplit("_", 1)[1]: s.value for s in ha.samples if "le" not in s.labels}
+        other = {s.name.rsplit("_", 1)[1]: s.value for s in hb.samples if "le" not in s.labels}
+        assert total["sum"] == pytest.approx(other["sum"], rel=1e-12)
+        assert total["count"] == other["count"] == n
+        assert buckets[-1] == ("+Inf", n)
 
     def test_sync_engine_counts_alarms_closed_by_eviction(self) -> None:
         m = ServiceMetrics()

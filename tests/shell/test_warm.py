@@ -120,7 +120,7 @@ class TestFilterDesign:
         b, a = bessel(2, cutoff, fs=fs, norm="mag")
         b = np.asarray(b, np.float64) / a[0]
         a = np.asarray(a, np.float64) / a[0]
-        coef, zi, delay = beats._design(cutoff, fs)
+        coef, zi, delay = beats._design(cutoff, fs)  # noqa: SLF001 - the filter design itself is tested
         assert coef.tolist() == [b[0], b[1], b[2], a[1], a[2]]
         assert zi.tolist() == np.asarray(lfilter_zi(b, a), np.float64).tolist()
         assert delay == float(group_delay((b, a), w=[1.0], fs=fs)[1][0])
@@ -244,7 +244,7 @@ class TestBackground:
             assert not kernels.wait(0)
             assert "is compiling them" in kernels.describe()
             seen: list[bool] = []
-            kernels._background(lambda k: seen.append(k.compiled))
+            kernels.complete(lambda k: seen.append(k.compiled))
         finally:
             _compile.use_compiled()
         assert seen == [True]
@@ -260,7 +260,7 @@ class TestBackground:
             kernels = warm.Kernels(
                 "interpreted", self._child("-c", "import sys; sys.exit('no room for the cache')")
             )
-            kernels._background(None)
+            kernels.complete(None)
         finally:
             _compile.use_compiled()
         assert kernels.compiled
@@ -273,7 +273,7 @@ class TestBackground:
         _compile.use_interpreted()
         try:
             kernels = warm.Kernels("interpreted", self._child("-c", "print('not a pickle')"))
-            kernels._background(None)
+            kernels.complete(None)
         finally:
             _compile.use_compiled()
         assert kernels.compiled

@@ -160,14 +160,15 @@ class ServiceProcess:
     def terminate(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self._wait(timeout)
+        return self.wait(timeout)
 
     def kill(self) -> int:
         assert self.proc is not None
         self.proc.kill()
-        return self._wait(5.0)
+        return self.wait(5.0)
 
-    def _wait(self, timeout: float) -> int:
+    def wait(self, timeout: float) -> int:
+        """The exit code once the process ends (killed after ``timeout`` s); its log closed."""
         assert self.proc is not None
         try:
             rc = self.proc.wait(timeout)

@@ -59,7 +59,7 @@ def read_chunk(line: bytes, **kwargs: Any) -> Any:
 def by_kernel(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The documents whose chunk the kernel reads from here on."""
     docs: list[bytes] = []
-    real = codec._abp_chunk
+    real = codec._abp_chunk  # noqa: SLF001 - spied on: the kernel route's own entry
 
     def spy(doc: bytes, *args: Any) -> Any:
         chunk = real(doc, *args)
@@ -111,7 +111,7 @@ class TestSamplesArray:
         rng = np.random.default_rng(n)
         values = [float(x) for x in rng.normal(80.0, 30.0, n)] + [0.0, -0.0, 1e-310, 499.99]
         ref = np.asarray(values, dtype=np.float64)
-        arr = codec._samples_array(values)
+        arr = codec._samples_array(values)  # noqa: SLF001 - the packer itself is tested
         assert arr.dtype == np.float64
         assert arr.shape == ref.shape
         assert arr.tobytes() == ref.tobytes()  # bit for bit (-0.0 and subnormals too)
@@ -121,9 +121,9 @@ class TestSamplesArray:
 
     def test_packer_cache_is_bounded(self) -> None:
         for n in range(1, 200):
-            codec._samples_array([1.0] * n)
-            assert len(codec._PACKERS) <= codec._PACKERS_MAX
-        assert all(n <= codec._PACKED_MAX for n in codec._PACKERS)
+            codec._samples_array([1.0] * n)  # noqa: SLF001 - the packer cache's bound
+            assert len(codec._PACKERS) <= codec._PACKERS_MAX  # noqa: SLF001 - the packer cache's bound
+        assert all(n <= codec._PACKED_MAX for n in codec._PACKERS)  # noqa: SLF001 - the packer cache's bound
 
 
 class TestReadRecord:

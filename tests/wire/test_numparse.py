@@ -569,7 +569,7 @@ class TestCodecAgreesWithExactPath:
             payload = payload_with(json.dumps(samples).encode())
             for msg in (decode("abp", payload), exact(decode, "abp", payload)):
                 assert msg.samples.tolist() == samples  # type: ignore[union-attr]
-            assert codec._LAST_N[0] == n
+            assert codec._LAST_N[0] == n  # noqa: SLF001 - the cached length is the point
 
 
 class TestWarmUp:

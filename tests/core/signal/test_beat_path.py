@@ -53,7 +53,7 @@ def _replay(path: Path) -> list[bytes]:
 
 def _force_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``advance_beats`` hand every beat to the Python decisions."""
-    context = BedMonitor._context
+    context = BedMonitor._context  # noqa: SLF001 - patched: every beat to the Python decisions
 
     def always(self: BedMonitor) -> np.ndarray:
         ctx = context(self)

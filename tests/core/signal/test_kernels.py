@@ -79,7 +79,7 @@ class TestCompiledMatchesInterpreted:
 
 def _reference_onsets(x: np.ndarray, seg: _Segment, frac: float, min_up: float) -> list[int]:
     """Stages 1-4 of ``_kernels.detect`` written plainly: every slope sum, a brute-force maximum."""
-    coef, _, _, _, ipar, fstate, _, _, c_tail = _kernels._segment_views(seg.sp, seg.si, seg.sf)
+    coef, _, _, _, ipar, fstate, _, _, c_tail = _kernels._segment_views(seg.sp, seg.si, seg.sf)  # noqa: SLF001 - the kernel's packed views
     b0_, b1_, b2_, a1_, a2_ = coef.tolist()
     z0, z1 = float(fstate[state.Z0]), float(fstate[state.Z1])
     h, learn_n, refr = (
@@ -119,7 +119,7 @@ def _reference_onsets(x: np.ndarray, seg: _Segment, frac: float, min_up: float) 
 
 def _detected_onsets(x: np.ndarray, seg: _Segment, cuts: list[int]) -> list[int]:
     """``_kernels.detect`` over ``x`` cut at ``cuts``: the onsets, in segment indices."""
-    views = _kernels._segment_views(seg.sp, seg.si, seg.sf)
+    views = _kernels._segment_views(seg.sp, seg.si, seg.sf)  # noqa: SLF001 - the kernel's packed views
     coef, fpar, _, istate, ipar, fstate, _, _, c_tail = views
     out: list[int] = []
     edges = [0, *sorted(set(cuts)), x.size]
@@ -206,7 +206,7 @@ class TestBuffers:
         det.feed(AbpChunk(T0, FS, x[:7500].copy()))
         for k in range(60, 80):
             det.feed(AbpChunk(T0 + k, FS, x[k * 125 : (k + 1) * 125].copy()))
-        seg = det._segment
+        seg = det.current()
         assert seg is not None
         assert int(seg.istate[state.Y_LEN]) < 400
 

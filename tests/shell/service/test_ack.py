@@ -188,7 +188,7 @@ class TestSigtermMidBurst:
                     time.sleep(0.05)
                     assert proc.proc is not None
                     proc.proc.send_signal(signal.SIGTERM)
-            assert proc._wait(20) == 0, proc.log_tail()
+            assert proc.wait(20) == 0, proc.log_tail()
             first = {ln["topic"] for ln in proc.log_lines() if ln.get("event") == "rejected"}
             sent, acked = _acked_topics(debug_broker, "streamproc-test-1")
             assert sent, "the broker's debug log shows no delivery"
