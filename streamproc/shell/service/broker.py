@@ -30,7 +30,7 @@ from streamproc.shell.transport_paho import (
 from streamproc.wire.outbound import encode_status
 from streamproc.wire.topics import alarms_filter, inbound_filters, status_topic, summary_filter
 
-__all__ = ["BrokerLink", "MqttConnection", "served_units", "tls_hint"]
+__all__ = ["BrokerLink", "MqttConnection", "served_units", "tls_hint", "tls_reset_hint"]
 
 #: A broker connection: the ``mqtt5`` codec's (MQTT 5) or paho's (3.1.1, or chosen by
 #: ``service.transport = "paho"``); the same interface.
@@ -97,6 +97,26 @@ def tls_hint(reason: str) -> str | None:
     """What to check when a connection failed for a TLS reason; None if it is not TLS."""
     upper = reason.upper()
     return next((hint for fragment, hint in _TLS_HINTS if fragment in upper), None)
+
+
+#: A TLS connection the broker reset, this client having no certificate (see below).
+_RESET_HINT: Final = (
+    "the broker closed the TLS connection before answering: if it requires a client "
+    "certificate (require_certificate), set service.tls_cert and service.tls_key"
+)
+
+
+def tls_reset_hint(reason: str, broker: str, tls_cert: str) -> str | None:
+    """What to check when a broker reset a TLS connection and no client certificate is
+    configured; None otherwise.
+
+    TLS 1.3: a broker that requires client certificates finishes the handshake, then
+    sends its alert and closes. Whether the client then reads the alert
+    (CERTIFICATE_REQUIRED), an EOF, or a reset of its CONNECT depends on timing (a busy
+    host gives the reset): all three must name the setting.
+    """
+    reset = "RESET BY PEER" in reason.upper() or "ECONNRESET" in reason.upper()
+    return _RESET_HINT if reset and broker.startswith("mqtts://") and not tls_cert else None
 
 
 def served_units(status: bytes) -> tuple[str, ...]:
@@ -255,9 +275,9 @@ class BrokerLink:
     # ------------------------------------------------------------------ failures
     def tls_failed(self, reason: str, phase: str) -> None:
         """One error line when a connection failed for a TLS reason, with what to check."""
-        hint = tls_hint(reason)
+        svc = self.config.service
+        hint = tls_hint(reason) or tls_reset_hint(reason, svc.broker, svc.tls_cert)
         if hint is not None:
-            svc = self.config.service
             log.error(
                 "broker_tls_failed",
                 phase=phase,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from simulators.scenario import load_scenario, render, scenario_dir
-from streamproc.shell.service.broker import tls_hint
+from streamproc.shell.service.broker import tls_hint, tls_reset_hint
 from tests.system.broker import (
     DEMO_PASSWORDS,
     PROCESSOR_TLS,
@@ -126,6 +126,15 @@ class TestTlsHint:
     def test_other_reasons_are_not_tls(self, reason: str) -> None:
         assert tls_hint(reason) is None
 
+    def test_a_reset_tls_connection_without_a_client_certificate_names_it(self) -> None:
+        """A broker that requires client certificates may reset the CONNECT before the
+        client reads its alert (TLS 1.3, a busy host): the hint still names tls_cert."""
+        reset = "[Errno 104] Connection reset by peer"
+        assert "service.tls_cert" in (tls_reset_hint(reset, "mqtts://b:8883", "") or "")
+        assert tls_reset_hint(reset, "mqtts://b:8883", "/etc/c.pem") is None  # has one
+        assert tls_reset_hint(reset, "mqtt://b:1883", "") is None  # not TLS
+        assert tls_reset_hint("[Errno 111] Connection refused", "mqtts://b:8883", "") is None
+
 
 class TestTls:
     def assert_alarm_over_tls(self, broker: MosquittoBroker, pki: Pki) -> None:
@@ -174,11 +183,13 @@ class TestTls:
                 # TLS 1.3: the broker checks the client certificate after the handshake,
                 # sends its alert and closes; when the client's CONNECT (written right
                 # after the handshake) reaches the closed socket, the reset can discard
-                # the alert before it is read, and OpenSSL reports an EOF instead. Either
-                # way the error line's hint names service.tls_cert.
+                # the alert before it is read, and OpenSSL reports an EOF instead, or the
+                # socket reports the reset itself (seen on a busy host). Each way the
+                # error line's hint names service.tls_cert.
                 assert (
                     "CERTIFICATE_REQUIRED" in line["reason"]
                     or "EOF occurred in violation of protocol" in line["reason"]
+                    or "Connection reset by peer" in line["reason"]
                 ), line
                 assert "service.tls_cert" in line["hint"]
                 assert bare.proc is not None
