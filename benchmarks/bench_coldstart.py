@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -212,65 +213,70 @@ def _abp(t0: float) -> bytes:
     return json.dumps({"t0": t0, "fs": 125.0, "samples": samples}).encode()
 
 
-def _service_once(
-    python: str, broker: MosquittoBroker, workdir: Path, env: dict[str, str]
-) -> tuple[float, float, float, float]:
-    """Seconds from spawning ``streamproc run`` to /healthz 200 and to a chunk processed
-    (wall), and the CPU seconds the service had used at each."""
+@contextlib.contextmanager
+def _gateway(broker: MosquittoBroker, name: str) -> Iterator[None]:
+    """A gateway sending one 1-s ``abp`` chunk every 0.1 s (QoS 1) while the block runs."""
     import paho.mqtt.client as mqtt  # noqa: PLC0415
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
-    # the deployed defaults: instance streamproc-1 and a 1-s tick (ServiceProcess's own are
-    # a test's); the audit database is ServiceProcess's, in workdir
-    env = {"STREAMPROC_TICK_S": "1.0", **env}
-    env.pop("STREAMPROC_AUDIT_DB", None)
-    svc = ServiceProcess(broker, workdir, env=env, instance="streamproc-1", python=python)
-    port = svc.metrics_port
     stop = threading.Event()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{port}")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
     pub.connect(broker.host, broker.port)
     pub.loop_start()
 
-    def gateway() -> None:
+    def send() -> None:
         t = time.time() - 5.0
         while not stop.is_set():
             pub.publish("icu/ward1/bed1/abp", _abp(t), qos=1)
             t += 1.0
             stop.wait(0.1)
 
-    t_start = time.perf_counter()
-    proc = svc.start(wait=False).proc
-    if proc is None:  # pragma: no cover - start() always spawns the process
-        raise RuntimeError("streamproc run was not started")
-    sender = threading.Thread(target=gateway, daemon=True)
+    sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    healthy: float | None = None
-    first: float | None = None
-    cpu_healthy = cpu_first = math.nan
     try:
-        deadline = t_start + 120.0
-        while time.perf_counter() < deadline and (healthy is None or first is None):
-            now = time.perf_counter() - t_start
-            if healthy is None and _get(port, "/healthz") is not None:
-                healthy = now
-                cpu_healthy = _cpu(proc.pid)
-            if first is None and _processed(_get(port, "/metrics") or ""):
-                first = now
-                cpu_first = _cpu(proc.pid)
-            time.sleep(0.02)
+        yield
     finally:
         stop.set()
         sender.join()
         pub.loop_stop()
         pub.disconnect()
-        svc.terminate(timeout=20)
-        _end_orphans()
-    return (
-        math.nan if healthy is None else healthy,
-        math.nan if first is None else first,
-        cpu_healthy,
-        cpu_first,
-    )
+
+
+def _watch(port: int, pid: int, t_start: float) -> tuple[float, float, float, float]:
+    """Seconds from ``t_start`` to /healthz 200 and to a chunk processed on ``port`` (NaN:
+    not within 120 s), and the CPU seconds process ``pid`` had used at each."""
+    healthy = first = cpu_healthy = cpu_first = math.nan
+    deadline = t_start + 120.0
+    while time.perf_counter() < deadline and (math.isnan(healthy) or math.isnan(first)):
+        now = time.perf_counter() - t_start
+        if math.isnan(healthy) and _get(port, "/healthz") is not None:
+            healthy, cpu_healthy = now, _cpu(pid)
+        if math.isnan(first) and _processed(_get(port, "/metrics") or ""):
+            first, cpu_first = now, _cpu(pid)
+        time.sleep(0.02)
+    return healthy, first, cpu_healthy, cpu_first
+
+
+def _service_once(
+    python: str, broker: MosquittoBroker, workdir: Path, env: dict[str, str]
+) -> tuple[float, float, float, float]:
+    """Seconds from spawning ``streamproc run`` to /healthz 200 and to a chunk processed
+    (wall), and the CPU seconds the service had used at each."""
+    # the deployed defaults: instance streamproc-1 and a 1-s tick (ServiceProcess's own are
+    # a test's); the audit database is ServiceProcess's, in workdir
+    env = {"STREAMPROC_TICK_S": "1.0", **env}
+    env.pop("STREAMPROC_AUDIT_DB", None)
+    svc = ServiceProcess(broker, workdir, env=env, instance="streamproc-1", python=python)
+    with _gateway(broker, f"gw-{svc.metrics_port}"):
+        t_start = time.perf_counter()
+        proc = svc.start(wait=False).proc
+        if proc is None:  # pragma: no cover - start() always spawns the process
+            raise RuntimeError("streamproc run was not started")
+        try:
+            return _watch(svc.metrics_port, proc.pid, t_start)
+        finally:
+            svc.terminate(timeout=20)
+            _end_orphans()
 
 
 def _cpu(pid: int) -> float:
@@ -332,71 +338,32 @@ def _container_once(image: str, broker: MosquittoBroker) -> tuple[float, float, 
     """As :func:`_service_once`, for a new container of ``image`` (``docker run``, host
     network): seconds from ``docker run`` to /healthz 200 and to a chunk processed, and the
     CPU seconds the container's service had used then."""
-    import paho.mqtt.client as mqtt  # noqa: PLC0415
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
-
     port = free_port()
     name = f"streamproc-coldstart-{port}"
-    stop = threading.Event()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{port}")
-    pub.connect(broker.host, broker.port)
-    pub.loop_start()
-
-    def gateway() -> None:
-        t = time.time() - 5.0
-        while not stop.is_set():
-            pub.publish("icu/ward1/bed1/abp", _abp(t), qos=1)
-            t += 1.0
-            stop.wait(0.1)
-
     cmd = [
         "docker", "run", "--rm", "--detach", "--network", "host", "--name", name,
         "-e", "STREAMPROC_TICK_S=1.0",
         image, "run", "--broker", f"mqtt://{broker.host}:{broker.port}",
         "--metrics-port", str(port),
     ]  # fmt: skip
-    t_start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)  # noqa: S603 - our own argv
-    pid_text = subprocess.run(  # noqa: S603
-        ["docker", "inspect", "--format", "{{.State.Pid}}", name],  # noqa: S607
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    pid = int(pid_text or 0)
-    sender = threading.Thread(target=gateway, daemon=True)
-    sender.start()
-    healthy: float | None = None
-    first: float | None = None
-    cpu_healthy = cpu_first = math.nan
-    try:
-        deadline = t_start + 120.0
-        while time.perf_counter() < deadline and (healthy is None or first is None):
-            now = time.perf_counter() - t_start
-            if healthy is None and _get(port, "/healthz") is not None:
-                healthy = now
-                cpu_healthy = _cpu(pid)
-            if first is None and _processed(_get(port, "/metrics") or ""):
-                first = now
-                cpu_first = _cpu(pid)
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        sender.join()
-        pub.loop_stop()
-        pub.disconnect()
-        subprocess.run(  # noqa: S603
-            ["docker", "rm", "--force", name],  # noqa: S607
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    return (
-        math.nan if healthy is None else healthy,
-        math.nan if first is None else first,
-        cpu_healthy,
-        cpu_first,
-    )
+    with _gateway(broker, f"gw-{port}"):
+        t_start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)  # noqa: S603 - our own argv
+        try:
+            pid_text = subprocess.run(  # noqa: S603
+                ["docker", "inspect", "--format", "{{.State.Pid}}", name],  # noqa: S607
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            return _watch(port, int(pid_text or 0), t_start)
+        finally:
+            subprocess.run(  # noqa: S603
+                ["docker", "rm", "--force", name],  # noqa: S607
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
 
 def bench_container(image: str, runs: int) -> None:
