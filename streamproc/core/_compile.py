@@ -297,10 +297,8 @@ def _feed(fn: FunctionType, home: str, own: frozenset[str], digest: Any, seen: s
             for attr in names:
                 if hasattr(value, attr):
                     _feed_value(f"{name}.{attr}", getattr(value, attr), home, own, digest, seen)
-        elif foreign or name not in own:
-            _feed_value(name, value, home, own, digest, seen)
-        else:
-            _feed_value(name, value, home, own, digest, seen, numbers=False)
+        else:  # (the home file's own numbers: numba's cache sees them)
+            _feed_value(name, value, home, own, digest, seen, numbers=foreign or name not in own)
 
 
 def _feed_value(  # noqa: PLR0917 - _feed's state, passed on
