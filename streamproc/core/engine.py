@@ -253,6 +253,9 @@ class Engine:
         #: Evicted beds' last alarm-id numbers per kind (at most ``max_beds`` beds): a bed
         #: that comes back never reuses the id of an episode closed by its eviction.
         self._retired_ids: OrderedDict[BedId, dict[str, int]] = OrderedDict()
+        #: Per kind, the highest id number of the beds pushed out of ``_retired_ids``: a bed
+        #: not remembered there never issues an id at or below it (ids stay unique).
+        self._forgotten_ids: dict[str, int] = {}
         #: Open alarms per priority after the last complete tick (counted by the tick
         #: as it visits every bed: a separate count of 5,000 beds held a loop 4 ms).
         self.open_alarms: dict[Priority, int] = {}
@@ -310,8 +313,7 @@ class Engine:
                 drops=self._drops,
             )
             retired = self._retired_ids.pop(bed, None)
-            if retired is not None:
-                mon.adopt_id_numbers(retired)
+            mon.adopt_id_numbers(self._forgotten_ids if retired is None else retired)
         return mon
 
     def _evict(self) -> None:
@@ -783,8 +785,10 @@ class Engine:
         retired = self._retired_ids.setdefault(bed, {})
         for kind, number in numbers.items():
             retired[kind] = max(retired.get(kind, -1), number)
+        forgotten = self._forgotten_ids
         while len(self._retired_ids) > self.max_beds:
-            self._retired_ids.popitem(last=False)
+            for kind, number in self._retired_ids.popitem(last=False)[1].items():
+                forgotten[kind] = max(forgotten.get(kind, -1), number)
 
     def status(self) -> list[BedStatus]:
         return [mon.status() for mon in self._beds.values()]

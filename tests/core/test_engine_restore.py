@@ -352,3 +352,28 @@ class TestRestoreDataFloor:
         fresh.restore([ev], T0 + 10_000)
         normal(fresh, C, T0 + 100, 3, T0 + 10_001)
         assert fresh.stats.dropped.get("duplicate", 0) == 0
+
+
+class TestIdsAfterManyEvictions:
+    """Alarm ids stay unique for a bed that comes back after its retired ids were dropped."""
+
+    def test_a_returning_bed_never_reuses_an_id(self) -> None:
+        """The retired-id memory holds ``max_beds`` beds; a bed pushed out of it that
+        comes back and raises the same kind at the same data time gets a new id (found by
+        the core property: ``advisory_dose_unknown`` raised after cleared on one id)."""
+        from streamproc.core.protocol.messages import Drug, Infusion, RateUnit  # noqa: PLC0415
+
+        engine = Engine(max_beds=1, clock=Clock.DATA)
+        ts = 1_732_400_030.0
+        a, b, c = BedId("u", "a"), BedId("u", "b"), BedId("u", "c")
+        dose_unknown = Infusion(ts, Drug.NOREPINEPHRINE, 1.0, RateUnit.MCG_MIN, running=True)
+        first = engine.receive(Batch([(a, dose_unknown, ts)]))
+        raised = [ev for ev in first if ev.trigger is Trigger.RAISE]
+        assert raised, "an NE rate in mcg/min without a weight raises advisory_dose_unknown"
+        seen = {ev.alarm_id for ev in raised}
+        for other in (b, c):  # a evicted (its alarm closed), then pushed out of the memory
+            engine.receive(Batch([(other, dose_unknown, ts)]))
+        again = engine.receive(Batch([(a, dose_unknown, ts)]))
+        raised_again = [ev for ev in again if ev.trigger is Trigger.RAISE and ev.bed == a]
+        assert raised_again
+        assert not seen & {ev.alarm_id for ev in raised_again}
